@@ -1,0 +1,158 @@
+/**
+ * The canonical binary codec for `Message`s (specified in WIRE.md): one type byte, then the fields in
+ * declaration order as varints, fixed and length-prefixed bytes; no field names, no JSON. Canonical:
+ * a message has exactly one encoding, and the decoder accepts only that one, so signatures over
+ * encodings and ids derived from them are stable.
+ */
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+import { DecodeFailure, fromFailure, Reader, Writer } from "./internal/binary.js"
+import type { Fields, MessageField } from "./internal/field.js"
+import { compile, type Predicate } from "./internal/validator.js"
+import { definitions, type Message, type MessageTag } from "./Message.js"
+import { Malformed, UnknownMessageType } from "./WireError.js"
+
+type Definition = MessageField<MessageTag, Fields, Schema.Schema.Any>
+
+interface Compiled {
+  readonly definition: Definition
+  /** The Schema compiled to a predicate: the fast path. */
+  readonly is: Predicate
+  /** Effect's validator: run only when `is` says no, for the detailed error. */
+  readonly validate: (u: unknown) => Either.Either<unknown, ParseResult.ParseError>
+}
+
+// Built once at module load: Schema validators are costly to build and cheap to run.
+const byType: Array<Compiled | undefined> = new Array(256)
+const byTag = new Map<string, Compiled>()
+for (const definition of definitions) {
+  const compiled: Compiled = {
+    definition,
+    is: compile(definition.schema.ast),
+    validate: Schema.validateEither(definition.schema as Schema.Schema<unknown>)
+  }
+  byType[definition.type] = compiled
+  byTag.set(definition.tag, compiled)
+}
+
+/** The one-byte type code of each message type, as WIRE.md lists them. */
+export const typeCodes: ReadonlyMap<MessageTag, number> = new Map(definitions.map((d) => [d.tag, d.type]))
+
+const fromParseError = (what: string, error: ParseResult.ParseError, offset: number): Malformed => {
+  const [issue] = ParseResult.ArrayFormatter.formatErrorSync(error)
+  return new Malformed({
+    what,
+    path: issue ? issue.path.join(".") : "",
+    offset,
+    reason: issue ? issue.message : error.message
+  })
+}
+
+/** The Schema's verdict on a value: the compiled predicate, then Effect's validator for the error. */
+const check = (compiled: Compiled, value: unknown): Malformed | undefined => {
+  if (compiled.is(value)) return undefined
+  const validated = compiled.validate(value)
+  return Either.isLeft(validated)
+    ? fromParseError(compiled.definition.tag, validated.left, 0)
+    : new Malformed({
+        what: compiled.definition.tag,
+        path: "",
+        offset: 0,
+        reason: "refused by the compiled validator"
+      })
+}
+
+const writeChecked = (compiled: Compiled, message: Message): Either.Either<Uint8Array, Malformed> => {
+  const definition = compiled.definition
+  const invalid = check(compiled, message)
+  if (invalid !== undefined) return Either.left(invalid)
+  const buf = Buffer.allocUnsafe(1 + definition.size(message))
+  const writer = new Writer(buf)
+  writer.u8(definition.type)
+  definition.write(writer, message)
+  return Either.right(buf)
+}
+
+/**
+ * Encodes a message. The message is validated by its Schema first, so a value the type system
+ * let through (a 31-byte hash, a view above 2^64-1) is a `Malformed` error here rather than bytes
+ * that every peer would refuse.
+ */
+export const encode = (message: Message): Either.Either<Uint8Array, Malformed> => {
+  const compiled = byTag.get((message as { _tag?: unknown })?._tag as string)
+  if (compiled === undefined) {
+    return Either.left(
+      new Malformed({ what: "Message", path: "_tag", offset: 0, reason: "not a known message type" })
+    )
+  }
+  return writeChecked(compiled, message)
+}
+
+/**
+ * Decodes one message from `bytes` (all of them: trailing bytes are an error) and validates it with
+ * its Schema. Byte fields of the result are views into `bytes`, which must not be modified after.
+ */
+export const decode = (bytes: Uint8Array): Either.Either<Message, UnknownMessageType | Malformed> => {
+  if (bytes.length === 0) {
+    return Either.left(new Malformed({ what: "Message", path: "", offset: 0, reason: "empty input" }))
+  }
+  const compiled = byType[bytes[0]!]
+  if (compiled === undefined) return Either.left(new UnknownMessageType({ type: bytes[0]! }))
+  const definition = compiled.definition
+  const reader = new Reader(bytes, 1, bytes.length)
+  let value: unknown
+  try {
+    value = definition.read(reader)
+  } catch (e) {
+    if (e instanceof DecodeFailure) return Either.left(fromFailure(definition.tag, e))
+    throw e
+  }
+  if (reader.pos !== reader.end) {
+    return Either.left(
+      new Malformed({
+        what: definition.tag,
+        path: "",
+        offset: reader.pos,
+        reason: `${reader.end - reader.pos} trailing bytes after the message`
+      })
+    )
+  }
+  const invalid = check(compiled, value)
+  return invalid === undefined ? Either.right(value as Message) : Either.left(invalid)
+}
+
+const SIGNING_DOMAIN = Buffer.from("hotstuff2/message/v1/", "latin1")
+
+/**
+ * The bytes a consensus signature covers: a domain prefix, the type byte, and the canonical encoding
+ * of every field but the trailing `signature`. For a message without a `signature` field it is the
+ * domain prefix and the whole encoding.
+ */
+export const signingBytes = (message: Message): Either.Either<Uint8Array, Malformed> =>
+  Either.flatMap(encode(message), (encoded) => {
+    const definition = byTag.get(message._tag)!.definition
+    const names = definition.names
+    const signed = names[names.length - 1] === "signature" ? encoded.length - 64 : encoded.length
+    const out = Buffer.allocUnsafe(SIGNING_DOMAIN.length + signed)
+    SIGNING_DOMAIN.copy(out, 0)
+    out.set(encoded.subarray(0, signed), SIGNING_DOMAIN.length)
+    return Either.right(out)
+  })
+
+/** The codec as a service, for code that wants it injected (and replaced in tests). */
+export interface CodecShape {
+  readonly encode: (message: Message) => Effect.Effect<Uint8Array, Malformed>
+  readonly decode: (bytes: Uint8Array) => Effect.Effect<Message, UnknownMessageType | Malformed>
+}
+
+export class Codec extends Context.Tag("@hotstuff2/wire/Codec")<Codec, CodecShape>() {
+  /** The canonical binary codec of WIRE.md. */
+  static readonly layer: Layer.Layer<Codec> = Layer.succeed(Codec, {
+    encode: (message) => encode(message),
+    decode: (bytes) => decode(bytes)
+  })
+}

@@ -1,0 +1,281 @@
+/**
+ * Frames: the unit a connection carries. An 8-byte header (version, channel, flags, body length)
+ * and a body holding a batch of messages (opaque bytes: usually encoded envelopes), optionally
+ * deflated when large. `FrameDecoder` turns a byte stream cut at arbitrary points into whole frames,
+ * checking every declared size against its limits before allocating for it. Only a frame that
+ * arrives split across chunks is copied (once, into one buffer); others are decoded in place.
+ */
+import * as zlib from "node:zlib"
+import * as Either from "effect/Either"
+import { DecodeFailure, fromFailure, gather, Reader, u32Size, Writer } from "./internal/binary.js"
+import {
+  DecompressedTooLarge,
+  type FrameError,
+  FrameTooLarge,
+  Malformed,
+  UnknownVersion
+} from "./WireError.js"
+
+export const VERSION = 1
+export const SUPPORTED_VERSIONS: ReadonlyArray<number> = [VERSION]
+export const HEADER_BYTES = 8
+
+/** Header flag bits. Any other bit set is refused. */
+export const Flags = {
+  /** The body is raw DEFLATE (RFC 1951), preceded by its inflated length as a varint. */
+  deflate: 0x01
+} as const
+const KNOWN_FLAGS = Flags.deflate
+
+/** A frame: messages on one channel, in order. */
+export interface Frame {
+  readonly channel: number
+  readonly messages: ReadonlyArray<Uint8Array>
+}
+
+/** Limits a decoder enforces; all sizes in bytes. */
+export interface FrameLimits {
+  /** Largest body (after the header, as sent) accepted. */
+  readonly maxFrameBytes: number
+  /** Largest body once inflated, for compressed frames. */
+  readonly maxDecompressedBytes: number
+  /** Most messages in one frame. */
+  readonly maxMessagesPerFrame: number
+}
+
+export const defaultLimits: FrameLimits = {
+  maxFrameBytes: 16 * 1024 * 1024,
+  maxDecompressedBytes: 64 * 1024 * 1024,
+  maxMessagesPerFrame: 4096
+}
+
+export interface EncodeOptions {
+  /** Deflate bodies of at least `compressionThreshold` bytes; never smaller ones (votes don't shrink). */
+  readonly compression?: "none" | "deflate"
+  readonly compressionThreshold?: number
+  /** Refuse to build a frame the receiver would refuse. */
+  readonly maxFrameBytes?: number
+  readonly maxMessagesPerFrame?: number
+}
+
+export const defaultCompressionThreshold = 64 * 1024
+
+const batchSize = (messages: ReadonlyArray<Uint8Array>): number => {
+  let size = u32Size(messages.length)
+  for (let i = 0; i < messages.length; i++) size += u32Size(messages[i]!.length) + messages[i]!.length
+  return size
+}
+
+const writeHeader = (out: Buffer, channel: number, flags: number, length: number): void => {
+  out[0] = VERSION
+  out[1] = channel
+  out[2] = flags
+  out[3] = 0
+  out.writeUInt32BE(length, 4)
+}
+
+/**
+ * Encodes a frame: header and batch, deflated if asked and if it helps. Refuses what a receiver with
+ * the same limits would refuse: a channel outside 0..255, no messages, an empty message, too many.
+ */
+export const encode = (
+  frame: Frame,
+  options: EncodeOptions = {}
+): Either.Either<Uint8Array, FrameTooLarge | Malformed> => {
+  const { channel, messages } = frame
+  const limit = options.maxFrameBytes ?? defaultLimits.maxFrameBytes
+  const maxMessages = options.maxMessagesPerFrame ?? defaultLimits.maxMessagesPerFrame
+  if (!Number.isInteger(channel) || channel < 0 || channel > 255) {
+    return Either.left(malformed(1, `channel must be an integer in 0..255, got ${channel}`))
+  }
+  if (messages.length === 0 || messages.length > maxMessages) {
+    return Either.left(
+      malformed(HEADER_BYTES, `a frame carries 1 to ${maxMessages} messages, got ${messages.length}`)
+    )
+  }
+  for (let i = 0; i < messages.length; i++) {
+    if (messages[i]!.length === 0) return Either.left(malformed(HEADER_BYTES, `message ${i} is empty`))
+  }
+  const size = batchSize(messages)
+  const compress =
+    options.compression === "deflate" && size >= (options.compressionThreshold ?? defaultCompressionThreshold)
+  if (!compress && size > limit) return Either.left(new FrameTooLarge({ channel, size, limit }))
+  const out = Buffer.allocUnsafe(HEADER_BYTES + size)
+  const writer = new Writer(out)
+  writer.pos = HEADER_BYTES
+  writer.u32(messages.length)
+  for (let i = 0; i < messages.length; i++) writer.lengthPrefixed(messages[i]!)
+  if (compress) {
+    const deflated = zlib.deflateRawSync(out.subarray(HEADER_BYTES), { level: 1 })
+    const body = u32Size(size) + deflated.length
+    if (body < size) {
+      if (body > limit) return Either.left(new FrameTooLarge({ channel, size: body, limit }))
+      const packed = Buffer.allocUnsafe(HEADER_BYTES + body)
+      writeHeader(packed, channel, Flags.deflate, body)
+      const w = new Writer(packed)
+      w.pos = HEADER_BYTES
+      w.u32(size)
+      w.bytes(deflated)
+      return Either.right(packed)
+    }
+    if (size > limit) return Either.left(new FrameTooLarge({ channel, size, limit }))
+  }
+  writeHeader(out, channel, 0, size)
+  return Either.right(out)
+}
+
+const malformed = (offset: number, reason: string) =>
+  new Malformed({ what: "Frame", path: "", offset, reason })
+
+/** Checks a header; returns the body length or an error. */
+const checkHeader = (header: Uint8Array, limits: FrameLimits): Either.Either<number, FrameError> => {
+  const version = header[0]!
+  if (version !== VERSION) return Either.left(new UnknownVersion({ version, supported: SUPPORTED_VERSIONS }))
+  const flags = header[2]!
+  if ((flags & ~KNOWN_FLAGS) !== 0)
+    return Either.left(malformed(2, `unknown flag bits 0x${flags.toString(16)}`))
+  if (header[3] !== 0) return Either.left(malformed(3, "reserved header byte must be 0"))
+  const length = ((header[4]! << 24) >>> 0) + (header[5]! << 16) + (header[6]! << 8) + header[7]!
+  if (length > limits.maxFrameBytes) {
+    return Either.left(new FrameTooLarge({ channel: header[1]!, size: length, limit: limits.maxFrameBytes }))
+  }
+  return Either.right(length)
+}
+
+const readBatch = (body: Uint8Array, limits: FrameLimits): Array<Uint8Array> => {
+  const reader = new Reader(body, 0, body.length)
+  const count = reader.u32()
+  if (count === 0) throw new DecodeFailure(0, "a frame carries at least one message")
+  if (count > limits.maxMessagesPerFrame) {
+    throw new DecodeFailure(0, `${count} messages exceed the limit of ${limits.maxMessagesPerFrame}`)
+  }
+  if (count > reader.remaining)
+    throw new DecodeFailure(0, `${count} messages cannot fit in ${reader.remaining} bytes`)
+  const messages = new Array<Uint8Array>(count)
+  for (let i = 0; i < count; i++) {
+    const at = reader.pos
+    const message = reader.lengthPrefixed(reader.remaining)
+    if (message.length === 0) throw new DecodeFailure(at, `message ${i} is empty`)
+    messages[i] = message
+  }
+  if (reader.remaining !== 0)
+    throw new DecodeFailure(reader.pos, `${reader.remaining} trailing bytes after the batch`)
+  return messages
+}
+
+/** Decodes one frame's body (after a checked header). */
+const decodeBody = (
+  channel: number,
+  flags: number,
+  body: Uint8Array,
+  limits: FrameLimits
+): Either.Either<Frame, FrameError> => {
+  try {
+    if ((flags & Flags.deflate) === 0) return Either.right({ channel, messages: readBatch(body, limits) })
+    const reader = new Reader(body, 0, body.length)
+    const declared = reader.u32()
+    if (declared > limits.maxDecompressedBytes) {
+      return Either.left(
+        new DecompressedTooLarge({ channel, size: declared, limit: limits.maxDecompressedBytes })
+      )
+    }
+    let inflated: Buffer
+    try {
+      // maxOutputLength stops a deflate bomb at the declared size instead of after it.
+      inflated = zlib.inflateRawSync(body.subarray(reader.pos), { maxOutputLength: Math.max(declared, 1) })
+    } catch (e) {
+      const reason = (e as Error)?.message ?? String(e)
+      return Either.left(
+        (e as NodeJS.ErrnoException)?.code === "ERR_BUFFER_TOO_LARGE"
+          ? malformed(HEADER_BYTES, `inflates to more than the declared ${declared} bytes`)
+          : malformed(HEADER_BYTES, `invalid deflate data: ${reason}`)
+      )
+    }
+    if (inflated.length !== declared) {
+      return Either.left(
+        malformed(HEADER_BYTES, `inflates to ${inflated.length} bytes, declared ${declared}`)
+      )
+    }
+    return Either.right({ channel, messages: readBatch(inflated, limits) })
+  } catch (e) {
+    if (e instanceof DecodeFailure) {
+      const error = fromFailure("Frame", e)
+      return Either.left(new Malformed({ ...error, offset: error.offset + HEADER_BYTES }))
+    }
+    throw e
+  }
+}
+
+/** Decodes exactly one whole frame from `bytes`. */
+export const decode = (
+  bytes: Uint8Array,
+  limits: FrameLimits = defaultLimits
+): Either.Either<Frame, FrameError> => {
+  if (bytes.length < HEADER_BYTES) return Either.left(malformed(bytes.length, "shorter than a frame header"))
+  return Either.flatMap(checkHeader(bytes, limits), (length) =>
+    HEADER_BYTES + length !== bytes.length
+      ? Either.left(
+          malformed(HEADER_BYTES, `header declares ${length} body bytes, got ${bytes.length - HEADER_BYTES}`)
+        )
+      : decodeBody(bytes[1]!, bytes[2]!, bytes.subarray(HEADER_BYTES), limits)
+  )
+}
+
+/**
+ * An incremental frame decoder for one byte stream. Feed it chunks as they arrive, cut anywhere;
+ * it calls `onFrame` synchronously for each whole frame, in order. It holds at most one partial
+ * frame (header plus a body within `maxFrameBytes`) beyond the chunk in hand. After an error the
+ * stream cannot be resynchronised: every later `push` returns the same error.
+ */
+export class FrameDecoder {
+  private parts: Array<Uint8Array> = []
+  private buffered = 0
+  /** Bytes needed before the next step: a header, or a header and its body. */
+  private need = HEADER_BYTES
+  private bodyLength = -1
+  private error: FrameError | undefined
+
+  constructor(readonly limits: FrameLimits = defaultLimits) {}
+
+  /** Bytes held waiting for the rest of a frame. */
+  get bufferedBytes(): number {
+    return this.buffered
+  }
+
+  push(chunk: Uint8Array, onFrame: (frame: Frame) => void): FrameError | undefined {
+    if (this.error !== undefined) return this.error
+    if (chunk.length === 0) return undefined
+    this.parts.push(chunk)
+    this.buffered += chunk.length
+    while (this.buffered >= this.need) {
+      if (this.bodyLength < 0) {
+        // Check the header as soon as it is complete, before waiting for (or allocating) its body.
+        const header =
+          this.parts[0]!.length >= HEADER_BYTES ? this.parts[0]! : gather(this.parts, HEADER_BYTES)
+        const checked = checkHeader(header, this.limits)
+        if (Either.isLeft(checked)) return this.fail(checked.left)
+        this.bodyLength = checked.right
+        this.need = HEADER_BYTES + checked.right
+        continue
+      }
+      const buf = this.parts.length === 1 ? this.parts[0]! : gather(this.parts, this.buffered)
+      const frameBytes = this.need
+      const decoded = decodeBody(buf[1]!, buf[2]!, buf.subarray(HEADER_BYTES, frameBytes), this.limits)
+      if (Either.isLeft(decoded)) return this.fail(decoded.left)
+      const rest = buf.length - frameBytes
+      this.parts = rest > 0 ? [buf.subarray(frameBytes)] : []
+      this.buffered = rest
+      this.need = HEADER_BYTES
+      this.bodyLength = -1
+      onFrame(decoded.right)
+    }
+    return undefined
+  }
+
+  private fail(error: FrameError): FrameError {
+    this.error = error
+    this.parts = []
+    this.buffered = 0
+    return error
+  }
+}

@@ -1,0 +1,246 @@
+/**
+ * Every message validators exchange, as Effect Schemas (`TaggedStruct`s). The field order below is
+ * the order on the wire; WIRE.md specifies the bytes. Block contents are opaque bytes.
+ */
+import * as Schema from "effect/Schema"
+import * as F from "./internal/field.js"
+
+/** Largest validator set a certificate can describe (its signer bitmap is at most 512 bytes). */
+export const MAX_VALIDATORS = 4096
+/** Largest block payload the codec accepts; frame limits usually bind first. */
+export const MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+export const MAX_SYNC_BLOCKS = 1024
+export const MAX_ADDRESSES = 16
+export const MAX_ADDRESS_BYTES = 256
+export const MAX_PEER_RECORDS = 256
+export const MAX_TOPIC_BYTES = 128
+
+const { hash, peerId, signature } = F
+const view = F.u64
+
+const popcount = (bitmap: Uint8Array): number => {
+  let n = 0
+  for (let i = 0; i < bitmap.length; i++) {
+    let b = bitmap[i]!
+    while (b !== 0) {
+      b &= b - 1
+      n++
+    }
+  }
+  return n
+}
+
+/** A signer bitmap is canonical and names exactly as many signers as there are signatures. */
+const certificateSigners = (c: { signers: Uint8Array; signatures: ReadonlyArray<Uint8Array> }) => {
+  if (c.signers.length > 0 && c.signers[c.signers.length - 1] === 0) {
+    return "signer bitmap must not end in a zero byte (one encoding per signer set)"
+  }
+  const count = popcount(c.signers)
+  return (
+    count === c.signatures.length ||
+    `signer bitmap names ${count} signers but carries ${c.signatures.length} signatures`
+  )
+}
+
+/**
+ * A refined TaggedStruct validates in `make` but no longer fills in `_tag`; give it back, so that
+ * `QuorumCertificate.make({ view, ... })` works like every other message's `make`.
+ */
+const withTaggedMake = <S extends Schema.Schema.Any & { make: (a: any, options?: any) => any }>(
+  schema: S,
+  tag: string
+): S & {
+  readonly make: (
+    props: Omit<Schema.Schema.Type<S>, "_tag">,
+    options?: Schema.MakeOptions
+  ) => Schema.Schema.Type<S>
+} => {
+  const make = schema.make
+  ;(schema as { make: unknown }).make = (props: object, options?: Schema.MakeOptions) =>
+    make({ _tag: tag, ...props }, options)
+  return schema as any
+}
+
+// Signer bitmaps: bit i (byte i >> 3, bit i & 7, least significant first) is the validator at index i.
+const signers = F.bytes(MAX_VALIDATORS / 8)
+const signatures = F.list(signature, MAX_VALIDATORS)
+
+const QuorumCertificateField = F.message(
+  "QuorumCertificate",
+  0x03,
+  { view, blockHash: hash, signers, signatures },
+  (s) => s.pipe(Schema.filter(certificateSigners))
+)
+
+const BlockField = F.struct("Block", {
+  hash,
+  parent: hash,
+  height: F.u64,
+  payload: F.bytes(MAX_PAYLOAD_BYTES)
+})
+
+const ProposalField = F.message("Proposal", 0x01, {
+  view,
+  block: BlockField,
+  justify: QuorumCertificateField,
+  proposer: peerId,
+  signature
+})
+
+const VoteField = F.message("Vote", 0x02, { view, blockHash: hash, voter: peerId, signature })
+
+const NewViewField = F.message("NewView", 0x04, {
+  view,
+  highQC: QuorumCertificateField,
+  sender: peerId,
+  signature
+})
+
+const TimeoutField = F.message("Timeout", 0x05, {
+  view,
+  highQC: QuorumCertificateField,
+  sender: peerId,
+  signature
+})
+
+const TimeoutCertificateField = F.message(
+  "TimeoutCertificate",
+  0x06,
+  { view, signers, signatures, highQC: QuorumCertificateField },
+  (s) => s.pipe(Schema.filter(certificateSigners))
+)
+
+const SyncRequestField = F.message("SyncRequest", 0x10, {
+  requestId: F.u64,
+  fromHeight: F.u64,
+  maxBlocks: F.u32
+})
+
+const SyncResponseField = F.message("SyncResponse", 0x11, {
+  requestId: F.u64,
+  blocks: F.list(BlockField, MAX_SYNC_BLOCKS, 4),
+  highQC: F.option(QuorumCertificateField)
+})
+
+const PingField = F.message("Ping", 0x20, { nonce: F.u64 })
+const PongField = F.message("Pong", 0x21, { nonce: F.u64 })
+
+const PeerRecordField = F.message("PeerRecord", 0x30, {
+  peer: peerId,
+  addresses: F.list(F.utf8(MAX_ADDRESS_BYTES), MAX_ADDRESSES, 4),
+  sequence: F.u64,
+  signature
+})
+
+const PeerExchangeRequestField = F.message("PeerExchangeRequest", 0x31, { max: F.u32 })
+const PeerExchangeResponseField = F.message("PeerExchangeResponse", 0x32, {
+  records: F.list(PeerRecordField, MAX_PEER_RECORDS, 4)
+})
+
+const AppMessageField = F.message("AppMessage", 0x40, {
+  topic: F.utf8(MAX_TOPIC_BYTES),
+  data: F.bytes(MAX_PAYLOAD_BYTES)
+})
+
+/** A block: its hash, its parent's hash, its height and its opaque contents. */
+export const Block = BlockField.schema
+export interface Block extends Schema.Schema.Type<typeof Block> {}
+
+/** n - f votes for one block in one view, as a signer bitmap and the signatures in bitmap order. */
+export const QuorumCertificate = withTaggedMake(QuorumCertificateField.schema, "QuorumCertificate")
+export interface QuorumCertificate extends Schema.Schema.Type<typeof QuorumCertificate> {}
+
+/** The leader's proposal of a block for a view, justified by the highest QC it knows. */
+export const Proposal = ProposalField.schema
+export interface Proposal extends Schema.Schema.Type<typeof Proposal> {}
+
+/** A validator's vote for a block in a view. */
+export const Vote = VoteField.schema
+export interface Vote extends Schema.Schema.Type<typeof Vote> {}
+
+/** Sent to the next leader on entering a view, carrying the sender's highest QC. */
+export const NewView = NewViewField.schema
+export interface NewView extends Schema.Schema.Type<typeof NewView> {}
+
+/** A validator gives up on a view. */
+export const Timeout = TimeoutField.schema
+export interface Timeout extends Schema.Schema.Type<typeof Timeout> {}
+
+/** n - f timeouts for one view. */
+export const TimeoutCertificate = withTaggedMake(TimeoutCertificateField.schema, "TimeoutCertificate")
+export interface TimeoutCertificate extends Schema.Schema.Type<typeof TimeoutCertificate> {}
+
+/** Asks a peer for up to `maxBlocks` blocks from `fromHeight` on. */
+export const SyncRequest = SyncRequestField.schema
+export interface SyncRequest extends Schema.Schema.Type<typeof SyncRequest> {}
+
+/** Answers a `SyncRequest` with blocks and the QC that certifies the last of them, if any. */
+export const SyncResponse = SyncResponseField.schema
+export interface SyncResponse extends Schema.Schema.Type<typeof SyncResponse> {}
+
+/** Liveness probe on the heartbeat channel (internal). */
+export const Ping = PingField.schema
+export interface Ping extends Schema.Schema.Type<typeof Ping> {}
+
+/** Answer to a `Ping` with the same nonce (internal). */
+export const Pong = PongField.schema
+export interface Pong extends Schema.Schema.Type<typeof Pong> {}
+
+/** Where a peer can be reached, signed by that peer; a higher `sequence` replaces a lower one. */
+export const PeerRecord = PeerRecordField.schema
+export interface PeerRecord extends Schema.Schema.Type<typeof PeerRecord> {}
+
+/** Asks a peer for up to `max` peer records it knows (internal). */
+export const PeerExchangeRequest = PeerExchangeRequestField.schema
+export interface PeerExchangeRequest extends Schema.Schema.Type<typeof PeerExchangeRequest> {}
+
+/** Answer to a `PeerExchangeRequest` (internal). */
+export const PeerExchangeResponse = PeerExchangeResponseField.schema
+export interface PeerExchangeResponse extends Schema.Schema.Type<typeof PeerExchangeResponse> {}
+
+/** Anything else the application needs to send, under a topic of its choosing. */
+export const AppMessage = AppMessageField.schema
+export interface AppMessage extends Schema.Schema.Type<typeof AppMessage> {}
+
+/** Every message type. */
+export const Message = Schema.Union(
+  Proposal,
+  Vote,
+  QuorumCertificate,
+  NewView,
+  Timeout,
+  TimeoutCertificate,
+  SyncRequest,
+  SyncResponse,
+  Ping,
+  Pong,
+  PeerRecord,
+  PeerExchangeRequest,
+  PeerExchangeResponse,
+  AppMessage
+)
+export type Message = typeof Message.Type
+
+/** A message type's name, e.g. `"Vote"`. */
+export type MessageTag = Message["_tag"]
+
+/** @internal The wire definition of every message type, in type-code order: the codec compiles these. */
+export const definitions = [
+  ProposalField,
+  VoteField,
+  QuorumCertificateField,
+  NewViewField,
+  TimeoutField,
+  TimeoutCertificateField,
+  SyncRequestField,
+  SyncResponseField,
+  PingField,
+  PongField,
+  PeerRecordField,
+  PeerExchangeRequestField,
+  PeerExchangeResponseField,
+  AppMessageField
+] as ReadonlyArray<F.MessageField<MessageTag, F.Fields, Schema.Schema.Any>>
+
+/** @internal The Block wire form, reused by WIRE.md's generator and tests. */
+export const blockDefinition = BlockField
