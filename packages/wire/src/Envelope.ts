@@ -12,6 +12,7 @@ import * as Codec from "./Codec.js"
 import { type Identity, type PeerId, sign, verify as verifySignature } from "./Identity.js"
 import { DecodeFailure, fromFailure, Reader, Writer } from "./internal/binary.js"
 import * as F from "./internal/field.js"
+import { compile } from "./internal/validator.js"
 import { MAX_PAYLOAD_BYTES, type Message } from "./Message.js"
 import { BadSignature, type EnvelopeError, Malformed } from "./WireError.js"
 
@@ -44,6 +45,23 @@ export interface Envelope extends Schema.Schema.Type<typeof Envelope> {}
 export const definition = EnvelopeField
 
 const validateEnvelope = Schema.validateEither(Envelope)
+const isEnvelope = compile(Envelope.ast)
+
+const check = (envelope: unknown): Malformed | undefined => {
+  if (isEnvelope(envelope)) return undefined
+  const validated = validateEnvelope(envelope)
+  const [issue] = Either.isLeft(validated) ? ParseResult.ArrayFormatter.formatErrorSync(validated.left) : []
+  return new Malformed({
+    what: "Envelope",
+    path: issue?.path.join(".") ?? "",
+    offset: 0,
+    reason: issue?.message ?? "invalid"
+  })
+}
+
+/** Network ids are short printable ASCII, so two different ids never share a signature domain. */
+const NETWORK_ID_RULE = "a network id is 1 to 64 characters of A-Z a-z 0-9 . _ -"
+const validNetworkId = (id: string): boolean => /^[A-Za-z0-9._-]{1,64}$/.test(id)
 
 const DOMAIN = "hotstuff2/envelope/v1/"
 const prefixes = new Map<string, Buffer>()
@@ -86,16 +104,11 @@ export const seal = (identity: Identity, options: SealOptions): Either.Either<Se
     trace: Option.fromNullable(options.trace),
     payload: options.payload
   }
-  const checked = validateEnvelope({ ...body, signature: new Uint8Array(64) })
-  if (Either.isLeft(checked)) {
-    const [issue] = ParseResult.ArrayFormatter.formatErrorSync(checked.left)
+  const invalid = check({ ...body, signature: new Uint8Array(64) })
+  if (invalid !== undefined) return Either.left(invalid)
+  if (!validNetworkId(options.networkId)) {
     return Either.left(
-      new Malformed({
-        what: "Envelope",
-        path: issue?.path.join(".") ?? "",
-        offset: 0,
-        reason: issue?.message ?? ""
-      })
+      new Malformed({ what: "Envelope", path: "networkId", offset: 0, reason: NETWORK_ID_RULE })
     )
   }
   const prefix = domainPrefix(options.networkId)
@@ -110,11 +123,13 @@ export const seal = (identity: Identity, options: SealOptions): Either.Either<Se
   return Either.right({ envelope: { ...body, signature }, bytes: buf.subarray(prefix.length) })
 }
 
-/** The envelope's canonical bytes (the same as `seal` produced). */
-export const encode = (envelope: Envelope): Uint8Array => {
+/** The envelope's canonical bytes (the same as `seal` produced), after checking it with its Schema. */
+export const encode = (envelope: Envelope): Either.Either<Uint8Array, Malformed> => {
+  const invalid = check(envelope)
+  if (invalid !== undefined) return Either.left(invalid)
   const buf = Buffer.allocUnsafe(EnvelopeField.size(envelope))
   EnvelopeField.write(new Writer(buf), envelope)
-  return buf
+  return Either.right(buf)
 }
 
 /** Decodes an envelope's fields. The payload stays encoded and unverified: call `verify` next. */
@@ -142,6 +157,11 @@ export const decode = (bytes: Uint8Array): Either.Either<Envelope, Malformed> =>
 
 /** Checks the origin's signature over the envelope under `networkId`. */
 export const verify = (envelope: Envelope, networkId: string): Either.Either<Envelope, BadSignature> => {
+  if (!validNetworkId(networkId)) {
+    return Either.left(
+      new BadSignature({ signer: envelope.origin, what: `envelope under an invalid network id` })
+    )
+  }
   const prefix = domainPrefix(networkId)
   const buf = Buffer.allocUnsafe(prefix.length + BodyField.size(envelope))
   prefix.copy(buf, 0)

@@ -55,6 +55,7 @@ export interface EncodeOptions {
   readonly compressionThreshold?: number
   /** Refuse to build a frame the receiver would refuse. */
   readonly maxFrameBytes?: number
+  readonly maxDecompressedBytes?: number
   readonly maxMessagesPerFrame?: number
 }
 
@@ -81,7 +82,7 @@ const writeHeader = (out: Buffer, channel: number, flags: number, length: number
 export const encode = (
   frame: Frame,
   options: EncodeOptions = {}
-): Either.Either<Uint8Array, FrameTooLarge | Malformed> => {
+): Either.Either<Uint8Array, FrameTooLarge | DecompressedTooLarge | Malformed> => {
   const { channel, messages } = frame
   const limit = options.maxFrameBytes ?? defaultLimits.maxFrameBytes
   const maxMessages = options.maxMessagesPerFrame ?? defaultLimits.maxMessagesPerFrame
@@ -105,6 +106,15 @@ export const encode = (
   writer.pos = HEADER_BYTES
   writer.u32(messages.length)
   for (let i = 0; i < messages.length; i++) writer.lengthPrefixed(messages[i]!)
+  if (compress && size > (options.maxDecompressedBytes ?? defaultLimits.maxDecompressedBytes)) {
+    return Either.left(
+      new DecompressedTooLarge({
+        channel,
+        size,
+        limit: options.maxDecompressedBytes ?? defaultLimits.maxDecompressedBytes
+      })
+    )
+  }
   if (compress) {
     const deflated = zlib.deflateRawSync(out.subarray(HEADER_BYTES), { level: 1 })
     const body = u32Size(size) + deflated.length
@@ -154,7 +164,7 @@ const readBatch = (body: Uint8Array, limits: FrameLimits): Array<Uint8Array> => 
   const messages = new Array<Uint8Array>(count)
   for (let i = 0; i < count; i++) {
     const at = reader.pos
-    const message = reader.lengthPrefixed(reader.remaining)
+    const message = reader.lengthPrefixed(0xffffffff) // bounded by the bytes left
     if (message.length === 0) throw new DecodeFailure(at, `message ${i} is empty`)
     messages[i] = message
   }
@@ -179,16 +189,34 @@ const decodeBody = (
         new DecompressedTooLarge({ channel, size: declared, limit: limits.maxDecompressedBytes })
       )
     }
+    const deflated = body.subarray(reader.pos)
     let inflated: Buffer
+    let consumed: number
     try {
       // maxOutputLength stops a deflate bomb at the declared size instead of after it.
-      inflated = zlib.inflateRawSync(body.subarray(reader.pos), { maxOutputLength: Math.max(declared, 1) })
+      const result = zlib.inflateRawSync(deflated, {
+        maxOutputLength: Math.max(declared, 1),
+        info: true
+      }) as unknown as {
+        buffer: Buffer
+        engine: { bytesWritten: number }
+      }
+      inflated = result.buffer
+      consumed = result.engine.bytesWritten
     } catch (e) {
       const reason = (e as Error)?.message ?? String(e)
       return Either.left(
         (e as NodeJS.ErrnoException)?.code === "ERR_BUFFER_TOO_LARGE"
           ? malformed(HEADER_BYTES, `inflates to more than the declared ${declared} bytes`)
           : malformed(HEADER_BYTES, `invalid deflate data: ${reason}`)
+      )
+    }
+    if (consumed !== deflated.length) {
+      return Either.left(
+        malformed(
+          HEADER_BYTES + reader.pos + consumed,
+          `${deflated.length - consumed} bytes after the end of the deflate stream`
+        )
       )
     }
     if (inflated.length !== declared) {

@@ -2,6 +2,7 @@
  * Every message validators exchange, as Effect Schemas (`TaggedStruct`s). The field order below is
  * the order on the wire; WIRE.md specifies the bytes. Block contents are opaque bytes.
  */
+import * as Arbitrary from "effect/Arbitrary"
 import * as Schema from "effect/Schema"
 import * as F from "./internal/field.js"
 
@@ -61,6 +62,15 @@ const withTaggedMake = <S extends Schema.Schema.Any & { make: (a: any, options?:
   return schema as any
 }
 
+/** Test values for certificates: as many signer bits as signatures, at a random offset. */
+const certificateArbitrary = (from: (fc: any) => any) => (fc: any) =>
+  fc.tuple(from(fc), fc.nat(40)).map(([c, offset]: [any, number]) => {
+    const bits = c.signatures.length
+    const signers = new Uint8Array(bits === 0 ? 0 : ((offset + bits - 1) >> 3) + 1)
+    for (let i = offset; i < offset + bits; i++) signers[i >> 3]! |= 1 << (i & 7)
+    return { ...c, signers }
+  })
+
 // Signer bitmaps: bit i (byte i >> 3, bit i & 7, least significant first) is the validator at index i.
 const signers = F.bytes(MAX_VALIDATORS / 8)
 const signatures = F.list(signature, MAX_VALIDATORS)
@@ -69,7 +79,12 @@ const QuorumCertificateField = F.message(
   "QuorumCertificate",
   0x03,
   { view, blockHash: hash, signers, signatures },
-  (s) => s.pipe(Schema.filter(certificateSigners))
+  (s) =>
+    s.pipe(
+      Schema.filter(certificateSigners, {
+        arbitrary: () => certificateArbitrary(Arbitrary.makeLazy(s))
+      })
+    )
 )
 
 const BlockField = F.struct("Block", {
@@ -107,7 +122,12 @@ const TimeoutCertificateField = F.message(
   "TimeoutCertificate",
   0x06,
   { view, signers, signatures, highQC: QuorumCertificateField },
-  (s) => s.pipe(Schema.filter(certificateSigners))
+  (s) =>
+    s.pipe(
+      Schema.filter(certificateSigners, {
+        arbitrary: () => certificateArbitrary(Arbitrary.makeLazy(s))
+      })
+    )
 )
 
 const SyncRequestField = F.message("SyncRequest", 0x10, {
