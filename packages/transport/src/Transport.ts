@@ -1,0 +1,140 @@
+/**
+ * One contract for "an authenticated pipe of frames to peer X", whatever carries it: TLS 1.3 sockets,
+ * plain TCP with a signed handshake, or the simulated network under TestClock.
+ */
+import type { Identity, WireError } from "@hotstuff2/wire"
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import type * as Stream from "effect/Stream"
+import type {
+  Backpressure,
+  ConnectionClosed,
+  DialError,
+  InboundRefused,
+  ListenError,
+  UnknownChannel
+} from "./TransportError.js"
+
+export type PeerId = Identity.PeerId
+
+/** Who opened the connection. */
+export type Direction = "inbound" | "outbound"
+
+/** A frame received on a connection: its channel and its messages (opaque bytes), in order. */
+export interface InboundFrame {
+  readonly channel: number
+  readonly messages: ReadonlyArray<Uint8Array>
+}
+
+/** Why a connection closed, and which side closed it. */
+export interface CloseReason {
+  readonly initiator: "local" | "remote"
+  /** A short code: `shutdown`, `duplicate`, `banned`, `unhealthy`, `protocol-error`, `eof`, `error`, ... */
+  readonly reason: string
+  readonly detail: string
+}
+
+export type SendError =
+  | Backpressure
+  | ConnectionClosed
+  | UnknownChannel
+  | WireError.FrameTooLarge
+  | WireError.DecompressedTooLarge
+  | WireError.Malformed
+
+/** Counters of one connection, for metrics and tests. */
+export interface ConnectionStats {
+  readonly framesSent: number
+  readonly bytesSent: number
+  readonly framesReceived: number
+  readonly bytesReceived: number
+  /** Socket writes: fewer than frames sent when writes were coalesced. */
+  readonly writes: number
+  /** Frames dropped by a channel's overflow policy, per channel id. */
+  readonly dropped: Readonly<Record<number, number>>
+  /** Frames and bytes waiting in each channel's queue. */
+  readonly queued: Readonly<Record<number, { readonly frames: number; readonly bytes: number }>>
+  /** Whether the socket is paused because the inbound queue is full. */
+  readonly readPaused: boolean
+}
+
+/** An authenticated connection to one peer. */
+export interface Connection {
+  /** Unique within this process, for logs and maps. */
+  readonly id: number
+  readonly localPeer: PeerId
+  /** The authenticated remote identity: its key was checked before any frame was read. */
+  readonly remotePeer: PeerId
+  readonly remoteAddress: string
+  readonly direction: Direction
+  /**
+   * Queues one frame (a batch of messages) on a channel and returns at once; the writer sends
+   * queued frames by channel priority, many per socket write. When the channel's queue is full,
+   * fails with `Backpressure` (policy `reject`) or drops and counts (policies `drop-*`) without
+   * waiting: a slow peer never blocks the caller. After close, fails with `ConnectionClosed`.
+   */
+  readonly send: (channel: number, messages: ReadonlyArray<Uint8Array>) => Effect.Effect<void, SendError>
+  /**
+   * Frames from the peer, in order per channel. Pulled: when the consumer falls behind by
+   * `maxInboundFrames`, the socket is paused and TCP pushes back on the sender. Ends when the
+   * connection closes (after the frames already received).
+   */
+  readonly frames: Stream.Stream<InboundFrame>
+  /** Flushes queued frames (up to `closeTimeout`), tells the peer why, and closes. Idempotent. */
+  readonly close: (reason?: { readonly reason: string; readonly detail?: string }) => Effect.Effect<void>
+  /** Completes once the connection is closed, with why. */
+  readonly closed: Effect.Effect<CloseReason>
+  readonly stats: Effect.Effect<ConnectionStats>
+}
+
+/** Decides at the handshake whether an authenticated peer may connect. */
+export type Authorize = (peer: PeerId, remoteAddress: string) => Effect.Effect<boolean>
+
+export interface ListenOptions {
+  /** Admission: default admits every authenticated peer of the same network. */
+  readonly authorize?: Authorize
+}
+
+export interface Listener {
+  /** The bound address, `host:port` (the real port when asked for port 0). */
+  readonly address: string
+  /** Authenticated, admitted inbound connections. */
+  readonly connections: Stream.Stream<Connection>
+  /** Inbound attempts refused, with the typed reason. */
+  readonly refusals: Stream.Stream<InboundRefused>
+  /** Stops accepting; connections already accepted stay open. */
+  readonly close: Effect.Effect<void>
+}
+
+export interface TransportShape {
+  /** This node's identity. */
+  readonly localPeer: PeerId
+  /** Listens on `host:port`; the listener closes with the scope. */
+  readonly listen: (
+    address: string,
+    options?: ListenOptions
+  ) => Effect.Effect<Listener, ListenError, Scope.Scope>
+  /**
+   * Connects to `address` and authenticates the remote as `expectedPeer` before returning; fails
+   * with a typed `DialError` (unreachable, timeout, identity mismatch, refused...) otherwise. The
+   * connection lives until closed, or until the transport's layer is released.
+   */
+  readonly dial: (address: string, expectedPeer: PeerId) => Effect.Effect<Connection, DialError>
+}
+
+export class Transport extends Context.Tag("@hotstuff2/transport/Transport")<Transport, TransportShape>() {}
+
+/** Splits `host:port` (IPv6 hosts in brackets); undefined when it is not of that form. */
+export const parseAddress = (
+  address: string
+): { readonly host: string; readonly port: number } | undefined => {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(address)
+  if (!match) return undefined
+  const port = Number(match[3])
+  if (port > 65535) return undefined
+  return { host: match[1] ?? match[2]!, port }
+}
+
+export const formatAddress = (host: string, port: number): string =>
+  host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`

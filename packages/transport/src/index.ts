@@ -1,0 +1,11 @@
+/** The contract: listen, dial, connections with prioritised channels. */
+
+/** Plain TCP with a signed handshake: trusted networks and benchmarks. */
+export * as TcpTransport from "./TcpTransport.js"
+/** TLS 1.3 with pinned Ed25519 certificates: the production layer. */
+export * as TlsTransport from "./TlsTransport.js"
+export * as Transport from "./Transport.js"
+/** Every limit and channel, Schema-validated with defaults. */
+export * as TransportConfig from "./TransportConfig.js"
+/** Typed errors: dial failures, refusals, backpressure. */
+export * as TransportError from "./TransportError.js"

@@ -1,0 +1,389 @@
+// The connection core shared by every transport: per-channel bounded outbound queues drained by
+// priority and coalesced into few writes, a synchronous inbound frame decoder with a bounded queue
+// that pauses the pipe when full, and the reserved control channel used by the handshake and the
+// goodbye. Plain JavaScript on the pipe's callbacks: this is the hot path. Effect wraps it in
+// connectionApi.ts; timers come in through `Timers`, backed by Effect's Clock.
+import type { Identity } from "@hotstuff2/wire"
+import { Frame } from "@hotstuff2/wire"
+import * as Duration from "effect/Duration"
+import * as Either from "effect/Either"
+import type { CloseReason, ConnectionStats, Direction, InboundFrame, SendError } from "../Transport.js"
+import type { ChannelConfig, TransportConfig } from "../TransportConfig.js"
+import { Backpressure, ConnectionClosed, UnknownChannel } from "../TransportError.js"
+import type { Pipe } from "./pipe.js"
+
+/** Channel 255 carries the transport's own frames: handshake and goodbye. */
+export const CONTROL_CHANNEL = 255
+
+/** Schedules `f` after `millis` on Effect's Clock; returns a cancel function. */
+export type Timers = (millis: number, f: () => void) => () => void
+
+export type CoreError = SendError
+
+class ChannelQueue {
+  frames: Array<Uint8Array> = []
+  head = 0
+  bytes = 0
+  dropped = 0
+  constructor(readonly config: ChannelConfig) {}
+
+  get length(): number {
+    return this.frames.length - this.head
+  }
+
+  push(frame: Uint8Array): void {
+    this.frames.push(frame)
+    this.bytes += frame.length
+  }
+
+  shift(): Uint8Array {
+    const frame = this.frames[this.head]!
+    this.frames[this.head++] = undefined as unknown as Uint8Array
+    this.bytes -= frame.length
+    if (this.head > 1024 && this.head * 2 > this.frames.length) {
+      this.frames = this.frames.slice(this.head)
+      this.head = 0
+    }
+    return frame
+  }
+}
+
+export interface CoreOptions {
+  readonly config: TransportConfig
+  readonly localPeer: Identity.PeerId
+  readonly remoteAddress: string
+  readonly direction: Direction
+  readonly timers: Timers
+}
+
+let nextId = 1
+
+export class ConnectionCore {
+  readonly id = nextId++
+  /** Set by the handshake once the remote is authenticated. */
+  remotePeer: Identity.PeerId = "" as Identity.PeerId
+  state: "handshake" | "open" | "closing" | "closed" = "handshake"
+  closeReason: CloseReason | undefined
+  /** Receives control-channel messages (the handshake's, then goodbyes). */
+  onControl: (message: Uint8Array) => void = () => {}
+  private readonly closeListeners: Array<(reason: CloseReason) => void> = []
+
+  // Outbound.
+  private readonly channels: Array<ChannelQueue | undefined> = new Array(256)
+  private readonly levels: Array<Array<ChannelQueue>> = []
+  private readonly control = new ChannelQueue({
+    id: CONTROL_CHANNEL,
+    name: "control",
+    priority: 0,
+    maxQueuedFrames: 64,
+    maxQueuedBytes: 1 << 20,
+    overflow: "reject",
+    compression: "none"
+  })
+  private queuedFrames = 0
+  private flushScheduled = false
+  private blocked = false
+  private readonly frameOptions: Frame.EncodeOptions
+
+  // Inbound.
+  private readonly decoder: Frame.FrameDecoder
+  private inbound: Array<InboundFrame> = []
+  private waiter: ((frames: Array<InboundFrame> | undefined) => void) | undefined
+  private paused = false
+
+  // Counters.
+  private framesSent = 0
+  private bytesSent = 0
+  private framesReceived = 0
+  private bytesReceived = 0
+  private writes = 0
+  private cancelCloseTimer: (() => void) | undefined
+
+  constructor(
+    readonly pipe: Pipe,
+    readonly options: CoreOptions
+  ) {
+    const { config } = options
+    for (const channel of config.channels) {
+      const queue = new ChannelQueue(channel)
+      this.channels[channel.id] = queue
+      const level = this.levels[channel.priority] ?? []
+      level.push(queue)
+      this.levels[channel.priority] = level
+    }
+    this.frameOptions = {
+      maxFrameBytes: config.maxFrameBytes,
+      maxMessagesPerFrame: config.maxMessagesPerFrame,
+      compressionThreshold: config.compressionThreshold
+    }
+    this.decoder = new Frame.FrameDecoder({
+      maxFrameBytes: config.maxFrameBytes,
+      maxDecompressedBytes: config.maxDecompressedBytes,
+      maxMessagesPerFrame: config.maxMessagesPerFrame
+    })
+    pipe.attach({
+      data: (chunk) => this.onData(chunk),
+      drain: () => {
+        this.blocked = false
+        this.flush()
+      },
+      close: (error) => this.onPipeClosed(error)
+    })
+  }
+
+  get remoteAddress(): string {
+    return this.options.remoteAddress
+  }
+
+  // ---- outbound ----
+
+  /** Queues one frame; returns an error instead of queueing when that is what the policy says. */
+  send(channelId: number, messages: ReadonlyArray<Uint8Array>): CoreError | undefined {
+    if (this.state !== "open") {
+      return new ConnectionClosed({ peer: this.remotePeer, reason: this.closeReason?.reason ?? this.state })
+    }
+    const queue = this.channels[channelId]
+    if (queue === undefined || channelId === CONTROL_CHANNEL)
+      return new UnknownChannel({ channel: channelId })
+    const encoded = Frame.encode(
+      { channel: channelId, messages },
+      queue.config.compression === "deflate"
+        ? { ...this.frameOptions, compression: "deflate" }
+        : this.frameOptions
+    )
+    if (Either.isLeft(encoded)) return encoded.left
+    const frame = encoded.right
+    const { maxQueuedFrames, maxQueuedBytes, overflow } = queue.config
+    const full = () => queue.length >= maxQueuedFrames || queue.bytes + frame.length > maxQueuedBytes
+    if (full()) {
+      if (overflow === "reject") {
+        return new Backpressure({
+          peer: this.remotePeer,
+          channel: channelId,
+          queuedFrames: queue.length,
+          queuedBytes: queue.bytes,
+          maxFrames: maxQueuedFrames,
+          maxBytes: maxQueuedBytes
+        })
+      }
+      if (overflow === "drop-oldest") {
+        while (queue.length > 0 && full()) {
+          queue.shift()
+          queue.dropped++
+          this.queuedFrames--
+        }
+      }
+      // drop-newest, or a frame larger than the whole byte budget even with the queue empty.
+      if (full()) {
+        queue.dropped++
+        return undefined
+      }
+    }
+    queue.push(frame)
+    this.queuedFrames++
+    this.scheduleFlush()
+    return undefined
+  }
+
+  /** Sends a control message now, ahead of everything queued (handshake, goodbye). */
+  sendControl(message: Uint8Array): void {
+    if (this.state === "closed") return
+    const encoded = Frame.encode({ channel: CONTROL_CHANNEL, messages: [message] })
+    if (Either.isLeft(encoded)) return
+    this.control.push(encoded.right)
+    this.queuedFrames++
+    this.scheduleFlush()
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled || this.blocked) return
+    this.flushScheduled = true
+    // A microtask: frames queued in the same synchronous run leave in one write, with no timer delay.
+    queueMicrotask(() => {
+      this.flushScheduled = false
+      this.flush()
+    })
+  }
+
+  /** Writes queued frames: control first, then by priority level, round-robin within a level. */
+  private flush(): void {
+    if (this.blocked || this.queuedFrames === 0 || this.state === "closed") return
+    const budget = this.options.config.maxWriteBytes
+    const chunks: Array<Uint8Array> = []
+    let bytes = 0
+    while (this.control.length > 0 && bytes < budget) {
+      const frame = this.control.shift()
+      chunks.push(frame)
+      bytes += frame.length
+    }
+    for (let level = 0; level < this.levels.length && bytes < budget; level++) {
+      const queues = this.levels[level]
+      if (queues === undefined) continue
+      let progress = true
+      while (progress && bytes < budget) {
+        progress = false
+        for (let i = 0; i < queues.length && bytes < budget; i++) {
+          const queue = queues[i]!
+          if (queue.length === 0) continue
+          const frame = queue.shift()
+          chunks.push(frame)
+          bytes += frame.length
+          progress = true
+        }
+      }
+    }
+    if (chunks.length === 0) return
+    this.queuedFrames -= chunks.length
+    this.framesSent += chunks.length
+    this.bytesSent += bytes
+    this.writes++
+    const more = this.pipe.write(chunks)
+    if (!more) this.blocked = true
+    if (this.queuedFrames > 0 && !this.blocked) this.scheduleFlush()
+    else if (this.queuedFrames === 0 && this.state === "closing") this.pipe.end()
+  }
+
+  // ---- inbound ----
+
+  private onData(chunk: Uint8Array): void {
+    if (this.state === "closed") return
+    this.bytesReceived += chunk.length
+    const error = this.decoder.push(chunk, this.onFrame)
+    if (error !== undefined) this.protocolError(`${error._tag}: ${error.message}`)
+  }
+
+  private readonly onFrame = (frame: Frame.Frame): void => {
+    if (this.state === "closed") return
+    if (frame.channel === CONTROL_CHANNEL) {
+      for (const message of frame.messages) this.onControl(message)
+      return
+    }
+    if (this.state === "handshake") {
+      this.protocolError("application frame before the handshake finished")
+      return
+    }
+    if (this.channels[frame.channel] === undefined) {
+      this.protocolError(`frame on unknown channel ${frame.channel}`)
+      return
+    }
+    this.framesReceived++
+    this.inbound.push(frame)
+    if (this.waiter !== undefined) {
+      const waiter = this.waiter
+      this.waiter = undefined
+      const frames = this.inbound
+      this.inbound = []
+      waiter(frames)
+    } else if (!this.paused && this.inbound.length >= this.options.config.maxInboundFrames) {
+      this.paused = true
+      this.pipe.pause()
+    }
+  }
+
+  /**
+   * Takes every frame received so far, or waits for the next one; `undefined` once closed and empty.
+   * One consumer at a time.
+   */
+  take(callback: (frames: Array<InboundFrame> | undefined) => void): void {
+    if (this.inbound.length > 0) {
+      const frames = this.inbound
+      this.inbound = []
+      if (this.paused && this.state !== "closed") {
+        this.paused = false
+        this.pipe.resume()
+      }
+      callback(frames)
+    } else if (this.state === "closed") {
+      callback(undefined)
+    } else {
+      this.waiter = callback
+    }
+  }
+
+  cancelTake(): void {
+    this.waiter = undefined
+  }
+
+  // ---- closing ----
+
+  onClosed(listener: (reason: CloseReason) => void): void {
+    if (this.closeReason !== undefined && this.state === "closed") listener(this.closeReason)
+    else this.closeListeners.push(listener)
+  }
+
+  /** Graceful: flush what is queued and a goodbye, end the pipe; cut it after `closeTimeout`. */
+  close(reason: string, detail: string, goodbye?: Uint8Array): void {
+    if (this.state === "closing" || this.state === "closed") return
+    this.closeReason = { initiator: "local", reason, detail }
+    this.state = "closing"
+    this.cancelCloseTimer = this.options.timers(Duration.toMillis(this.options.config.closeTimeout), () =>
+      this.destroy("close-timeout", "queued frames did not flush in time")
+    )
+    if (goodbye !== undefined) this.sendControl(goodbye)
+    if (this.queuedFrames === 0) this.pipe.end()
+  }
+
+  /** At once: drops queued frames and cuts the pipe. */
+  destroy(reason: string, detail: string): void {
+    if (this.state === "closed") return
+    this.closeReason ??= { initiator: "local", reason, detail }
+    this.pipe.destroy()
+    this.onPipeClosed()
+  }
+
+  /** The remote broke the protocol: close at once, recording why. */
+  protocolError(detail: string): void {
+    if (this.state === "closed") return
+    this.closeReason = { initiator: "local", reason: "protocol-error", detail }
+    this.destroy("protocol-error", detail)
+  }
+
+  /** The remote said goodbye: remember why, for when the pipe closes. */
+  remoteClosing(reason: string, detail: string): void {
+    if (this.closeReason === undefined) this.closeReason = { initiator: "remote", reason, detail }
+  }
+
+  private onPipeClosed(error?: Error): void {
+    if (this.state === "closed") return
+    this.state = "closed"
+    this.cancelCloseTimer?.()
+    this.closeReason ??= error
+      ? { initiator: "remote", reason: "error", detail: error.message }
+      : { initiator: "remote", reason: "eof", detail: "the remote closed the connection" }
+    for (let level = 0; level < this.levels.length; level++) {
+      for (const queue of this.levels[level] ?? []) {
+        queue.frames = []
+        queue.head = 0
+        queue.bytes = 0
+      }
+    }
+    this.queuedFrames = 0
+    if (this.waiter !== undefined && this.inbound.length === 0) {
+      const waiter = this.waiter
+      this.waiter = undefined
+      waiter(undefined)
+    }
+    const reason = this.closeReason
+    for (const listener of this.closeListeners.splice(0)) listener(reason)
+  }
+
+  stats(): ConnectionStats {
+    const dropped: Record<number, number> = {}
+    const queued: Record<number, { frames: number; bytes: number }> = {}
+    for (const queue of this.channels) {
+      if (queue === undefined) continue
+      dropped[queue.config.id] = queue.dropped
+      queued[queue.config.id] = { frames: queue.length, bytes: queue.bytes }
+    }
+    return {
+      framesSent: this.framesSent,
+      bytesSent: this.bytesSent,
+      framesReceived: this.framesReceived,
+      bytesReceived: this.bytesReceived,
+      writes: this.writes,
+      dropped,
+      queued,
+      readPaused: this.paused
+    }
+  }
+}

@@ -1,0 +1,263 @@
+// The application-level handshake every transport runs on the control channel, and the goodbye.
+//
+//   both sides:  Hello { version, networkId, peer, nonce (32 random bytes), timestamp (ms) }
+//   both sides:  Auth  { signature by `peer` over DOMAIN | networkId | own Hello | remote Hello }
+//   refusal:     Goodbye { reason, detail } instead of Auth, then close
+//
+// Each side checks the remote Hello (version, network, expected or pinned key, clock skew, nonce
+// never seen), the listener asks `authorize`, and each verifies the remote Auth, which covers this
+// side's fresh nonce: a recorded handshake cannot be replayed. Over plain TCP the signatures are what
+// authenticates the peer. Under TLS the certificate already proved the key and the channel protects
+// the hellos, so signatures are optional there; in TLS 1.3 the server's Auth (or Goodbye) is also
+// the acknowledgement the client needs, since its `secureConnect` fires before the server has judged
+// the client's certificate.
+import * as crypto from "node:crypto"
+import { Identity } from "@hotstuff2/wire"
+import * as Clock from "effect/Clock"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type { Authorize, PeerId } from "../Transport.js"
+import type { HandshakeFailure } from "../TransportError.js"
+import type { ConnectionCore } from "./connection.js"
+
+export const PROTOCOL_VERSION = 1
+const HELLO = 0x01
+const AUTH = 0x02
+const GOODBYE = 0x03
+const NONCE_BYTES = 32
+const DOMAIN = Buffer.from("hotstuff2/handshake/v1/", "latin1")
+
+export class HandshakeError extends Data.TaggedError("HandshakeError")<{
+  readonly reason: HandshakeFailure
+  readonly detail: string
+  readonly peer?: PeerId | undefined
+}> {}
+
+interface Hello {
+  readonly version: number
+  readonly networkId: string
+  readonly peer: PeerId
+  readonly nonce: string
+  readonly timestamp: number
+}
+
+const encodeHello = (h: Hello): Uint8Array => {
+  const network = Buffer.from(h.networkId, "utf8")
+  const out = Buffer.allocUnsafe(3 + network.length + 32 + NONCE_BYTES + 8)
+  let at = 0
+  out[at++] = HELLO
+  out[at++] = h.version
+  out[at++] = network.length
+  at += network.copy(out, at)
+  at += out.write(h.peer, at, 32, "hex")
+  at += out.write(h.nonce, at, NONCE_BYTES, "hex")
+  out.writeBigUInt64BE(BigInt(h.timestamp), at)
+  return out
+}
+
+const decodeHello = (bytes: Uint8Array): Hello | undefined => {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  if (buf.length < 3 || buf[0] !== HELLO) return undefined
+  const networkLength = buf[2]!
+  if (buf.length !== 3 + networkLength + 32 + NONCE_BYTES + 8) return undefined
+  let at = 3
+  const networkId = buf.toString("utf8", at, at + networkLength)
+  at += networkLength
+  const peer = buf.toString("hex", at, at + 32) as PeerId
+  at += 32
+  const nonce = buf.toString("hex", at, at + NONCE_BYTES)
+  at += NONCE_BYTES
+  const timestamp = buf.readBigUInt64BE(at)
+  if (timestamp > BigInt(Number.MAX_SAFE_INTEGER)) return undefined
+  return { version: buf[1]!, networkId, peer, nonce, timestamp: Number(timestamp) }
+}
+
+export const encodeGoodbye = (reason: string, detail: string): Uint8Array => {
+  const r = Buffer.from(reason.slice(0, 64), "utf8")
+  const d = Buffer.from(detail.slice(0, 512), "utf8")
+  const out = Buffer.allocUnsafe(4 + r.length + d.length)
+  out[0] = GOODBYE
+  out[1] = r.length
+  r.copy(out, 2)
+  out.writeUInt16BE(d.length, 2 + r.length)
+  d.copy(out, 4 + r.length)
+  return out
+}
+
+export const decodeGoodbye = (bytes: Uint8Array): { reason: string; detail: string } | undefined => {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  if (buf.length < 4 || buf[0] !== GOODBYE) return undefined
+  const rl = buf[1]!
+  if (buf.length < 4 + rl) return undefined
+  const dl = buf.readUInt16BE(2 + rl)
+  if (buf.length !== 4 + rl + dl) return undefined
+  return { reason: buf.toString("utf8", 2, 2 + rl), detail: buf.toString("utf8", 4 + rl, 4 + rl + dl) }
+}
+
+const transcript = (networkId: string, first: Uint8Array, second: Uint8Array): Uint8Array =>
+  Buffer.concat([DOMAIN, Buffer.from(networkId, "utf8"), Buffer.from([0]), first, second])
+
+/** Nonces seen within the clock-skew window: a hello is accepted once. Bounded. */
+export class ReplayCache {
+  private readonly seen = new Map<string, number>()
+  constructor(private readonly capacity = 65_536) {}
+
+  /** Records the nonce; false if it was seen before. */
+  add(nonce: string, now: number, windowMillis: number): boolean {
+    if (this.seen.has(nonce)) return false
+    if (this.seen.size >= this.capacity) {
+      for (const [key, expiry] of this.seen) {
+        if (expiry > now && this.seen.size < this.capacity) break
+        this.seen.delete(key)
+      }
+    }
+    this.seen.set(nonce, now + 2 * windowMillis)
+    return true
+  }
+}
+
+export interface HandshakeOptions {
+  readonly identity: Identity.Identity
+  readonly networkId: string
+  readonly role: "dialer" | "listener"
+  /** Dialer: the key the remote must have. */
+  readonly expectedPeer?: PeerId | undefined
+  /** TLS: the key the remote's certificate proved; its Hello must name the same. */
+  readonly pinnedPeer?: PeerId | undefined
+  /** Listener: admission. */
+  readonly authorize?: Authorize | undefined
+  readonly signatures: boolean
+  readonly maxClockSkew: Duration.Duration
+  readonly replay: ReplayCache
+}
+
+const fail = (reason: HandshakeFailure, detail: string, peer?: PeerId) =>
+  Effect.fail(new HandshakeError({ reason, detail, peer }))
+
+/**
+ * Runs the handshake on a core in state "handshake". On success the core is open and knows its
+ * remote peer; on failure the remote has been told why (when it got that far) and the core is
+ * closing. The caller bounds it in time (with the TLS handshake before it).
+ */
+export const run = (core: ConnectionCore, options: HandshakeOptions): Effect.Effect<PeerId, HandshakeError> =>
+  Effect.gen(function* () {
+    const inbox: Array<Uint8Array> = []
+    let wake: (() => void) | undefined
+    core.onControl = (message) => {
+      if (inbox.length >= 4) return core.protocolError("too many control frames during the handshake")
+      inbox.push(message)
+      wake?.()
+    }
+    core.onClosed(() => wake?.())
+    const next = Effect.async<Uint8Array, HandshakeError>((resume) => {
+      const deliver = () => {
+        const message = inbox.shift()
+        if (message !== undefined) {
+          wake = undefined
+          const goodbye = decodeGoodbye(message)
+          resume(
+            goodbye
+              ? fail("refused-by-remote", `${goodbye.reason}: ${goodbye.detail}`)
+              : Effect.succeed(message)
+          )
+        } else if (core.state === "closed") {
+          wake = undefined
+          const why = core.closeReason
+          resume(
+            why?.reason === "protocol-error"
+              ? fail("protocol", why.detail)
+              : fail("closed", why ? `${why.reason}: ${why.detail}` : "closed during the handshake")
+          )
+        } else wake = deliver
+      }
+      deliver()
+      return Effect.sync(() => {
+        wake = undefined
+      })
+    })
+
+    const { identity, networkId } = options
+    const now = yield* Clock.currentTimeMillis
+    const ownHello = encodeHello({
+      version: PROTOCOL_VERSION,
+      networkId,
+      peer: identity.peerId,
+      nonce: crypto.randomBytes(NONCE_BYTES).toString("hex"),
+      timestamp: now
+    })
+    core.sendControl(ownHello)
+
+    const remoteHello = yield* next
+    const hello = decodeHello(remoteHello)
+    if (hello === undefined) return yield* fail("protocol", "expected a Hello")
+    const refuse = (reason: HandshakeFailure, detail: string) => {
+      core.close("handshake", `${reason}: ${detail}`, encodeGoodbye(reason, detail))
+      return fail(reason, detail, hello.peer)
+    }
+    if (hello.version !== PROTOCOL_VERSION) {
+      return yield* refuse("version", `protocol version ${hello.version}, expected ${PROTOCOL_VERSION}`)
+    }
+    if (hello.networkId !== networkId) {
+      return yield* refuse("wrong-network", `network "${hello.networkId}", expected "${networkId}"`)
+    }
+    if (options.pinnedPeer !== undefined && hello.peer !== options.pinnedPeer) {
+      return yield* refuse(
+        "identity-mismatch",
+        `hello names ${hello.peer.slice(0, 16)}, certificate proves ${options.pinnedPeer.slice(0, 16)}`
+      )
+    }
+    if (options.expectedPeer !== undefined && hello.peer !== options.expectedPeer) {
+      return yield* refuse(
+        "identity-mismatch",
+        `remote is ${hello.peer.slice(0, 16)}, expected ${options.expectedPeer.slice(0, 16)}`
+      )
+    }
+    const skew = Duration.toMillis(options.maxClockSkew)
+    const checkedAt = yield* Clock.currentTimeMillis
+    if (Math.abs(hello.timestamp - checkedAt) > skew) {
+      return yield* refuse(
+        "stale-hello",
+        `hello timestamp is ${hello.timestamp - checkedAt} ms from this node's clock (max ${skew})`
+      )
+    }
+    if (!options.replay.add(hello.nonce, checkedAt, skew)) {
+      return yield* refuse("replayed-hello", "hello nonce seen before")
+    }
+    if (options.role === "listener" && options.authorize !== undefined) {
+      const admitted = yield* options.authorize(hello.peer, core.remoteAddress)
+      if (!admitted) return yield* refuse("not-admitted", "peer not admitted by this node")
+    }
+
+    const signature = options.signatures
+      ? Identity.sign(identity, transcript(networkId, ownHello, remoteHello))
+      : new Uint8Array(64)
+    const auth = Buffer.allocUnsafe(65)
+    auth[0] = AUTH
+    auth.set(signature, 1)
+    core.sendControl(auth)
+
+    const remoteAuth = yield* next
+    if (remoteAuth.length !== 65 || remoteAuth[0] !== AUTH)
+      return yield* refuse("protocol", "expected an Auth")
+    if (
+      options.signatures &&
+      !Identity.verify(hello.peer, transcript(networkId, remoteHello, ownHello), remoteAuth.subarray(1))
+    ) {
+      return yield* refuse("bad-signature", "handshake signature does not verify")
+    }
+    core.remotePeer = hello.peer
+    core.state = "open"
+    core.onControl = (message) => {
+      const goodbye = decodeGoodbye(message)
+      if (goodbye === undefined) return core.protocolError("unexpected control message")
+      core.remoteClosing(goodbye.reason, goodbye.detail)
+    }
+    return hello.peer
+  }).pipe(
+    Effect.tapError(() =>
+      Effect.sync(() => {
+        if (core.state !== "closing") core.destroy("handshake", "handshake failed")
+      })
+    )
+  )
