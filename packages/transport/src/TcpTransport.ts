@@ -9,7 +9,8 @@ import type { Identity } from "@hotstuff2/wire"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { HandshakeError } from "./internal/handshake.js"
-import { awaitSocket, make, type SocketFlavor } from "./internal/socketTransport.js"
+import { awaitSocket, type SocketFlavor, socketBackend } from "./internal/socketBackend.js"
+import { make } from "./internal/transport.js"
 import { Transport } from "./Transport.js"
 import * as TransportConfig from "./TransportConfig.js"
 import type { InvalidTransportConfig } from "./TransportError.js"
@@ -47,6 +48,6 @@ export const layer = (options: TcpTransportOptions): Layer.Layer<Transport, Inva
         )
       }
       const config = yield* TransportConfig.decode(options.config)
-      return yield* make(options.identity, config, tcpFlavor)
+      return yield* make(options.identity, config, socketBackend(tcpFlavor))
     })
   )

@@ -12,7 +12,8 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { peerIdOfCertificate, selfSignedCertificate } from "./internal/certificate.js"
 import { HandshakeError } from "./internal/handshake.js"
-import { awaitSocket, make, type SocketFlavor } from "./internal/socketTransport.js"
+import { awaitSocket, type SocketFlavor, socketBackend } from "./internal/socketBackend.js"
+import { make } from "./internal/transport.js"
 import { Transport } from "./Transport.js"
 import * as TransportConfig from "./TransportConfig.js"
 import type { InvalidTransportConfig } from "./TransportError.js"
@@ -100,6 +101,6 @@ export const layer = (options: TlsTransportOptions): Layer.Layer<Transport, Inva
         cert: certificate.certPem,
         minVersion: "TLSv1.3"
       })
-      return yield* make(options.identity, config, tlsFlavor(context))
+      return yield* make(options.identity, config, socketBackend(tlsFlavor(context)))
     })
   )

@@ -240,7 +240,7 @@ export class ConnectionCore {
     const more = this.pipe.write(chunks)
     if (!more) this.blocked = true
     if (this.queuedFrames > 0 && !this.blocked) this.scheduleFlush()
-    else if (this.queuedFrames === 0 && this.state === "closing") this.pipe.end()
+    else if (this.queuedFrames === 0 && this.state === "closing") this.endPipe()
   }
 
   // ---- inbound ----
@@ -311,6 +311,29 @@ export class ConnectionCore {
     else this.closeListeners.push(listener)
   }
 
+  /**
+   * For shutdown: a peer that is not reading (writes blocked) is cut at once; otherwise close as
+   * `close` does, and call `onFinished` once the queue and the goodbye are handed to the pipe (not
+   * when the peer acknowledges: that takes network time a shutdown need not wait for).
+   */
+  shutdown(reason: string, detail: string, goodbye: Uint8Array, onFinished: () => void): void {
+    if (this.state === "closed" || this.blocked) {
+      this.destroy(reason, detail)
+      onFinished()
+      return
+    }
+    this.finishedListeners.push(onFinished)
+    this.close(reason, detail, goodbye)
+  }
+
+  private readonly finishedListeners: Array<() => void> = []
+
+  private endPipe(): void {
+    this.pipe.end(() => {
+      for (const listener of this.finishedListeners.splice(0)) listener()
+    })
+  }
+
   /** Graceful: flush what is queued and a goodbye, end the pipe; cut it after `closeTimeout`. */
   close(reason: string, detail: string, goodbye?: Uint8Array): void {
     if (this.state === "closing" || this.state === "closed") return
@@ -320,7 +343,7 @@ export class ConnectionCore {
       this.destroy("close-timeout", "queued frames did not flush in time")
     )
     if (goodbye !== undefined) this.sendControl(goodbye)
-    if (this.queuedFrames === 0) this.pipe.end()
+    if (this.queuedFrames === 0) this.endPipe()
   }
 
   /** At once: drops queued frames and cuts the pipe. */
@@ -365,6 +388,7 @@ export class ConnectionCore {
     }
     const reason = this.closeReason
     for (const listener of this.closeListeners.splice(0)) listener(reason)
+    for (const listener of this.finishedListeners.splice(0)) listener()
   }
 
   stats(): ConnectionStats {

@@ -19,6 +19,12 @@ export const closeCore = (core: ConnectionCore, reason: string, detail: string):
     return Effect.asVoid(awaitClosed(core))
   })
 
+/** Shutdown: hands queued frames and a goodbye to the pipe (or cuts a peer that is not reading). */
+export const shutdownCore = (core: ConnectionCore, reason: string, detail: string): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    core.shutdown(reason, detail, encodeGoodbye(reason, detail), () => resume(Effect.void))
+  })
+
 export const makeConnection = (core: ConnectionCore): Connection => {
   const take = Effect.async<Chunk.Chunk<InboundFrame>, Option.Option<never>>((resume) => {
     core.take((frames) =>

@@ -34,7 +34,7 @@ export class HandshakeError extends Data.TaggedError("HandshakeError")<{
   readonly peer?: PeerId | undefined
 }> {}
 
-interface Hello {
+export interface Hello {
   readonly version: number
   readonly networkId: string
   readonly peer: PeerId
@@ -42,7 +42,7 @@ interface Hello {
   readonly timestamp: number
 }
 
-const encodeHello = (h: Hello): Uint8Array => {
+export const encodeHello = (h: Hello): Uint8Array => {
   const network = Buffer.from(h.networkId, "utf8")
   const out = Buffer.allocUnsafe(3 + network.length + 32 + NONCE_BYTES + 8)
   let at = 0
@@ -95,7 +95,7 @@ export const decodeGoodbye = (bytes: Uint8Array): { reason: string; detail: stri
   return { reason: buf.toString("utf8", 2, 2 + rl), detail: buf.toString("utf8", 4 + rl, 4 + rl + dl) }
 }
 
-const transcript = (networkId: string, first: Uint8Array, second: Uint8Array): Uint8Array =>
+export const transcript = (networkId: string, first: Uint8Array, second: Uint8Array): Uint8Array =>
   Buffer.concat([DOMAIN, Buffer.from(networkId, "utf8"), Buffer.from([0]), first, second])
 
 /** Nonces seen within the clock-skew window: a hello is accepted once. Bounded. */

@@ -12,7 +12,9 @@
 //   flow control pushes back on the sender).
 // - `handlers.close` is called exactly once, when the pipe is closed by either side or fails; after
 //   it, no more `data` or `drain`.
-// - `end()` closes gracefully after the bytes already written; `destroy()` closes at once.
+// - `end(onFinished)` closes gracefully after the bytes already written, and calls `onFinished`
+//   once they and the close have been handed to the network (a socket's 'finish': in the kernel),
+//   or at once when already closed; `destroy()` closes at once.
 
 export interface PipeHandlers {
   data: (chunk: Uint8Array) => void
@@ -28,6 +30,6 @@ export interface Pipe {
   readonly write: (chunks: ReadonlyArray<Uint8Array>) => boolean
   readonly pause: () => void
   readonly resume: () => void
-  readonly end: () => void
+  readonly end: (onFinished?: () => void) => void
   readonly destroy: (error?: Error) => void
 }

@@ -31,8 +31,23 @@ export const socketPipe = (socket: net.Socket, remoteAddress: string): Pipe => {
     resume: () => {
       socket.resume()
     },
-    end: () => {
-      socket.end()
+    end: (onFinished) => {
+      if (socket.destroyed || socket.writableFinished) {
+        if (onFinished !== undefined) queueMicrotask(onFinished)
+        return
+      }
+      if (onFinished === undefined) socket.end()
+      else {
+        let called = false
+        const once = () => {
+          if (!called) {
+            called = true
+            onFinished()
+          }
+        }
+        socket.end(once)
+        socket.once("close", once)
+      }
     },
     destroy: (error) => {
       socket.destroy(error)

@@ -1,0 +1,263 @@
+// Hostile clients against the real TLS and TCP listeners on 127.0.0.1: each is refused with a typed,
+// logged reason within the handshake timeout, without allocating what it claims, and without
+// disturbing a connection that is already established.
+import * as crypto from "node:crypto"
+import * as net from "node:net"
+import * as tls from "node:tls"
+import { assert, describe, it } from "@effect/vitest"
+import { Frame, Identity } from "@hotstuff2/wire"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Stream from "effect/Stream"
+import { TcpTransport, TlsTransport, type Transport, TransportConfig } from "../src/index.js"
+import { selfSignedCertificate } from "../src/internal/certificate.js"
+import { encodeHello, PROTOCOL_VERSION, transcript } from "../src/internal/handshake.js"
+import { accept, receiver } from "./fixtures/conformance.js"
+import { buildTransport, type Harness, NETWORK } from "./fixtures/harness.js"
+import { identity } from "./fixtures/identities.js"
+
+const HANDSHAKE_TIMEOUT = 400
+const config = { handshakeTimeout: HANDSHAKE_TIMEOUT }
+
+const tlsHarness: Harness = {
+  name: "TLS",
+  clock: "live",
+  layer: (id, c) => TlsTransport.layer({ identity: id, config: c }),
+  listenAddress: () => "127.0.0.1:0",
+  provide: (e) => e
+}
+const tcpHarness: Harness = {
+  name: "TCP",
+  clock: "live",
+  layer: (id, c) => TcpTransport.layer({ identity: id, config: c, allowUnencrypted: true }),
+  listenAddress: () => "127.0.0.1:0",
+  provide: (e) => e
+}
+
+const portOf = (address: string) => Number(address.split(":").pop())
+
+/** A raw client: plain TCP, or TLS with the certificate of `as` (a real key, but our own bytes after). */
+const rawClient = (kind: "TLS" | "TCP", address: string, as = identity(7)) =>
+  Effect.async<net.Socket, Error>((resume) => {
+    const port = portOf(address)
+    if (kind === "TCP") {
+      const socket = net.connect({ host: "127.0.0.1", port }, () => resume(Effect.succeed(socket)))
+      socket.on("error", (e) => resume(Effect.fail(e)))
+      return
+    }
+    const cert = selfSignedCertificate(as, {
+      notBefore: new Date(Date.now() - 1e6),
+      notAfter: new Date(Date.now() + 1e9)
+    })
+    const socket = tls.connect(
+      { host: "127.0.0.1", port, key: cert.keyPem, cert: cert.certPem, rejectUnauthorized: false },
+      () => resume(Effect.succeed(socket))
+    )
+    socket.on("error", (e) => resume(Effect.fail(e)))
+  }).pipe(Effect.tap((socket) => Effect.addFinalizer(() => Effect.sync(() => socket.destroy()))))
+
+const controlFrame = (message: Uint8Array) =>
+  Either.getOrThrow(Frame.encode({ channel: 255, messages: [message] }))
+
+const hello = (
+  as: Identity.Identity,
+  overrides: { networkId?: string; timestamp?: number; nonce?: string } = {}
+) =>
+  encodeHello({
+    version: PROTOCOL_VERSION,
+    networkId: overrides.networkId ?? NETWORK,
+    peer: as.peerId,
+    nonce: overrides.nonce ?? crypto.randomBytes(32).toString("hex"),
+    timestamp: overrides.timestamp ?? Date.now()
+  })
+
+/** Resolves when the server closes the socket. */
+const serverCloses = (socket: net.Socket) =>
+  Effect.async<void>((resume) => {
+    if (socket.destroyed) return resume(Effect.void)
+    socket.on("close", () => resume(Effect.void))
+    socket.resume()
+  })
+
+/** The next refusal, failing the test if none comes within the handshake timeout plus slack. */
+const nextRefusal = (listener: Transport.Listener) =>
+  Stream.runHead(listener.refusals).pipe(
+    Effect.flatMap((o) => (o._tag === "Some" ? Effect.succeed(o.value) : Effect.dieMessage("no refusal"))),
+    Effect.timeoutFail({
+      duration: Duration.millis(HANDSHAKE_TIMEOUT + 2000),
+      onTimeout: () => new Error("no refusal within the handshake timeout")
+    })
+  )
+
+for (const harness of [tlsHarness, tcpHarness]) {
+  const kind = harness.name as "TLS" | "TCP"
+  describe(`${kind} listener refuses bad input`, () => {
+    /** A listener with one good connection open, to check it is not disturbed. */
+    const setup = (extra: Partial<TransportConfig.TransportConfigInput> = {}) =>
+      Effect.gen(function* () {
+        const server = yield* buildTransport(harness, identity(1), { ...config, ...extra })
+        const good = yield* buildTransport(harness, identity(2), config)
+        const listener = yield* server.listen("127.0.0.1:0")
+        const goodConnection = yield* good.dial(listener.address, identity(1).peerId)
+        const atServer = yield* accept(listener)
+        const r = yield* receiver(atServer)
+        const stillWorks = Effect.gen(function* () {
+          yield* goodConnection.send(TransportConfig.Channel.consensus, [Uint8Array.of(42)])
+          const [frame] = yield* r.take(1)
+          assert.strictEqual(frame!.messages[0]![0], 42, "the established connection still works")
+        })
+        return { listener, stillWorks }
+      })
+
+    it.scopedLive("garbage bytes", () =>
+      Effect.gen(function* () {
+        const { listener, stillWorks } = yield* setup()
+        const socket = yield* rawClient("TCP", listener.address)
+        socket.write(crypto.randomBytes(300))
+        const refusal = yield* nextRefusal(listener)
+        assert.strictEqual(refusal.reason, kind === "TLS" ? "tls" : "protocol")
+        yield* serverCloses(socket)
+        yield* stillWorks
+      })
+    )
+
+    it.scopedLive("a length prefix of 4 GiB, refused on the header without allocating it", () =>
+      Effect.gen(function* () {
+        const { listener, stillWorks } = yield* setup()
+        const socket = yield* rawClient(kind, listener.address)
+        const before = process.memoryUsage().arrayBuffers
+        socket.write(Uint8Array.of(1, 255, 0, 0, 0xff, 0xff, 0xff, 0xff))
+        const refusal = yield* nextRefusal(listener)
+        assert.strictEqual(refusal.reason, "protocol")
+        assert.match(refusal.detail, /FrameTooLarge/)
+        assert.isBelow(process.memoryUsage().arrayBuffers - before, 64 * 1024 * 1024)
+        yield* serverCloses(socket)
+        yield* stillWorks
+      })
+    )
+
+    it.scopedLive("a client that opens the connection and goes silent (slowloris)", () =>
+      Effect.gen(function* () {
+        const { listener, stillWorks } = yield* setup()
+        const started = Date.now()
+        const socket = yield* rawClient("TCP", listener.address)
+        socket.write(Uint8Array.of(kind === "TLS" ? 0x16 : 1)) // one byte, then nothing
+        const refusal = yield* nextRefusal(listener)
+        const elapsed = Date.now() - started
+        assert.strictEqual(refusal.reason, "timeout")
+        assert.isAtLeast(elapsed, HANDSHAKE_TIMEOUT - 50)
+        assert.isBelow(elapsed, HANDSHAKE_TIMEOUT + 1500)
+        yield* serverCloses(socket)
+        yield* stillWorks
+      })
+    )
+
+    it.scopedLive("a hello for another network", () =>
+      Effect.gen(function* () {
+        const { listener, stillWorks } = yield* setup()
+        const other = yield* buildTransport(harness, identity(3), { ...config, networkId: "another-network" })
+        // Both sides check: whichever reads the other's hello first refuses and tells the other.
+        const error = yield* Effect.flip(other.dial(listener.address, identity(1).peerId))
+        assert.match(`${error.reason} ${error.detail}`, /wrong-network/)
+        const refusal = yield* nextRefusal(listener)
+        assert.match(`${refusal.reason} ${refusal.detail}`, /wrong-network/)
+        yield* stillWorks
+      })
+    )
+
+    it.scopedLive("a stale hello, and a replayed one", () =>
+      Effect.gen(function* () {
+        const { listener, stillWorks } = yield* setup()
+        const stale = yield* rawClient(kind, listener.address)
+        stale.write(controlFrame(hello(identity(7), { timestamp: Date.now() - 10 * 60_000 })))
+        assert.strictEqual((yield* nextRefusal(listener)).reason, "stale-hello")
+        yield* serverCloses(stale)
+
+        const nonce = crypto.randomBytes(32).toString("hex")
+        const fixed = hello(identity(7), { nonce })
+        const first = yield* rawClient(kind, listener.address)
+        first.write(controlFrame(fixed))
+        // The first is answered with the server's own hello and auth, then times out waiting for ours.
+        const replay = yield* rawClient(kind, listener.address)
+        replay.write(controlFrame(fixed))
+        const refusals = [yield* nextRefusal(listener), yield* nextRefusal(listener)].map((r) => r.reason)
+        assert.include(refusals, "replayed-hello")
+        yield* stillWorks
+      })
+    )
+
+    it.scopedLive("a key the listener does not admit", () =>
+      Effect.gen(function* () {
+        const server = yield* buildTransport(harness, identity(1), config)
+        const listener = yield* server.listen("127.0.0.1:0", {
+          authorize: (peer) => Effect.succeed(peer === identity(2).peerId)
+        })
+        const stranger = yield* buildTransport(harness, identity(3), config)
+        const error = yield* Effect.flip(stranger.dial(listener.address, identity(1).peerId))
+        assert.match(error.detail, /not-admitted/)
+        const refusal = yield* nextRefusal(listener)
+        assert.strictEqual(refusal.reason, "not-admitted")
+        assert.strictEqual(refusal.peer, identity(3).peerId)
+      })
+    )
+
+    it.scopedLive("a hello naming a key the client does not hold", () =>
+      Effect.gen(function* () {
+        const { listener, stillWorks } = yield* setup()
+        // Claims to be identity(2), the admitted validator, but holds identity(7)'s key.
+        const socket = yield* rawClient(kind, listener.address, identity(7))
+        const claimed = hello(identity(2))
+        socket.write(controlFrame(claimed))
+        if (kind === "TCP") {
+          // Without TLS the signature is what proves the key: sign with the wrong one.
+          const forged = Identity.sign(identity(7), transcript(NETWORK, claimed, new Uint8Array(0)))
+          socket.write(controlFrame(Uint8Array.of(2, ...forged)))
+        }
+        const refusal = yield* nextRefusal(listener)
+        assert.strictEqual(refusal.reason, kind === "TLS" ? "identity-mismatch" : "bad-signature")
+        yield* serverCloses(socket)
+        yield* stillWorks
+      })
+    )
+
+    if (kind === "TLS") {
+      it.scopedLive("plaintext to the TLS port, and a client without a certificate", () =>
+        Effect.gen(function* () {
+          const { listener, stillWorks } = yield* setup()
+          const plain = yield* rawClient("TCP", listener.address)
+          plain.write(controlFrame(hello(identity(7))))
+          assert.strictEqual((yield* nextRefusal(listener)).reason, "tls")
+          yield* serverCloses(plain)
+          const anonymous = yield* Effect.async<tls.TLSSocket, Error>((resume) => {
+            const s = tls.connect(
+              { host: "127.0.0.1", port: portOf(listener.address), rejectUnauthorized: false },
+              () => resume(Effect.succeed(s))
+            )
+            s.on("error", (e) => resume(Effect.fail(e)))
+          })
+          yield* Effect.addFinalizer(() => Effect.sync(() => anonymous.destroy()))
+          const refusal = yield* nextRefusal(listener)
+          assert.strictEqual(refusal.reason, "tls")
+          assert.match(refusal.detail, /certificate/)
+          yield* stillWorks
+        })
+      )
+    }
+
+    it.scopedLive("over the limits: concurrent handshakes and connections per IP", () =>
+      Effect.gen(function* () {
+        const { listener, stillWorks } = yield* setup({ maxConcurrentHandshakes: 2, maxConnectionsPerIp: 3 })
+        // The good connection holds one of the 3 per-IP places; two silent ones hold the handshakes.
+        yield* rawClient("TCP", listener.address)
+        yield* rawClient("TCP", listener.address)
+        const third = yield* rawClient("TCP", listener.address)
+        const refusal = yield* nextRefusal(listener)
+        assert.strictEqual(refusal.reason, "over-limit")
+        assert.match(refusal.detail, /handshakes|connections from/)
+        yield* serverCloses(third)
+        yield* stillWorks
+      })
+    )
+  })
+}
