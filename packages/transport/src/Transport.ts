@@ -75,12 +75,21 @@ export interface Connection {
    * waiting: a slow peer never blocks the caller. After close, fails with `ConnectionClosed`.
    */
   readonly send: (channel: number, messages: ReadonlyArray<Uint8Array>) => Effect.Effect<void, SendError>
+  /** `send` outside Effect, for hot loops: queues the frame or returns why not, synchronously. */
+  readonly unsafeSend: (channel: number, messages: ReadonlyArray<Uint8Array>) => SendError | undefined
   /**
    * Frames from the peer, in order per channel. Pulled: when the consumer falls behind by
    * `maxInboundFrames`, the socket is paused and TCP pushes back on the sender. Ends when the
    * connection closes (after the frames already received).
    */
   readonly frames: Stream.Stream<InboundFrame>
+  /**
+   * Every frame received so far, waiting for at least one: the cheapest way to consume a connection
+   * (one Effect per batch, where a Stream costs a few microseconds per chunk). Fails with
+   * `ConnectionClosed` once the connection is closed and every frame received before was taken.
+   * One consumer at a time: `frames` is built on it.
+   */
+  readonly receive: Effect.Effect<ReadonlyArray<InboundFrame>, ConnectionClosed>
   /** Flushes queued frames (up to `closeTimeout`), tells the peer why, and closes. Idempotent. */
   readonly close: (reason?: { readonly reason: string; readonly detail?: string }) => Effect.Effect<void>
   /** Completes once the connection is closed, with why. */

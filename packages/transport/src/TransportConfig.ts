@@ -136,7 +136,7 @@ export const TransportConfig = Schema.Struct({
   /** From the first byte to an authenticated connection, both ways. */
   handshakeTimeout: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(5) }),
   /** Handshakes in progress at once on a listener; more are refused at once. */
-  maxConcurrentHandshakes: Schema.optionalWith(PositiveInt, { default: () => 64 }),
+  maxConcurrentHandshakes: Schema.optionalWith(PositiveInt, { default: () => 256 }),
   /** Authenticated inbound connections at once on a listener. */
   maxInboundConnections: Schema.optionalWith(PositiveInt, { default: () => 1024 }),
   /** Inbound connections (and handshakes) at once from one remote IP. */

@@ -11,12 +11,10 @@ import type { CloseReason, ConnectionStats, Direction, InboundFrame, SendError }
 import type { ChannelConfig, TransportConfig } from "../TransportConfig.js"
 import { Backpressure, ConnectionClosed, UnknownChannel } from "../TransportError.js"
 import type { Pipe } from "./pipe.js"
+import type { Timers } from "./timers.js"
 
 /** Channel 255 carries the transport's own frames: handshake and goodbye. */
 export const CONTROL_CHANNEL = 255
-
-/** Schedules `f` after `millis` on Effect's Clock; returns a cancel function. */
-export type Timers = (millis: number, f: () => void) => () => void
 
 export type CoreError = SendError
 
@@ -154,8 +152,7 @@ export class ConnectionCore {
     if (Either.isLeft(encoded)) return encoded.left
     const frame = encoded.right
     const { maxQueuedFrames, maxQueuedBytes, overflow } = queue.config
-    const full = () => queue.length >= maxQueuedFrames || queue.bytes + frame.length > maxQueuedBytes
-    if (full()) {
+    if (queue.length >= maxQueuedFrames || queue.bytes + frame.length > maxQueuedBytes) {
       if (overflow === "reject") {
         return new Backpressure({
           peer: this.remotePeer,
@@ -167,14 +164,17 @@ export class ConnectionCore {
         })
       }
       if (overflow === "drop-oldest") {
-        while (queue.length > 0 && full()) {
+        while (
+          queue.length > 0 &&
+          (queue.length >= maxQueuedFrames || queue.bytes + frame.length > maxQueuedBytes)
+        ) {
           queue.shift()
           queue.dropped++
           this.queuedFrames--
         }
       }
       // drop-newest, or a frame larger than the whole byte budget even with the queue empty.
-      if (full()) {
+      if (queue.length >= maxQueuedFrames || queue.bytes + frame.length > maxQueuedBytes) {
         queue.dropped++
         return undefined
       }
@@ -250,6 +250,17 @@ export class ConnectionCore {
     this.bytesReceived += chunk.length
     const error = this.decoder.push(chunk, this.onFrame)
     if (error !== undefined) this.protocolError(`${error._tag}: ${error.message}`)
+    // Once per data event, not per frame: the consumer gets every frame of a TLS record in one take.
+    else this.wake()
+  }
+
+  private wake(): void {
+    if (this.waiter === undefined || this.inbound.length === 0) return
+    const waiter = this.waiter
+    this.waiter = undefined
+    const frames = this.inbound
+    this.inbound = []
+    waiter(frames)
   }
 
   private readonly onFrame = (frame: Frame.Frame): void => {
@@ -268,13 +279,11 @@ export class ConnectionCore {
     }
     this.framesReceived++
     this.inbound.push(frame)
-    if (this.waiter !== undefined) {
-      const waiter = this.waiter
-      this.waiter = undefined
-      const frames = this.inbound
-      this.inbound = []
-      waiter(frames)
-    } else if (!this.paused && this.inbound.length >= this.options.config.maxInboundFrames) {
+    if (
+      this.waiter === undefined &&
+      !this.paused &&
+      this.inbound.length >= this.options.config.maxInboundFrames
+    ) {
       this.paused = true
       this.pipe.pause()
     }
@@ -381,10 +390,13 @@ export class ConnectionCore {
       }
     }
     this.queuedFrames = 0
-    if (this.waiter !== undefined && this.inbound.length === 0) {
+    // A waiting consumer gets the frames that arrived before the close first, then the end.
+    if (this.waiter !== undefined) {
       const waiter = this.waiter
       this.waiter = undefined
-      waiter(undefined)
+      const frames = this.inbound
+      this.inbound = []
+      waiter(frames.length > 0 ? frames : undefined)
     }
     const reason = this.closeReason
     for (const listener of this.closeListeners.splice(0)) listener(reason)

@@ -4,6 +4,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import type { CloseReason, Connection, InboundFrame } from "../Transport.js"
+import { ConnectionClosed } from "../TransportError.js"
 import type { ConnectionCore } from "./connection.js"
 import { encodeGoodbye } from "./handshake.js"
 
@@ -26,14 +27,19 @@ export const shutdownCore = (core: ConnectionCore, reason: string, detail: strin
   })
 
 export const makeConnection = (core: ConnectionCore): Connection => {
-  const take = Effect.async<Chunk.Chunk<InboundFrame>, Option.Option<never>>((resume) => {
+  const receive = Effect.async<ReadonlyArray<InboundFrame>, ConnectionClosed>((resume) => {
     core.take((frames) =>
       resume(
-        frames === undefined ? Effect.fail(Option.none()) : Effect.succeed(Chunk.unsafeFromArray(frames))
+        frames === undefined
+          ? Effect.fail(
+              new ConnectionClosed({ peer: core.remotePeer, reason: core.closeReason?.reason ?? "closed" })
+            )
+          : Effect.succeed(frames)
       )
     )
     return Effect.sync(() => core.cancelTake())
   })
+  const unsafeSend = (channel: number, messages: ReadonlyArray<Uint8Array>) => core.send(channel, messages)
   return {
     id: core.id,
     localPeer: core.options.localPeer,
@@ -45,7 +51,11 @@ export const makeConnection = (core: ConnectionCore): Connection => {
         const error = core.send(channel, messages)
         return error === undefined ? Effect.void : Effect.fail(error)
       }),
-    frames: Stream.repeatEffectChunkOption(take),
+    unsafeSend,
+    frames: Stream.repeatEffectChunkOption(
+      Effect.mapBoth(receive, { onFailure: () => Option.none(), onSuccess: Chunk.unsafeFromArray })
+    ),
+    receive,
     close: (options) =>
       closeCore(core, options?.reason ?? "closed", options?.detail ?? "closed by the application"),
     closed: awaitClosed(core),

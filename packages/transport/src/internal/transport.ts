@@ -5,7 +5,6 @@ import type { Identity } from "@hotstuff2/wire"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as FiberId from "effect/FiberId"
 import * as FiberSet from "effect/FiberSet"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
@@ -21,10 +20,11 @@ import {
 } from "../Transport.js"
 import type { TransportConfig } from "../TransportConfig.js"
 import { DialError, type HandshakeFailure, InboundRefused, ListenError } from "../TransportError.js"
-import { ConnectionCore, type Timers } from "./connection.js"
+import { ConnectionCore } from "./connection.js"
 import { makeConnection, shutdownCore } from "./connectionApi.js"
 import * as Handshake from "./handshake.js"
 import type { Pipe } from "./pipe.js"
+import * as Timers from "./timers.js"
 
 /** One inbound connection attempt, before the handshake. */
 export interface InboundAttempt {
@@ -72,10 +72,7 @@ export const make = (
 ): Effect.Effect<TransportShape, never, Scope.Scope> =>
   Effect.gen(function* () {
     const run = yield* FiberSet.makeRuntime<never>()
-    const timers: Timers = (millis, f) => {
-      const fiber = run(Effect.sleep(Duration.millis(millis)).pipe(Effect.andThen(Effect.sync(f))))
-      return () => fiber.unsafeInterruptAsFork(FiberId.none)
-    }
+    const timers = yield* Timers.make
     const replay = new Handshake.ReplayCache()
     const live = new Set<ConnectionCore>()
 
@@ -118,6 +115,7 @@ export const make = (
       })
     )
 
+    const handshakeMillis = Duration.toMillis(config.handshakeTimeout)
     const timeoutFailure = new Handshake.HandshakeError({
       reason: "timeout",
       detail: `no authenticated connection within ${Duration.format(config.handshakeTimeout)}`
@@ -137,7 +135,7 @@ export const make = (
         })
         return makeConnection(core)
       }).pipe(
-        Effect.timeoutFail({ duration: config.handshakeTimeout, onTimeout: () => timeoutFailure }),
+        Timers.deadline(timers, handshakeMillis, () => timeoutFailure),
         // On failure cut the stream, unless a goodbye telling the listener why is still being flushed.
         Effect.onExit((exit) =>
           Effect.sync(() => Exit.isSuccess(exit) || core?.state === "closing" || destroy?.())
@@ -226,7 +224,7 @@ export const make = (
               })
               return core
             }).pipe(
-              Effect.timeoutFail({ duration: config.handshakeTimeout, onTimeout: () => timeoutFailure }),
+              Timers.deadline(timers, handshakeMillis, () => timeoutFailure),
               Effect.ensuring(Effect.sync(() => handshaking--)),
               Effect.matchEffect({
                 onFailure: (e) => {

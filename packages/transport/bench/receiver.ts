@@ -1,0 +1,161 @@
+// The receiver process of the transport benchmark, forked by transport.bench.ts with its mode as the
+// only argument. It listens on 127.0.0.1 (any free port), reports the address over IPC, accepts one
+// connection, and then, as the parent commands: counts messages and reports when the expected number
+// has arrived (`sink`), or sends every frame straight back (`echo`). Exits when the parent goes away.
+import * as net from "node:net"
+import * as tls from "node:tls"
+import { Frame } from "@hotstuff2/wire"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Stream from "effect/Stream"
+import { TcpTransport, TlsTransport, Transport, TransportConfig } from "../src/index.js"
+import { now } from "./harness.js"
+import {
+  type Command,
+  cpuMicros,
+  encodeFrame,
+  gcMillis,
+  isMode,
+  type Mode,
+  type Report,
+  receiverIdentity,
+  tlsMaterial,
+  tlsVersions,
+  transportConfig
+} from "./setup.js"
+
+const { consensus } = TransportConfig.Channel
+gcMillis() // starts counting
+
+const send = (report: Report): void => {
+  process.send?.(report)
+}
+
+const fail = (detail: string): never => {
+  send({ type: "error", detail })
+  process.exit(1)
+}
+
+/** What the parent last asked for; the data paths read it on every frame. */
+const state = { echo: false, target: 0, received: 0, batches: 0 }
+
+/** Counts `n` messages delivered together; reports `done` once the target is reached. */
+const count = (n: number): void => {
+  if (state.target === 0) return
+  state.received += n
+  state.batches++
+  if (state.received >= state.target) {
+    send({
+      type: "done",
+      at: now().toString(),
+      received: state.received,
+      batches: state.batches,
+      cpuMicros: cpuMicros(),
+      gcMillis: gcMillis()
+    })
+    state.target = 0
+  }
+}
+
+process.on("message", (command: Command) => {
+  if (command.type === "sink") {
+    state.echo = false
+    state.received = 0
+    state.batches = 0
+    state.target = command.count
+  } else {
+    state.echo = true
+    state.target = 0
+  }
+  send({ type: "ready", cpuMicros: cpuMicros(), gcMillis: gcMillis() })
+})
+// The parent died or finished: nothing left to do.
+process.on("disconnect", () => process.exit(0))
+
+const LISTEN = { host: "127.0.0.1", port: 0 }
+
+/** The raw baselines: decode synchronously in the data handler, count or echo each frame. */
+const raw = (kind: "tls" | "tcp"): void => {
+  const onSocket = (socket: net.Socket) => {
+    socket.setNoDelay(true)
+    socket.on("error", (error) => fail(`raw socket: ${error.message}`))
+    socket.on("close", () => process.exit(0))
+    const decoder = new Frame.FrameDecoder()
+    let messages = 0
+    const onFrame = (frame: Frame.Frame) => {
+      if (state.echo) {
+        // Re-encoded, as the transport's echo re-encodes through `send`.
+        for (const message of frame.messages) socket.write(encodeFrame(message))
+      } else {
+        messages += frame.messages.length
+      }
+    }
+    socket.on("data", (chunk: Buffer) => {
+      messages = 0
+      const error = decoder.push(chunk, onFrame)
+      if (error !== undefined) fail(`raw decode: ${error._tag}`)
+      if (messages > 0) count(messages)
+    })
+  }
+  const server =
+    kind === "tls"
+      ? tls.createServer(
+          {
+            ...tlsMaterial(receiverIdentity),
+            ...tlsVersions,
+            requestCert: true,
+            rejectUnauthorized: false
+          },
+          onSocket
+        )
+      : net.createServer({ noDelay: true }, onSocket)
+  server.on("error", (error) => fail(`raw server: ${error.message}`))
+  server.listen(LISTEN, () => {
+    const address = server.address() as net.AddressInfo
+    send({ type: "listening", address: `${address.address}:${address.port}` })
+  })
+}
+
+/** Our Transport: consume with `connection.receive` (a batch per take); echo with `unsafeSend`. */
+const transport = (kind: "tls" | "tcp") =>
+  Effect.gen(function* () {
+    const layer =
+      kind === "tls"
+        ? TlsTransport.layer({ identity: receiverIdentity, config: transportConfig })
+        : TcpTransport.layer({ identity: receiverIdentity, config: transportConfig, allowUnencrypted: true })
+    const context = yield* Layer.build(layer)
+    const listener = yield* Context.get(context, Transport.Transport).listen(`${LISTEN.host}:${LISTEN.port}`)
+    send({ type: "listening", address: listener.address })
+    const connection = yield* Stream.runHead(listener.connections).pipe(
+      Effect.flatMap((first) =>
+        first._tag === "Some" ? Effect.succeed(first.value) : Effect.dieMessage("listener closed")
+      )
+    )
+    for (;;) {
+      const taken = yield* Effect.either(connection.receive)
+      if (taken._tag === "Left") return // the parent closed the connection: done
+      const frames = taken.right
+      if (state.echo) {
+        for (const frame of frames) connection.unsafeSend(consensus, frame.messages)
+      } else {
+        let n = 0
+        for (const frame of frames) n += frame.messages.length
+        count(n)
+      }
+    }
+  }).pipe(Effect.scoped)
+
+const mode: Mode | undefined = isMode(process.argv[2]) ? process.argv[2] : undefined
+if (mode === undefined || process.send === undefined) {
+  process.stderr.write("receiver.ts: forked by transport.bench.ts with a mode argument\n")
+  process.exit(2)
+}
+if (mode === "raw-tls" || mode === "raw-tcp") raw(mode === "raw-tls" ? "tls" : "tcp")
+else {
+  // The stream ends when the parent closes the connection: done.
+  Effect.runPromise(transport(mode === "transport-tls" ? "tls" : "tcp")).then(
+    () => process.exit(0),
+    (error: unknown) => fail(`transport: ${String(error)}`)
+  )
+}

@@ -1,0 +1,652 @@
+// Transport benchmark: TlsTransport and TcpTransport against raw node:tls / node:net sockets carrying
+// the same frames with the same write coalescing, measured in the same run, two processes on
+// 127.0.0.1. This process sends; a forked receiver process (receiver.ts) counts or echoes.
+//
+// - one-way: a fixed number of messages per round, timed from the first send to the receiver's
+//   receipt of the last (both clocks are CLOCK_MONOTONIC), raw and transport rounds interleaved;
+//   median msgs/s and every round.
+// - ping-pong: round-trip time of one 128 B message at a time, after warm-up, in blocks that
+//   alternate raw and transport; p50/p99 over all samples.
+//
+// One JSON line per result on stdout, then a summary line with every ratio and the issue's targets
+// (reported, not asserted); progress on stderr. Transport lines carry `ratioToRaw`; one-way lines
+// also carry each process's CPU and GC time over wall time, frames per socket write and frames per
+// delivery at the receiver, to show which side limits and why.
+//
+// Env: BENCH_ROUNDS (default 7), BENCH_QUICK=1 (a tenth of the messages), BENCH_PIN=0 (don't pin
+// this process to CPU 0 and the receivers to CPU 1 with taskset), BENCH_ONLY=tls|tcp,
+// BENCH_CASES=comma-separated subset of "1KiB,128B,rtt", BENCH_IMPL=raw|transport (one side only,
+// to profile it), BENCH_CHILD_NODE_OPTIONS (extra node flags for the receivers, e.g. --cpu-prof).
+// Profiling: `npx tsc -b` then `node --cpu-prof dist/bench/transport.bench.js` runs compiled code
+// (tsx's transpiled code maps poorly in profiles).
+import { type ChildProcess, execFileSync, fork } from "node:child_process"
+import * as net from "node:net"
+import * as os from "node:os"
+import * as tls from "node:tls"
+import { fileURLToPath } from "node:url"
+import { Frame } from "@hotstuff2/wire"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Scope from "effect/Scope"
+import { TcpTransport, TlsTransport, Transport, TransportConfig, TransportError } from "../src/index.js"
+import { machine, median, now, percentile, report, round } from "./harness.js"
+import {
+  type Command,
+  cpuMicros,
+  encodeFrame,
+  gcMillis,
+  type Mode,
+  payload,
+  type Report,
+  receiverIdentity,
+  senderIdentity,
+  tlsMaterial,
+  tlsVersions,
+  transportConfig
+} from "./setup.js"
+
+const { consensus } = TransportConfig.Channel
+gcMillis() // starts counting
+
+// ---- parameters ----
+
+const quick = process.env.BENCH_QUICK === "1"
+const ROUNDS = Math.max(1, Math.min(15, Number(process.env.BENCH_ROUNDS ?? 7) || 7))
+/** Messages queued per event-loop turn before yielding with setImmediate. */
+const WINDOW = 512
+const ONE_WAY = [
+  { name: "1KiB", bytes: 1024, count: quick ? 20_000 : 200_000 },
+  { name: "128B", bytes: 128, count: quick ? 50_000 : 500_000 }
+] as const
+const PING_PONG = { bytes: 128, warmup: quick ? 500 : 2_000, blocks: 4, perBlock: quick ? 500 : 5_000 }
+/** Any single round, handshake or command that takes longer than this fails the run. */
+const STEP_TIMEOUT_MS = 60_000
+/** The whole benchmark, including start-up: past this everything is killed. */
+const DEADLINE_MS = 6 * 60_000
+const kinds = (["tls", "tcp"] as const).filter((k) => (process.env.BENCH_ONLY ?? k) === k)
+const selected = new Set((process.env.BENCH_CASES ?? "1KiB,128B,rtt").split(","))
+
+const log = (text: string): void => {
+  process.stderr.write(`[transport.bench] ${text}\n`)
+}
+
+// ---- processes ----
+
+const children = new Set<ChildProcess>()
+
+const killChildren = (): void => {
+  for (const child of children)
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+  children.clear()
+}
+
+process.on("exit", killChildren)
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    killChildren()
+    process.exit(130)
+  })
+}
+setTimeout(() => {
+  log(`deadline of ${DEADLINE_MS / 1000} s passed: stopping`)
+  killChildren()
+  process.exit(1)
+}, DEADLINE_MS).unref()
+
+/** Pins with taskset (all threads of the process); false when that is not possible here. */
+const pin = (pid: number, cpu: number): boolean => {
+  try {
+    execFileSync("taskset", ["-a", "-p", "-c", String(cpu), String(pid)], { stdio: "ignore" })
+    return true
+  } catch {
+    return false
+  }
+}
+const pinned = process.env.BENCH_PIN !== "0" && os.cpus().length >= 2 && pin(process.pid, 0)
+
+// Under tsx (npm run bench) the receiver runs from source with the same loader and condition; run as
+// compiled JavaScript (node dist/bench/transport.bench.js, e.g. to profile), it runs compiled too.
+const fromSource = import.meta.url.endsWith(".ts")
+const receiverScript = fileURLToPath(new URL(fromSource ? "./receiver.ts" : "./receiver.js", import.meta.url))
+const childExecArgv = [
+  ...(fromSource ? ["--import", "tsx", "--conditions=@hotstuff2/source"] : []),
+  ...(process.env.BENCH_CHILD_NODE_OPTIONS ?? "").split(" ").filter((a) => a.length > 0)
+]
+
+/** A forked receiver process and its IPC reports. */
+class Receiver {
+  private waiter:
+    | {
+        readonly type: Report["type"]
+        readonly resolve: (r: Report) => void
+        readonly reject: (e: Error) => void
+      }
+    | undefined
+  private exited: Error | undefined
+
+  constructor(
+    readonly mode: Mode,
+    readonly child: ChildProcess
+  ) {
+    child.on("message", (message: Report) => {
+      if (message.type === "error") return this.failWaiter(new Error(`${mode}: ${message.detail}`))
+      const waiter = this.waiter
+      if (waiter !== undefined && waiter.type === message.type) {
+        this.waiter = undefined
+        waiter.resolve(message)
+      }
+    })
+    child.on("exit", (code, signal) => {
+      children.delete(child)
+      this.exited = new Error(`${mode} receiver exited (code ${code}, signal ${signal})`)
+      this.failWaiter(this.exited)
+    })
+  }
+
+  static async start(mode: Mode): Promise<Receiver> {
+    const child = fork(receiverScript, [mode], {
+      execArgv: childExecArgv,
+      // The receiver's stdout goes to our stderr: stdout carries only result lines.
+      stdio: ["ignore", 2, 2, "ipc"]
+    })
+    children.add(child)
+    const receiver = new Receiver(mode, child)
+    const listening = await receiver.next("listening")
+    if (pinned && child.pid !== undefined) pin(child.pid, 1)
+    if (listening.type === "listening") receiver.address = listening.address
+    return receiver
+  }
+
+  /** Where the receiver listens, `host:port`. */
+  address = ""
+
+  private failWaiter(error: Error): void {
+    const waiter = this.waiter
+    this.waiter = undefined
+    waiter?.reject(error)
+  }
+
+  /** The next report of this type, or a failure on timeout, error report or exit. */
+  next(type: Report["type"], timeoutMs = STEP_TIMEOUT_MS): Promise<Report> {
+    if (this.exited !== undefined) return Promise.reject(this.exited)
+    if (this.waiter !== undefined) return Promise.reject(new Error(`${this.mode}: already waiting`))
+    return new Promise<Report>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiter = undefined
+        reject(new Error(`${this.mode}: no '${type}' within ${timeoutMs} ms`))
+      }, timeoutMs)
+      this.waiter = {
+        type,
+        resolve: (r) => {
+          clearTimeout(timer)
+          resolve(r)
+        },
+        reject: (e) => {
+          clearTimeout(timer)
+          reject(e)
+        }
+      }
+    })
+  }
+
+  /** Sends a command and waits until the receiver has applied it (its report has its CPU and GC time). */
+  async command(command: Command): Promise<Report> {
+    const ready = this.next("ready")
+    this.child.send(command)
+    return await ready
+  }
+
+  /** Lets the receiver exit by itself (closing IPC), so a profiler in it can write; kills it after 5 s. */
+  async stop(): Promise<void> {
+    const child = this.child
+    if (child.exitCode !== null || child.signalCode !== null) return
+    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
+    if (child.connected) child.disconnect()
+    const timer = setTimeout(() => child.kill("SIGKILL"), 5_000)
+    await exited
+    clearTimeout(timer)
+  }
+}
+
+// ---- raw baseline ----
+
+const connectRaw = (kind: "tls" | "tcp", address: string): Promise<net.Socket> =>
+  new Promise((resolve, reject) => {
+    const [host, port] = [address.slice(0, address.lastIndexOf(":")), Number(address.split(":").pop())]
+    const socket =
+      kind === "tls"
+        ? tls.connect({
+            host,
+            port,
+            ...tlsMaterial(senderIdentity),
+            ...tlsVersions,
+            rejectUnauthorized: false
+          })
+        : net.connect({ host, port, noDelay: true })
+    socket.setNoDelay(true)
+    const timer = setTimeout(() => {
+      socket.destroy()
+      reject(new Error(`raw ${kind}: no connection within ${STEP_TIMEOUT_MS} ms`))
+    }, STEP_TIMEOUT_MS)
+    socket.once("error", (error) => {
+      clearTimeout(timer)
+      reject(error)
+    })
+    socket.once(kind === "tls" ? "secureConnect" : "connect", () => {
+      clearTimeout(timer)
+      // After connecting, an error fails whichever step is running through 'close'.
+      socket.on("error", () => {})
+      resolve(socket)
+    })
+  })
+
+/** Resolves on 'drain'; fails if the socket closes first or the step times out. */
+const drained = (socket: net.Socket): Promise<void> =>
+  new Promise((resolve, reject) => {
+    const done = (error?: Error) => {
+      clearTimeout(timer)
+      socket.off("drain", onDrain)
+      socket.off("close", onClose)
+      if (error) reject(error)
+      else resolve()
+    }
+    const onDrain = () => done()
+    const onClose = () => done(new Error("raw socket closed while blocked"))
+    const timer = setTimeout(() => done(new Error("raw socket: no drain in time")), STEP_TIMEOUT_MS)
+    socket.on("drain", onDrain)
+    socket.on("close", onClose)
+  })
+
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
+
+/**
+ * Sends `count` messages, each its own frame: up to WINDOW per turn, all of one turn in one corked
+ * write; when the socket says its buffer is full, waits for 'drain' before the next window.
+ */
+const pumpRaw = async (socket: net.Socket, message: Uint8Array, count: number): Promise<number> => {
+  let writes = 0
+  for (let sent = 0; sent < count; ) {
+    if (socket.destroyed) throw new Error("raw socket closed")
+    const end = Math.min(sent + WINDOW, count)
+    let more = true
+    socket.cork()
+    for (; sent < end; sent++) more = socket.write(encodeFrame(message))
+    socket.uncork()
+    writes++
+    await (more ? nextTurn() : drained(socket))
+  }
+  return writes
+}
+
+/** Round-trip times (ns) of `n` messages sent one at a time over a raw socket. */
+const pingPongRaw = (socket: net.Socket, message: Uint8Array, n: number): Promise<Float64Array> =>
+  new Promise((resolve, reject) => {
+    const samples = new Float64Array(n)
+    const decoder = new Frame.FrameDecoder()
+    let i = 0
+    let sentAt = 0n
+    const finish = (error?: Error) => {
+      clearTimeout(timer)
+      socket.off("data", onData)
+      socket.off("close", onClose)
+      if (error) reject(error)
+      else resolve(samples)
+    }
+    const ping = () => {
+      sentAt = now()
+      socket.write(encodeFrame(message))
+    }
+    const onFrame = () => {
+      samples[i++] = Number(now() - sentAt)
+      if (i < n) ping()
+      else finish()
+    }
+    const onData = (chunk: Buffer) => {
+      const error = decoder.push(chunk, onFrame)
+      if (error !== undefined) finish(new Error(`raw decode: ${error._tag}`))
+    }
+    const onClose = () => finish(new Error("raw socket closed during ping-pong"))
+    const timer = setTimeout(() => finish(new Error("raw ping-pong timed out")), STEP_TIMEOUT_MS)
+    socket.on("data", onData)
+    socket.on("close", onClose)
+    ping()
+  })
+
+// ---- our transport ----
+
+interface Link {
+  readonly connection: Transport.Connection
+  readonly close: () => Promise<void>
+}
+
+const openTransport = async (kind: "tls" | "tcp", address: string): Promise<Link> => {
+  const scope = Effect.runSync(Scope.make())
+  const layer =
+    kind === "tls"
+      ? TlsTransport.layer({ identity: senderIdentity, config: transportConfig })
+      : TcpTransport.layer({ identity: senderIdentity, config: transportConfig, allowUnencrypted: true })
+  const connection = await Effect.runPromise(
+    Effect.gen(function* () {
+      const context = yield* Layer.buildWithScope(layer, scope)
+      return yield* Context.get(context, Transport.Transport).dial(address, receiverIdentity.peerId)
+    }).pipe(Effect.timeout(Duration.millis(STEP_TIMEOUT_MS)))
+  )
+  return { connection, close: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
+}
+
+const yieldTurn = Effect.async<void>((resume) => {
+  setImmediate(() => resume(Effect.void))
+})
+
+/**
+ * Sends `count` messages with `connection.unsafeSend` (the hot-loop form of `send`), one message per
+ * frame as an application would, up to
+ * WINDOW per event-loop turn; on `Backpressure` waits a turn and retries that message. Returns how
+ * many retries it took.
+ */
+const pumpTransport = (connection: Transport.Connection, message: Uint8Array, count: number) =>
+  Effect.gen(function* () {
+    let retries = 0
+    for (let sent = 0; sent < count; ) {
+      const end = Math.min(sent + WINDOW, count)
+      while (sent < end) {
+        const error = connection.unsafeSend(consensus, [message])
+        if (error === undefined) {
+          sent++
+        } else if (error._tag === "Backpressure") {
+          retries++
+          yield* yieldTurn
+        } else {
+          return yield* Effect.fail(error)
+        }
+      }
+      yield* yieldTurn
+    }
+    return retries
+  }).pipe(
+    Effect.timeoutFail({
+      duration: Duration.millis(STEP_TIMEOUT_MS),
+      onTimeout: () => new Error("transport send timed out")
+    })
+  )
+
+/** Round-trip times (ns) of `n` messages sent one at a time, each awaited with `connection.receive`. */
+const pingPongTransport = (connection: Transport.Connection, message: Uint8Array, n: number) =>
+  Effect.gen(function* () {
+    const receive = Effect.catchAll(connection.receive, () => Effect.dieMessage("connection closed"))
+    const samples = new Float64Array(n)
+    for (let i = 0; i < n; i++) {
+      const sentAt = now()
+      yield* connection.send(consensus, [message])
+      let frames = 0
+      while (frames === 0) frames += (yield* receive).length
+      samples[i] = Number(now() - sentAt)
+    }
+    return samples
+  }).pipe(
+    Effect.timeoutFail({
+      duration: Duration.millis(STEP_TIMEOUT_MS),
+      onTimeout: () => new Error("transport ping-pong timed out")
+    })
+  )
+
+// ---- cases ----
+
+const info = { ...machine(), pinned, window: WINDOW }
+
+/**
+ * One timed round: tells the receiver to expect `count` messages, runs `pump`, and measures from the
+ * first send to the receiver's receipt of the last. CPU use of both processes as a fraction of one
+ * core over the round shows which side is the bottleneck.
+ */
+const timedRound = async <A>(receiver: Receiver, count: number, pump: () => Promise<A>) => {
+  const ready = await receiver.command({ type: "sink", count })
+  const done = receiver.next("done")
+  const senderCpuBefore = cpuMicros()
+  const senderGcBefore = gcMillis()
+  const start = now()
+  const [result, report] = await Promise.all([pump(), done])
+  const senderWall = Number(now() - start)
+  const senderCpu = (cpuMicros() - senderCpuBefore) * 1e3
+  if (report.type !== "done" || ready.type !== "ready") throw new Error("expected ready and done reports")
+  const elapsed = Number(BigInt(report.at) - start)
+  return {
+    result,
+    rate: count / (elapsed / 1e9),
+    framesPerReceive: count / report.batches,
+    senderCpu: senderCpu / senderWall,
+    receiverCpu: ((report.cpuMicros - ready.cpuMicros) * 1e3) / elapsed,
+    senderGc: ((gcMillis() - senderGcBefore) * 1e6) / senderWall,
+    receiverGc: ((report.gcMillis - ready.gcMillis) * 1e6) / elapsed
+  }
+}
+
+const oneWayRawRound = (receiver: Receiver, socket: net.Socket, message: Uint8Array, count: number) =>
+  timedRound(receiver, count, () => pumpRaw(socket, message, count))
+
+const oneWayTransportRound = async (
+  receiver: Receiver,
+  connection: Transport.Connection,
+  message: Uint8Array,
+  count: number
+) => {
+  const before = await Effect.runPromise(connection.stats)
+  const round = await timedRound(receiver, count, () =>
+    Effect.runPromise(pumpTransport(connection, message, count))
+  )
+  const after = await Effect.runPromise(connection.stats)
+  return { ...round, writes: after.writes - before.writes }
+}
+
+interface Ratio {
+  readonly transport: string
+  readonly case: string
+  readonly ratio: number
+}
+const ratios: Array<Ratio> = []
+
+type Side = "raw" | "transport"
+/** BENCH_IMPL=raw or transport runs one side only (to profile it); ratios need both. */
+const sides: ReadonlyArray<Side> = (["raw", "transport"] as const).filter(
+  (side) => (process.env.BENCH_IMPL ?? side) === side
+)
+
+const implName = (kind: "tls" | "tcp", side: Side): string =>
+  side === "raw"
+    ? kind === "tls"
+      ? "raw node:tls"
+      : "raw node:net"
+    : kind === "tls"
+      ? "TlsTransport"
+      : "TcpTransport"
+
+const runOneWay = async (
+  kind: "tls" | "tcp",
+  spec: (typeof ONE_WAY)[number],
+  raw: { receiver: Receiver; socket: net.Socket },
+  ours: { receiver: Receiver; connection: Transport.Connection }
+) => {
+  const message = payload(spec.bytes)
+  const frameBytes = encodeFrame(message).length
+  const roundOf = async (side: Side) =>
+    side === "raw"
+      ? { ...(await oneWayRawRound(raw.receiver, raw.socket, message, spec.count)), retries: 0 }
+      : await oneWayTransportRound(ours.receiver, ours.connection, message, spec.count).then((r) => ({
+          ...r,
+          retries: r.result,
+          result: r.writes
+        }))
+  log(`${kind} one-way ${spec.name}: warm-up`)
+  for (const side of sides) await roundOf(side)
+  const rounds: Record<Side, Array<Awaited<ReturnType<typeof roundOf>>>> = { raw: [], transport: [] }
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const side of sides) rounds[side].push(await roundOf(side))
+    log(
+      `${kind} one-way ${spec.name} round ${r + 1}: ${sides.map((side) => `${side} ${Math.round(rounds[side][r]!.rate)}`).join(", ")}`
+    )
+  }
+  const rawRates = rounds.raw.map((x) => x.rate)
+  const common = {
+    bench: "transport",
+    case: `one-way ${spec.name}`,
+    transport: kind,
+    messages: spec.count,
+    payloadBytes: spec.bytes,
+    frameBytes
+  }
+  for (const side of sides) {
+    const results = rounds[side]
+    const rates = results.map((x) => x.rate)
+    const rate = median(rates)
+    const ratio = side === "transport" && rawRates.length > 0 ? round(rate / median(rawRates)) : undefined
+    if (ratio !== undefined) ratios.push({ transport: kind, case: `one-way ${spec.name}`, ratio })
+    report({
+      ...common,
+      impl: implName(kind, side),
+      opsPerSec: Math.round(rate),
+      rounds: rates.map(Math.round),
+      mbitPerSec: round((rate * frameBytes * 8) / 1e6, 0),
+      ...(ratio !== undefined
+        ? { ratioToRaw: ratio, roundRatios: rates.map((x, i) => round(x / rawRates[i]!)) }
+        : {}),
+      ...(side === "transport" ? { backpressureRetries: results.map((x) => x.retries) } : {}),
+      // Frames per socket write: raw per corked window, transport from the core's `writes` counter.
+      framesPerWrite: round(spec.count / median(results.map((x) => x.result)), 1),
+      // Frames per delivery at the receiver: a 'data' event, or a chunk of `connection.frames`.
+      framesPerReceive: round(median(results.map((x) => x.framesPerReceive)), 1),
+      // CPU time over wall time of each process, median over rounds: 1 is one core busy.
+      senderCpu: round(median(results.map((x) => x.senderCpu)), 2),
+      receiverCpu: round(median(results.map((x) => x.receiverCpu)), 2),
+      // Time in garbage collection over wall time, the same way.
+      senderGc: round(median(results.map((x) => x.senderGc)), 2),
+      receiverGc: round(median(results.map((x) => x.receiverGc)), 2),
+      ...info
+    })
+  }
+}
+
+const latency = (samples: ReadonlyArray<Float64Array>) => {
+  const all = new Float64Array(samples.reduce((n, s) => n + s.length, 0))
+  let at = 0
+  for (const s of samples) {
+    all.set(s, at)
+    at += s.length
+  }
+  const blockRates = samples.map((s) => Math.round(s.length / (s.reduce((a, b) => a + b, 0) / 1e9)))
+  const mean = all.reduce((a, b) => a + b, 0) / all.length
+  all.sort()
+  return {
+    opsPerSec: Math.round(1e9 / mean),
+    rounds: blockRates,
+    roundTrips: all.length,
+    p50Us: round(percentile(all, 50) / 1e3, 1),
+    p90Us: round(percentile(all, 90) / 1e3, 1),
+    p99Us: round(percentile(all, 99) / 1e3, 1),
+    meanUs: round(mean / 1e3, 1),
+    maxUs: round(all[all.length - 1]! / 1e3, 1)
+  }
+}
+
+const runPingPong = async (
+  kind: "tls" | "tcp",
+  raw: { receiver: Receiver; socket: net.Socket },
+  ours: { receiver: Receiver; connection: Transport.Connection }
+) => {
+  const message = payload(PING_PONG.bytes)
+  const block = (side: Side, n: number) =>
+    side === "raw"
+      ? pingPongRaw(raw.socket, message, n)
+      : Effect.runPromise(pingPongTransport(ours.connection, message, n))
+  for (const side of sides) await (side === "raw" ? raw : ours).receiver.command({ type: "echo" })
+  log(`${kind} ping-pong: warm-up`)
+  for (const side of sides) await block(side, PING_PONG.warmup)
+  const blocks: Record<Side, Array<Float64Array>> = { raw: [], transport: [] }
+  for (let b = 0; b < PING_PONG.blocks; b++) {
+    for (const side of sides) blocks[side].push(await block(side, PING_PONG.perBlock))
+  }
+  const rawLatency = blocks.raw.length > 0 ? latency(blocks.raw) : undefined
+  for (const side of sides) {
+    const result = latency(blocks[side])
+    let ratio = {}
+    if (side === "transport" && rawLatency !== undefined) {
+      const p50 = round(result.p50Us / rawLatency.p50Us)
+      const p99 = round(result.p99Us / rawLatency.p99Us)
+      ratios.push({ transport: kind, case: "rtt p50", ratio: p50 })
+      ratios.push({ transport: kind, case: "rtt p99", ratio: p99 })
+      ratio = { ratioToRaw: p50, p99RatioToRaw: p99 }
+    }
+    report({
+      bench: "transport",
+      case: `ping-pong ${PING_PONG.bytes}B`,
+      transport: kind,
+      payloadBytes: PING_PONG.bytes,
+      warmup: PING_PONG.warmup,
+      impl: implName(kind, side),
+      ...result,
+      ...ratio,
+      ...info
+    })
+  }
+}
+
+const runKind = async (kind: "tls" | "tcp") => {
+  log(`${kind}: starting receivers`)
+  const [rawReceiver, ourReceiver] = await Promise.all([
+    Receiver.start(`raw-${kind}`),
+    Receiver.start(`transport-${kind}`)
+  ])
+  let socket: net.Socket | undefined
+  let link: Link | undefined
+  try {
+    socket = await connectRaw(kind, rawReceiver.address)
+    link = await openTransport(kind, ourReceiver.address)
+    const raw = { receiver: rawReceiver, socket }
+    const ours = { receiver: ourReceiver, connection: link.connection }
+    for (const spec of ONE_WAY) if (selected.has(spec.name)) await runOneWay(kind, spec, raw, ours)
+    if (selected.has("rtt")) await runPingPong(kind, raw, ours)
+  } finally {
+    socket?.destroy()
+    await link?.close()
+    await Promise.all([rawReceiver.stop(), ourReceiver.stop()])
+  }
+}
+
+const main = async () => {
+  const started = now()
+  for (const kind of kinds) await runKind(kind)
+  const find = (transport: string, name: string) =>
+    ratios.find((r) => r.transport === transport && r.case === name)?.ratio
+  const oneWay = find("tls", "one-way 1KiB")
+  const rtt = find("tls", "rtt p50")
+  report({
+    bench: "transport",
+    case: "summary",
+    ratiosToRaw: Object.fromEntries(ratios.map((r) => [`${r.transport} ${r.case}`, r.ratio])),
+    targets: [
+      {
+        target: "TLS one-way 1KiB >= 0.7x raw",
+        ratio: oneWay ?? null,
+        met: oneWay === undefined ? null : oneWay >= 0.7
+      },
+      { target: "TLS RTT p50 <= 1.2x raw", ratio: rtt ?? null, met: rtt === undefined ? null : rtt <= 1.2 }
+    ],
+    seconds: round(Number(now() - started) / 1e9, 1),
+    ...info
+  })
+}
+
+main().then(
+  () => {
+    killChildren()
+    process.exit(0)
+  },
+  (error: unknown) => {
+    log(`failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`)
+    if (error instanceof TransportError.DialError) log(JSON.stringify(error))
+    killChildren()
+    process.exit(1)
+  }
+)
