@@ -4,13 +4,16 @@
 // has arrived (`sink`), or sends every frame straight back (`echo`). Exits when the parent goes away.
 import * as net from "node:net"
 import * as tls from "node:tls"
+import { Bench } from "@hotstuff2/testing"
 import { Frame } from "@hotstuff2/wire"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
 import { TcpTransport, TlsTransport, Transport, TransportConfig } from "../src/index.js"
-import { now } from "./harness.js"
+
+const { now } = Bench
+
 import {
   type Command,
   cpuMicros,

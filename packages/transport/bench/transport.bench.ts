@@ -24,6 +24,7 @@ import * as net from "node:net"
 import * as os from "node:os"
 import * as tls from "node:tls"
 import { fileURLToPath } from "node:url"
+import { Bench } from "@hotstuff2/testing"
 import { Frame } from "@hotstuff2/wire"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -32,7 +33,9 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
 import { TcpTransport, TlsTransport, Transport, TransportConfig, TransportError } from "../src/index.js"
-import { machine, median, now, percentile, report, round } from "./harness.js"
+
+const { machine, median, now, percentile, report, round } = Bench
+
 import {
   type Command,
   cpuMicros,

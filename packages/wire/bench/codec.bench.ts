@@ -1,10 +1,12 @@
 // Codec benchmark: encode and decode+validate rates for a Vote, a 1 KiB and a 64 KiB Proposal, with
 // JSON.stringify/JSON.parse of the same messages as the in-run baseline; Ed25519 sign and verify.
 import * as crypto from "node:crypto"
+import { Bench } from "@hotstuff2/testing"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import { Codec, Envelope, Frame, Identity, Message } from "../src/index.js"
-import { machine, measure, report } from "./harness.js"
+
+const { machine, measure, report } = Bench
 
 const identity = Either.getOrThrow(Identity.fromSeed(new Uint8Array(32).fill(7)))
 const bytes = (n: number) => new Uint8Array(crypto.randomBytes(n))

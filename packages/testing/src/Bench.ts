@@ -1,13 +1,12 @@
-// Reporting for the transport benchmark, after packages/wire/bench/harness.ts: one JSON line per
-// result on stdout, medians over rounds, percentiles of latency samples. (The wire harness is not
-// importable across the project boundary, so the few lines it needs live here.)
+/**
+ * Benchmark reporting shared by every package: one JSON line per result on stdout, medians over
+ * timed rounds, percentiles of latency samples, and the machine the figures came from.
+ */
 import * as os from "node:os"
 
 export interface Result {
   readonly bench: string
   readonly case: string
-  readonly opsPerSec: number
-  readonly rounds: ReadonlyArray<number>
   readonly [extra: string]: unknown
 }
 
@@ -21,7 +20,30 @@ export const median = (xs: ReadonlyArray<number>): number => {
 export const percentile = (sorted: Float64Array, p: number): number =>
   sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!
 
-export const report = (result: Result | { readonly bench: string; readonly case: string }): void => {
+/** Runs `op` in batches of `batch` calls for `rounds` rounds of about `roundMs` each; the median ops/s. */
+export const measure = (
+  op: () => void,
+  options: { rounds?: number; roundMs?: number; batch?: number } = {}
+) => {
+  const { rounds = 7, roundMs = 400, batch = 1000 } = options
+  for (let i = 0; i < batch * 20; i++) op() // warm-up: let the JIT settle
+  const rates: Array<number> = []
+  for (let r = 0; r < rounds; r++) {
+    let n = 0
+    const start = process.hrtime.bigint()
+    const until = start + BigInt(roundMs) * 1_000_000n
+    let now = start
+    while (now < until) {
+      for (let i = 0; i < batch; i++) op()
+      n += batch
+      now = process.hrtime.bigint()
+    }
+    rates.push(n / (Number(now - start) / 1e9))
+  }
+  return { opsPerSec: Math.round(median(rates)), rounds: rates.map(Math.round) }
+}
+
+export const report = (result: Result): void => {
   process.stdout.write(`${JSON.stringify(result)}\n`)
 }
 
