@@ -147,6 +147,8 @@ export const TransportConfig = Schema.Struct({
   maxWriteBytes: Schema.optionalWith(PositiveInt, { default: () => 256 * 1024 }),
   /** Inbound frames buffered per connection before the socket is paused (TCP backpressure). */
   maxInboundFrames: Schema.optionalWith(PositiveInt, { default: () => 1024 }),
+  /** Inbound message bytes buffered per connection before the socket is paused. */
+  maxInboundBytes: Schema.optionalWith(PositiveInt, { default: () => 64 * MiB }),
   /** On close, how long queued frames may take to flush before the socket is cut. */
   closeTimeout: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(2) })
 }).pipe(

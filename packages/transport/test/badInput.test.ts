@@ -122,16 +122,54 @@ for (const harness of [tlsHarness, tcpHarness]) {
       })
     )
 
-    it.scopedLive("a length prefix of 4 GiB, refused on the header without allocating it", () =>
+    it.scopedLive("a length prefix of 4 GiB, refused on the 8-byte header alone", () =>
       Effect.gen(function* () {
         const { listener, stillWorks } = yield* setup()
         const socket = yield* rawClient(kind, listener.address)
-        const before = process.memoryUsage().arrayBuffers
         socket.write(Uint8Array.of(1, 255, 0, 0, 0xff, 0xff, 0xff, 0xff))
         const refusal = yield* nextRefusal(listener)
         assert.strictEqual(refusal.reason, "protocol")
         assert.match(refusal.detail, /FrameTooLarge/)
-        assert.isBelow(process.memoryUsage().arrayBuffers - before, 64 * 1024 * 1024)
+        yield* serverCloses(socket)
+        yield* stillWorks
+      })
+    )
+
+    it.scopedLive("before authentication: a large frame, and a compressed one, are refused unread", () =>
+      Effect.gen(function* () {
+        const { listener, stillWorks } = yield* setup()
+        // 64 KiB is fine after the handshake, but not from a client that has not authenticated.
+        const big = yield* rawClient(kind, listener.address)
+        big.write(Either.getOrThrow(Frame.encode({ channel: 255, messages: [new Uint8Array(64 * 1024)] })))
+        const first = yield* nextRefusal(listener)
+        assert.strictEqual(first.reason, "protocol")
+        assert.match(first.detail, /FrameTooLarge/)
+        yield* serverCloses(big)
+        const deflated = yield* rawClient(kind, listener.address)
+        deflated.write(
+          Either.getOrThrow(
+            Frame.encode(
+              { channel: 255, messages: [new Uint8Array(300_000)] },
+              { compression: "deflate", compressionThreshold: 1024 }
+            )
+          )
+        )
+        const second = yield* nextRefusal(listener)
+        assert.strictEqual(second.reason, "protocol")
+        assert.match(second.detail, /DecompressedTooLarge/)
+        yield* serverCloses(deflated)
+        yield* stillWorks
+      })
+    )
+
+    it.scopedLive("a client presenting the listener's own key (a reflection)", () =>
+      Effect.gen(function* () {
+        const { listener, stillWorks } = yield* setup()
+        const socket = yield* rawClient(kind, listener.address, identity(1))
+        socket.write(controlFrame(hello(identity(1))))
+        const refusal = yield* nextRefusal(listener)
+        assert.strictEqual(refusal.reason, "identity-mismatch")
+        assert.match(refusal.detail, /own key/)
         yield* serverCloses(socket)
         yield* stillWorks
       })
@@ -211,7 +249,7 @@ for (const harness of [tlsHarness, tcpHarness]) {
         socket.write(controlFrame(claimed))
         if (kind === "TCP") {
           // Without TLS the signature is what proves the key: sign with the wrong one.
-          const forged = Identity.sign(identity(7), transcript(NETWORK, claimed, new Uint8Array(0)))
+          const forged = Identity.sign(identity(7), transcript(NETWORK, "dialer", claimed, new Uint8Array(0)))
           socket.write(controlFrame(Uint8Array.of(2, ...forged)))
         }
         const refusal = yield* nextRefusal(listener)
@@ -245,17 +283,33 @@ for (const harness of [tlsHarness, tcpHarness]) {
       )
     }
 
-    it.scopedLive("over the limits: concurrent handshakes and connections per IP", () =>
+    it.scopedLive("over the limit of concurrent handshakes", () =>
       Effect.gen(function* () {
-        const { listener, stillWorks } = yield* setup({ maxConcurrentHandshakes: 2, maxConnectionsPerIp: 3 })
-        // The good connection holds one of the 3 per-IP places; two silent ones hold the handshakes.
+        const { listener, stillWorks } = yield* setup({ maxConcurrentHandshakes: 2 })
         yield* rawClient("TCP", listener.address)
         yield* rawClient("TCP", listener.address)
         const third = yield* rawClient("TCP", listener.address)
         const refusal = yield* nextRefusal(listener)
         assert.strictEqual(refusal.reason, "over-limit")
-        assert.match(refusal.detail, /handshakes|connections from/)
+        assert.match(refusal.detail, /handshakes in progress/)
         yield* serverCloses(third)
+        yield* stillWorks
+      })
+    )
+
+    it.scopedLive("over the limit of connections per IP, refused connections included until they close", () =>
+      Effect.gen(function* () {
+        const { listener, stillWorks } = yield* setup({ maxConnectionsPerIp: 3 })
+        // The good connection holds one place; a refused one still flushing its goodbye holds another.
+        const refused = yield* rawClient(kind, listener.address)
+        refused.write(controlFrame(hello(identity(7), { networkId: "another-network" })))
+        assert.strictEqual((yield* nextRefusal(listener)).reason, "wrong-network")
+        yield* rawClient("TCP", listener.address)
+        const fourth = yield* rawClient("TCP", listener.address)
+        const refusal = yield* nextRefusal(listener)
+        assert.strictEqual(refusal.reason, "over-limit")
+        assert.match(refusal.detail, /connections from/)
+        yield* serverCloses(fourth)
         yield* stillWorks
       })
     )

@@ -45,10 +45,11 @@ describe("MemoryTransport clusters under TestClock", () => {
         const b = yield* buildTransport(harness, identity(2))
         const listener = yield* a.listen(`${host(1)}:9000`)
         const dialing = yield* Effect.fork(b.dial(listener.address, identity(1).peerId))
-        // Hellos cross (25 ms), then the auths (25 ms): connected after two one-way delays, not before.
-        yield* TestClock.adjust("49 millis")
+        // Hellos cross (25 ms), the dialer's Auth (25 ms), then the listener's (25 ms): connected after
+        // three one-way delays, not before.
+        yield* TestClock.adjust("74 millis")
         yield* settle
-        assert.isNull(dialing.unsafePoll(), "connected before two one-way delays")
+        assert.isNull(dialing.unsafePoll(), "connected before three one-way delays")
         yield* TestClock.adjust("1 millis")
         const connection = yield* Fiber.join(dialing)
         const server = yield* accept(listener)

@@ -263,7 +263,15 @@ export class FrameDecoder {
   private bodyLength = -1
   private error: FrameError | undefined
 
-  constructor(readonly limits: FrameLimits = defaultLimits) {}
+  constructor(private limits: FrameLimits = defaultLimits) {}
+
+  /**
+   * Changes the limits for the frames after the current one: a connection decodes its handshake
+   * under tight limits, then its traffic under the configured ones, from one stream.
+   */
+  setLimits(limits: FrameLimits): void {
+    this.limits = limits
+  }
 
   /** Bytes held waiting for the rest of a frame. */
   get bufferedBytes(): number {

@@ -16,6 +16,16 @@ import type { Timers } from "./timers.js"
 /** Channel 255 carries the transport's own frames: handshake and goodbye. */
 export const CONTROL_CHANNEL = 255
 
+/**
+ * Until the peer is authenticated, frames are small and never compressed: an unauthenticated client
+ * must not make this node buffer megabytes or inflate anything.
+ */
+export const HANDSHAKE_LIMITS: Frame.FrameLimits = {
+  maxFrameBytes: 4096,
+  maxDecompressedBytes: 0,
+  maxMessagesPerFrame: 4
+}
+
 export type CoreError = SendError
 
 class ChannelQueue {
@@ -86,6 +96,7 @@ export class ConnectionCore {
   // Inbound.
   private readonly decoder: Frame.FrameDecoder
   private inbound: Array<InboundFrame> = []
+  private inboundBytes = 0
   private waiter: ((frames: Array<InboundFrame> | undefined) => void) | undefined
   private paused = false
 
@@ -114,11 +125,7 @@ export class ConnectionCore {
       maxMessagesPerFrame: config.maxMessagesPerFrame,
       compressionThreshold: config.compressionThreshold
     }
-    this.decoder = new Frame.FrameDecoder({
-      maxFrameBytes: config.maxFrameBytes,
-      maxDecompressedBytes: config.maxDecompressedBytes,
-      maxMessagesPerFrame: config.maxMessagesPerFrame
-    })
+    this.decoder = new Frame.FrameDecoder(HANDSHAKE_LIMITS)
     pipe.attach({
       data: (chunk) => this.onData(chunk),
       drain: () => {
@@ -131,6 +138,18 @@ export class ConnectionCore {
 
   get remoteAddress(): string {
     return this.options.remoteAddress
+  }
+
+  /** The handshake authenticated `peer`: traffic may flow, under the configured frame limits. */
+  open(peer: Identity.PeerId): void {
+    this.remotePeer = peer
+    this.state = "open"
+    const { config } = this.options
+    this.decoder.setLimits({
+      maxFrameBytes: config.maxFrameBytes,
+      maxDecompressedBytes: config.maxDecompressedBytes,
+      maxMessagesPerFrame: config.maxMessagesPerFrame
+    })
   }
 
   // ---- outbound ----
@@ -163,7 +182,7 @@ export class ConnectionCore {
           maxBytes: maxQueuedBytes
         })
       }
-      if (overflow === "drop-oldest") {
+      if (overflow === "drop-oldest" && frame.length <= maxQueuedBytes) {
         while (
           queue.length > 0 &&
           (queue.length >= maxQueuedFrames || queue.bytes + frame.length > maxQueuedBytes)
@@ -260,6 +279,7 @@ export class ConnectionCore {
     this.waiter = undefined
     const frames = this.inbound
     this.inbound = []
+    this.inboundBytes = 0
     waiter(frames)
   }
 
@@ -279,10 +299,12 @@ export class ConnectionCore {
     }
     this.framesReceived++
     this.inbound.push(frame)
+    for (const message of frame.messages) this.inboundBytes += message.length
+    const { maxInboundFrames, maxInboundBytes } = this.options.config
     if (
       this.waiter === undefined &&
       !this.paused &&
-      this.inbound.length >= this.options.config.maxInboundFrames
+      (this.inbound.length >= maxInboundFrames || this.inboundBytes >= maxInboundBytes)
     ) {
       this.paused = true
       this.pipe.pause()
@@ -294,9 +316,11 @@ export class ConnectionCore {
    * One consumer at a time.
    */
   take(callback: (frames: Array<InboundFrame> | undefined) => void): void {
+    if (this.waiter !== undefined) throw new Error("a connection has one consumer: another take is waiting")
     if (this.inbound.length > 0) {
       const frames = this.inbound
       this.inbound = []
+      this.inboundBytes = 0
       if (this.paused && this.state !== "closed") {
         this.paused = false
         this.pipe.resume()
@@ -309,15 +333,24 @@ export class ConnectionCore {
     }
   }
 
-  cancelTake(): void {
-    this.waiter = undefined
+  /** Withdraws `callback`'s pending take (only its own). */
+  cancelTake(callback: (frames: Array<InboundFrame> | undefined) => void): void {
+    if (this.waiter === callback) this.waiter = undefined
   }
 
   // ---- closing ----
 
-  onClosed(listener: (reason: CloseReason) => void): void {
-    if (this.closeReason !== undefined && this.state === "closed") listener(this.closeReason)
-    else this.closeListeners.push(listener)
+  /** Calls `listener` once the connection is closed (at once if it is); returns an unsubscribe. */
+  onClosed(listener: (reason: CloseReason) => void): () => void {
+    if (this.closeReason !== undefined && this.state === "closed") {
+      listener(this.closeReason)
+      return () => {}
+    }
+    this.closeListeners.push(listener)
+    return () => {
+      const i = this.closeListeners.indexOf(listener)
+      if (i >= 0) this.closeListeners.splice(i, 1)
+    }
   }
 
   /**
@@ -396,6 +429,7 @@ export class ConnectionCore {
       this.waiter = undefined
       const frames = this.inbound
       this.inbound = []
+      this.inboundBytes = 0
       waiter(frames.length > 0 ? frames : undefined)
     }
     const reason = this.closeReason

@@ -10,7 +10,8 @@ import { encodeGoodbye } from "./handshake.js"
 
 const awaitClosed = (core: ConnectionCore): Effect.Effect<CloseReason> =>
   Effect.async<CloseReason>((resume) => {
-    core.onClosed((reason) => resume(Effect.succeed(reason)))
+    const unsubscribe = core.onClosed((reason) => resume(Effect.succeed(reason)))
+    return Effect.sync(unsubscribe)
   })
 
 /** Closes gracefully, telling the peer why, and waits until the pipe is closed. */
@@ -28,7 +29,7 @@ export const shutdownCore = (core: ConnectionCore, reason: string, detail: strin
 
 export const makeConnection = (core: ConnectionCore): Connection => {
   const receive = Effect.async<ReadonlyArray<InboundFrame>, ConnectionClosed>((resume) => {
-    core.take((frames) =>
+    const callback = (frames: Array<InboundFrame> | undefined) =>
       resume(
         frames === undefined
           ? Effect.fail(
@@ -36,8 +37,12 @@ export const makeConnection = (core: ConnectionCore): Connection => {
             )
           : Effect.succeed(frames)
       )
-    )
-    return Effect.sync(() => core.cancelTake())
+    try {
+      core.take(callback)
+    } catch (e) {
+      resume(Effect.die(e))
+    }
+    return Effect.sync(() => core.cancelTake(callback))
   })
   const unsafeSend = (channel: number, messages: ReadonlyArray<Uint8Array>) => core.send(channel, messages)
   return {

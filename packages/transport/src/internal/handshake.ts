@@ -1,16 +1,23 @@
 // The application-level handshake every transport runs on the control channel, and the goodbye.
 //
 //   both sides:  Hello { version, networkId, peer, nonce (32 random bytes), timestamp (ms) }
-//   both sides:  Auth  { signature by `peer` over DOMAIN | networkId | own Hello | remote Hello }
-//   refusal:     Goodbye { reason, detail } instead of Auth, then close
+//   dialer:      Auth  { signature over DOMAIN | networkId | role "dialer"   | dialer Hello | listener Hello }
+//   listener:    verifies it, asks `authorize`, then
+//                Auth  { signature over DOMAIN | networkId | role "listener" | dialer Hello | listener Hello }
+//   refusal:     Goodbye { reason, detail } instead, then close
 //
-// Each side checks the remote Hello (version, network, expected or pinned key, clock skew, nonce
-// never seen), the listener asks `authorize`, and each verifies the remote Auth, which covers this
-// side's fresh nonce: a recorded handshake cannot be replayed. Over plain TCP the signatures are what
-// authenticates the peer. Under TLS the certificate already proved the key and the channel protects
-// the hellos, so signatures are optional there; in TLS 1.3 the server's Auth (or Goodbye) is also
-// the acknowledgement the client needs, since its `secureConnect` fires before the server has judged
-// the client's certificate.
+// Each side checks the remote Hello (version, network, expected or pinned key, not its own key or
+// nonce, clock skew, a nonce never seen). The listener verifies the dialer's Auth before it asks
+// `authorize`, so admission is decided on a proven identity, never a claimed one. Each signature
+// covers the other side's fresh nonce and names the signer's role, so a recorded handshake cannot be
+// replayed and one side's messages cannot be reflected back to it as the other side's. Over plain
+// TCP the signatures are what authenticates the peer. Under TLS the certificate already proved the
+// key and the channel protects the hellos, so signatures are optional there; in TLS 1.3 the
+// listener's Auth (or Goodbye) is also the acknowledgement the dialer needs, since its
+// `secureConnect` fires before the server has judged the client's certificate.
+//
+// The dialer completes on the listener's Auth synchronously, in the data handler: the listener's
+// first frames may follow its Auth in the same read, and must find the connection open.
 import * as crypto from "node:crypto"
 import { Identity } from "@hotstuff2/wire"
 import * as Clock from "effect/Clock"
@@ -95,8 +102,20 @@ export const decodeGoodbye = (bytes: Uint8Array): { reason: string; detail: stri
   return { reason: buf.toString("utf8", 2, 2 + rl), detail: buf.toString("utf8", 4 + rl, 4 + rl + dl) }
 }
 
-export const transcript = (networkId: string, first: Uint8Array, second: Uint8Array): Uint8Array =>
-  Buffer.concat([DOMAIN, Buffer.from(networkId, "utf8"), Buffer.from([0]), first, second])
+/** What a side signs: its role and both hellos, dialer's first (hellos are self-delimiting). */
+export const transcript = (
+  networkId: string,
+  role: "dialer" | "listener",
+  dialerHello: Uint8Array,
+  listenerHello: Uint8Array
+): Uint8Array =>
+  Buffer.concat([
+    DOMAIN,
+    Buffer.from(networkId, "utf8"),
+    Buffer.from([0, role === "dialer" ? 1 : 2]),
+    dialerHello,
+    listenerHello
+  ])
 
 /** Nonces seen within the clock-skew window: a hello is accepted once. Bounded. */
 export class ReplayCache {
@@ -149,7 +168,18 @@ export const run = (core: ConnectionCore, options: HandshakeOptions): Effect.Eff
       inbox.push(message)
       wake?.()
     }
-    core.onClosed(() => wake?.())
+    const unsubscribe = core.onClosed(() => wake?.())
+    yield* Effect.addFinalizer(() => Effect.sync(unsubscribe))
+    const closedFailure = () => {
+      const why = core.closeReason
+      return why?.reason === "protocol-error"
+        ? new HandshakeError({ reason: "protocol", detail: why.detail })
+        : new HandshakeError({
+            reason: "closed",
+            detail: why ? `${why.reason}: ${why.detail}` : "closed during the handshake"
+          })
+    }
+    /** The next control message; a goodbye or a close fails. */
     const next = Effect.async<Uint8Array, HandshakeError>((resume) => {
       const deliver = () => {
         const message = inbox.shift()
@@ -163,12 +193,7 @@ export const run = (core: ConnectionCore, options: HandshakeOptions): Effect.Eff
           )
         } else if (core.state === "closed") {
           wake = undefined
-          const why = core.closeReason
-          resume(
-            why?.reason === "protocol-error"
-              ? fail("protocol", why.detail)
-              : fail("closed", why ? `${why.reason}: ${why.detail}` : "closed during the handshake")
-          )
+          resume(Effect.fail(closedFailure()))
         } else wake = deliver
       }
       deliver()
@@ -177,29 +202,34 @@ export const run = (core: ConnectionCore, options: HandshakeOptions): Effect.Eff
       })
     })
 
-    const { identity, networkId } = options
-    const now = yield* Clock.currentTimeMillis
+    const { identity, networkId, role } = options
+    const nonce = crypto.randomBytes(NONCE_BYTES).toString("hex")
     const ownHello = encodeHello({
       version: PROTOCOL_VERSION,
       networkId,
       peer: identity.peerId,
-      nonce: crypto.randomBytes(NONCE_BYTES).toString("hex"),
-      timestamp: now
+      nonce,
+      timestamp: yield* Clock.currentTimeMillis
     })
     core.sendControl(ownHello)
 
     const remoteHello = yield* next
     const hello = decodeHello(remoteHello)
     if (hello === undefined) return yield* fail("protocol", "expected a Hello")
+    // Only a key the certificate proved, or a verified signature, may name the peer in a refusal.
+    let verified = options.pinnedPeer !== undefined
     const refuse = (reason: HandshakeFailure, detail: string) => {
       core.close("handshake", `${reason}: ${detail}`, encodeGoodbye(reason, detail))
-      return fail(reason, detail, hello.peer)
+      return fail(reason, detail, verified ? hello.peer : undefined)
     }
     if (hello.version !== PROTOCOL_VERSION) {
       return yield* refuse("version", `protocol version ${hello.version}, expected ${PROTOCOL_VERSION}`)
     }
     if (hello.networkId !== networkId) {
       return yield* refuse("wrong-network", `network "${hello.networkId}", expected "${networkId}"`)
+    }
+    if (hello.peer === identity.peerId || hello.nonce === nonce) {
+      return yield* refuse("identity-mismatch", "the remote presents this node's own key or nonce")
     }
     if (options.pinnedPeer !== undefined && hello.peer !== options.pinnedPeer) {
       return yield* refuse(
@@ -224,37 +254,88 @@ export const run = (core: ConnectionCore, options: HandshakeOptions): Effect.Eff
     if (!options.replay.add(hello.nonce, checkedAt, skew)) {
       return yield* refuse("replayed-hello", "hello nonce seen before")
     }
-    if (options.role === "listener" && options.authorize !== undefined) {
-      const admitted = yield* options.authorize(hello.peer, core.remoteAddress)
-      if (!admitted) return yield* refuse("not-admitted", "peer not admitted by this node")
+
+    const dialerHello = role === "dialer" ? ownHello : remoteHello
+    const listenerHello = role === "dialer" ? remoteHello : ownHello
+    const auth = () => {
+      const signature = options.signatures
+        ? Identity.sign(identity, transcript(networkId, role, dialerHello, listenerHello))
+        : new Uint8Array(64)
+      const out = Buffer.allocUnsafe(65)
+      out[0] = AUTH
+      out.set(signature, 1)
+      return out
+    }
+    const remoteRole = role === "dialer" ? "listener" : "dialer"
+    const authentic = (message: Uint8Array) =>
+      message.length === 65 &&
+      message[0] === AUTH &&
+      (!options.signatures ||
+        Identity.verify(
+          hello.peer,
+          transcript(networkId, remoteRole, dialerHello, listenerHello),
+          message.subarray(1)
+        ))
+    const open = () => {
+      core.open(hello.peer)
+      core.onControl = (message) => {
+        const goodbye = decodeGoodbye(message)
+        if (goodbye === undefined) return core.protocolError("unexpected control message")
+        core.remoteClosing(goodbye.reason, goodbye.detail)
+      }
     }
 
-    const signature = options.signatures
-      ? Identity.sign(identity, transcript(networkId, ownHello, remoteHello))
-      : new Uint8Array(64)
-    const auth = Buffer.allocUnsafe(65)
-    auth[0] = AUTH
-    auth.set(signature, 1)
-    core.sendControl(auth)
+    if (role === "listener") {
+      const dialerAuth = yield* next
+      if (!authentic(dialerAuth)) return yield* refuse("bad-signature", "handshake signature does not verify")
+      verified = true
+      if (options.authorize !== undefined && !(yield* options.authorize(hello.peer, core.remoteAddress))) {
+        return yield* refuse("not-admitted", "peer not admitted by this node")
+      }
+      if (core.state !== "handshake") return yield* Effect.fail(closedFailure())
+      core.sendControl(auth())
+      open()
+      return hello.peer
+    }
 
-    const remoteAuth = yield* next
-    if (remoteAuth.length !== 65 || remoteAuth[0] !== AUTH)
-      return yield* refuse("protocol", "expected an Auth")
-    if (
-      options.signatures &&
-      !Identity.verify(hello.peer, transcript(networkId, remoteHello, ownHello), remoteAuth.subarray(1))
-    ) {
-      return yield* refuse("bad-signature", "handshake signature does not verify")
-    }
-    core.remotePeer = hello.peer
-    core.state = "open"
-    core.onControl = (message) => {
-      const goodbye = decodeGoodbye(message)
-      if (goodbye === undefined) return core.protocolError("unexpected control message")
-      core.remoteClosing(goodbye.reason, goodbye.detail)
-    }
-    return hello.peer
+    // Dialer: be ready for the listener's Auth, and whatever follows it in the same read, first.
+    return yield* Effect.async<PeerId, HandshakeError>((resume) => {
+      const finish = (message: Uint8Array) => {
+        const goodbye = decodeGoodbye(message)
+        if (goodbye !== undefined) {
+          resume(fail("refused-by-remote", `${goodbye.reason}: ${goodbye.detail}`))
+        } else if (!authentic(message)) {
+          resume(refuse("bad-signature", "handshake signature does not verify"))
+        } else if (core.state !== "handshake") {
+          resume(Effect.fail(closedFailure()))
+        } else {
+          verified = true
+          open()
+          resume(Effect.succeed(hello.peer))
+        }
+      }
+      const pending = inbox.shift()
+      if (pending !== undefined) {
+        // Only a goodbye can come before this side's Auth.
+        const goodbye = decodeGoodbye(pending)
+        resume(
+          goodbye
+            ? fail("refused-by-remote", `${goodbye.reason}: ${goodbye.detail}`)
+            : refuse("protocol", "the listener's Auth came before this side's")
+        )
+      } else {
+        core.onControl = finish
+        wake = () => {
+          if (core.state === "closed") resume(Effect.fail(closedFailure()))
+        }
+        core.sendControl(auth())
+      }
+      return Effect.sync(() => {
+        wake = undefined
+      })
+    })
   }).pipe(
+    Effect.scoped,
     Effect.tapError(() =>
       Effect.sync(() => {
         if (core.state !== "closing") core.destroy("handshake", "handshake failed")

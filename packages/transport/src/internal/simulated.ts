@@ -504,6 +504,8 @@ class Network {
   }
 
   notifyClose(side: Side): void {
+    // A side closed before anyone attached to it (refused over a limit) will never be told: forget it.
+    if (side.handlers === undefined && side.closed) this.open.delete(side)
     if (side.closeNotified || side.handlers === undefined) return
     side.closeNotified = true
     this.open.delete(side)

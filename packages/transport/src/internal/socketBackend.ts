@@ -53,6 +53,24 @@ export const awaitSocket = (
     return Effect.sync(done)
   })
 
+/**
+ * The key of the per-IP limit: the IPv4 address, or the /64 prefix of an IPv6 address (one host
+ * usually holds a whole /64, so counting single IPv6 addresses would not limit anyone).
+ */
+export const limitKey = (ip: string): string => {
+  if (!ip.includes(":") || ip.startsWith("::ffff:")) return ip.replace(/^::ffff:/, "")
+  const [head = "", tail = ""] = ip.split("::")
+  const left = head.length > 0 ? head.split(":") : []
+  const right = tail.length > 0 ? tail.split(":") : []
+  const groups = ip.includes("::")
+    ? [...left, ...new Array(8 - left.length - right.length).fill("0"), ...right]
+    : left
+  return `${groups
+    .slice(0, 4)
+    .map((g) => Number.parseInt(g || "0", 16).toString(16))
+    .join(":")}::/64`
+}
+
 export const socketBackend = (flavor: SocketFlavor): Backend => {
   const sockets = new Set<net.Socket>()
   const track = (socket: net.Socket) => {
@@ -74,7 +92,7 @@ export const socketBackend = (flavor: SocketFlavor): Backend => {
           const remoteAddress = formatAddress(raw.remoteAddress ?? "unknown", raw.remotePort ?? 0)
           onInbound({
             remoteAddress,
-            remoteHost: raw.remoteAddress ?? "unknown",
+            remoteHost: limitKey(raw.remoteAddress ?? "unknown"),
             accept: Effect.map(flavor.accept(raw), ({ socket, pinnedPeer }) => {
               if (socket !== raw) track(socket)
               return {

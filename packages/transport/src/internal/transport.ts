@@ -228,7 +228,9 @@ export const make = (
               Effect.ensuring(Effect.sync(() => handshaking--)),
               Effect.matchEffect({
                 onFailure: (e) => {
-                  release(host)
+                  // A refused connection still flushing its goodbye holds its place until it closes.
+                  if (core?.state === "closing") core.onClosed(() => release(host))
+                  else release(host)
                   return refuse(attempt, e.reason, e.detail, e.peer, core)
                 },
                 onSuccess: (core) => {
