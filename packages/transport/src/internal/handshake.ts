@@ -209,7 +209,8 @@ export const run = (core: ConnectionCore, options: HandshakeOptions): Effect.Eff
       networkId,
       peer: identity.peerId,
       nonce,
-      timestamp: yield* Clock.currentTimeMillis
+      // Whole milliseconds: a TestClock driven by jittered schedules reads fractions.
+      timestamp: Math.floor(yield* Clock.currentTimeMillis)
     })
     core.sendControl(ownHello)
 

@@ -1,0 +1,103 @@
+/**
+ * Keeps this node connected to every validator through crashes, restarts and flaky links, notices
+ * within seconds when a peer is dead, and isolates one that misbehaves: one connection per peer,
+ * redial on a jittered exponential schedule, heartbeats with RTT, inbound rate limits, and bans.
+ */
+import type { Transport as T } from "@hotstuff2/transport"
+import type { Identity } from "@hotstuff2/wire"
+import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
+import type * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import type * as Stream from "effect/Stream"
+import * as internal from "./internal/manager.js"
+import type { PeerEvent, PeerRegistry } from "./PeerRegistry.js"
+import type { InvalidPeersConfig, PeersConfigInput } from "./PeersConfig.js"
+
+export type PeerId = Identity.PeerId
+
+/** A validator: its key and where it can be reached. */
+export interface Validator {
+  readonly id: PeerId
+  readonly addresses: ReadonlyArray<string>
+}
+
+export interface PeerManagerOptions {
+  readonly identity: Identity.Identity
+  /** Where to listen, `host:port` (port 0 allowed: see `PeerManager.address`). */
+  readonly listen: string
+  /** The peers to stay connected to (this node may be among them; it is skipped). */
+  readonly validators: ReadonlyArray<Validator>
+  readonly config?: PeersConfigInput
+}
+
+/** Frames received from a peer, in order per channel. */
+export interface InboundFrame {
+  readonly peer: PeerId
+  readonly channel: number
+  readonly messages: ReadonlyArray<Uint8Array>
+}
+
+/** A send to a peer that is not connected (and the caller did not ask to wait, or waited in vain). */
+export class PeerNotConnected extends Schema.TaggedError<PeerNotConnected>()("PeerNotConnected", {
+  peer: Schema.String,
+  detail: Schema.String
+}) {
+  override get message() {
+    return `peer ${this.peer.slice(0, 8)} is not connected: ${this.detail}`
+  }
+}
+
+export type PeerSendError = PeerNotConnected | T.SendError
+
+export interface SendOptions {
+  /** Wait up to this long for a connection instead of failing at once with `PeerNotConnected`. */
+  readonly waitForConnection?: Duration.DurationInput
+}
+
+export interface PeerManagerShape {
+  readonly localPeer: PeerId
+  /** The bound listen address. */
+  readonly address: string
+  /**
+   * Queues a frame to `peer` on `channel`. To a peer that is not connected: fails at once with
+   * `PeerNotConnected`, or waits for the connection when asked to. A full channel queue fails with
+   * `Backpressure` (or drops, by the channel's policy), never waits: a slow peer never blocks.
+   */
+  readonly send: (
+    peer: PeerId,
+    channel: number,
+    messages: ReadonlyArray<Uint8Array>,
+    options?: SendOptions
+  ) => Effect.Effect<void, PeerSendError>
+  /**
+   * Frames from every peer, after rate limiting (heartbeats are handled here and not included).
+   * One consumer. When it falls behind, readers stop taking frames and each peer's socket pauses.
+   */
+  readonly inbound: Stream.Stream<InboundFrame>
+  /** Peers connected now. */
+  readonly connected: Effect.Effect<ReadonlyArray<PeerId>>
+  /** The connection to a peer, if any. */
+  readonly connection: (peer: PeerId) => Effect.Effect<Option.Option<T.Connection>>
+  /** Connected, disconnected, discovered, score changed, banned, unbanned. */
+  readonly events: Stream.Stream<PeerEvent>
+}
+
+export class PeerManager extends Context.Tag("@hotstuff2/peers/PeerManager")<
+  PeerManager,
+  PeerManagerShape
+>() {
+  /**
+   * A manager over the `Transport` and `PeerRegistry` in context. Closing it stops accepting and
+   * dialling; the transport's own release flushes and closes the connections.
+   */
+  static readonly layer = (
+    options: PeerManagerOptions
+  ): Layer.Layer<
+    PeerManager,
+    InvalidPeersConfig | import("@hotstuff2/transport").TransportError.ListenError,
+    T.Transport | PeerRegistry
+  > => Layer.scoped(PeerManager, internal.make(options))
+}

@@ -1,0 +1,115 @@
+/**
+ * Every limit and weight of the peers package as a named, Schema-validated field with a default:
+ * reputation, bans, redial schedule, heartbeats, inbound rate limits, persistence.
+ */
+import { TransportConfig } from "@hotstuff2/transport"
+import * as Duration from "effect/Duration"
+import * as Either from "effect/Either"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+
+const { DurationSetting } = TransportConfig
+
+/** Named reputation events and what each costs (negative) or earns (positive). */
+export const ReputationWeights = Schema.Struct({
+  InvalidMessage: Schema.Number,
+  BadSignature: Schema.Number,
+  RateLimitExceeded: Schema.Number,
+  Timeout: Schema.Number,
+  ProtocolViolation: Schema.Number,
+  UsefulMessage: Schema.Number
+})
+export interface ReputationWeights extends Schema.Schema.Type<typeof ReputationWeights> {}
+
+export const defaultReputationWeights: ReputationWeights = {
+  InvalidMessage: -20,
+  BadSignature: -50,
+  RateLimitExceeded: -10,
+  Timeout: -5,
+  ProtocolViolation: -30,
+  UsefulMessage: 1
+}
+
+/** Inbound limits of one channel: token buckets refilled continuously, `burst` deep. */
+export const ChannelRateLimit = Schema.Struct({
+  channel: Schema.Int.pipe(Schema.between(0, 254)),
+  messagesPerSecond: Schema.Number.pipe(Schema.positive()),
+  bytesPerSecond: Schema.Number.pipe(Schema.positive()),
+  /** Seconds of traffic a bucket holds: bursts up to `burstSeconds * rate` pass. */
+  burstSeconds: Schema.Number.pipe(Schema.positive())
+})
+export interface ChannelRateLimit extends Schema.Schema.Type<typeof ChannelRateLimit> {}
+
+const MiB = 1024 * 1024
+
+/** Generous for validators (a leader sends a block per view), tight enough to stop a flood. */
+export const defaultRateLimits: ReadonlyArray<ChannelRateLimit> = [
+  { channel: 0, messagesPerSecond: 50, bytesPerSecond: 64 * 1024, burstSeconds: 2 },
+  { channel: 1, messagesPerSecond: 20_000, bytesPerSecond: 256 * MiB, burstSeconds: 2 },
+  { channel: 2, messagesPerSecond: 5_000, bytesPerSecond: 64 * MiB, burstSeconds: 2 },
+  { channel: 3, messagesPerSecond: 200, bytesPerSecond: 4 * MiB, burstSeconds: 5 },
+  { channel: 4, messagesPerSecond: 2_000, bytesPerSecond: 256 * MiB, burstSeconds: 2 }
+]
+
+export const PeersConfig = Schema.Struct({
+  // ---- reputation and bans ----
+  weights: Schema.optionalWith(ReputationWeights, { default: () => defaultReputationWeights }),
+  /** Scores decay toward 0 (neutral), halving every `scoreHalfLife`. */
+  scoreHalfLife: Schema.optionalWith(DurationSetting, { default: () => Duration.minutes(10) }),
+  /** Scores are clamped to [-maxScore, maxScore]. */
+  maxScore: Schema.optionalWith(Schema.Number.pipe(Schema.positive()), { default: () => 100 }),
+  /** A score at or under this bans the peer. */
+  banThreshold: Schema.optionalWith(Schema.Number.pipe(Schema.negative()), { default: () => -100 }),
+  /** The first ban lasts `banBase`, each next one `banFactor` times longer, at most `banCap`. */
+  banBase: Schema.optionalWith(DurationSetting, { default: () => Duration.minutes(1) }),
+  banFactor: Schema.optionalWith(Schema.Number.pipe(Schema.greaterThanOrEqualTo(1)), { default: () => 4 }),
+  banCap: Schema.optionalWith(DurationSetting, { default: () => Duration.hours(24) }),
+  // ---- connection lifecycle ----
+  /** Redial: exponential from `redialBase`, jittered, capped at `redialCap`. */
+  redialBase: Schema.optionalWith(DurationSetting, { default: () => Duration.millis(100) }),
+  redialFactor: Schema.optionalWith(Schema.Number.pipe(Schema.greaterThanOrEqualTo(1)), { default: () => 2 }),
+  redialCap: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(30) }),
+  /** A connection that lasted this long resets the redial schedule. */
+  stableAfter: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(10) }),
+  // ---- health ----
+  heartbeatInterval: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(1) }),
+  /** This many intervals without a Pong: the peer is unhealthy, its connection closed and redialled. */
+  missedHeartbeats: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 3 }),
+  /** Weight of the newest RTT sample in the moving average. */
+  rttSmoothing: Schema.optionalWith(Schema.Number.pipe(Schema.between(0, 1)), { default: () => 0.2 }),
+  // ---- inbound rate limits ----
+  rateLimits: Schema.optionalWith(Schema.Array(ChannelRateLimit), { default: () => defaultRateLimits }),
+  /** A flooding peer is reported (RateLimitExceeded) at most once per interval. */
+  rateLimitReportInterval: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(1) }),
+  // ---- admission and persistence ----
+  /** Admit authenticated peers outside the validator set. */
+  admitNonValidators: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  /** Where bans and the address book survive a restart; none: in memory only. */
+  dataDirectory: Schema.optional(Schema.String),
+  /** On shutdown, how long queued frames may take to flush. */
+  shutdownTimeout: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(2) })
+})
+export type PeersConfig = typeof PeersConfig.Type
+export type PeersConfigInput = typeof PeersConfig.Encoded
+
+/** A config field out of range. */
+export class InvalidPeersConfig extends Schema.TaggedError<InvalidPeersConfig>()("InvalidPeersConfig", {
+  field: Schema.String,
+  detail: Schema.String
+}) {
+  override get message() {
+    return `peers config ${this.field}: ${this.detail}`
+  }
+}
+
+const decodeConfig = Schema.decodeUnknownEither(PeersConfig)
+
+/** Validates and fills in defaults; a bad field is named with the form it expects. */
+export const decode = (input: PeersConfigInput): Either.Either<PeersConfig, InvalidPeersConfig> =>
+  Either.mapLeft(decodeConfig(input), (error) => {
+    const [issue] = ParseResult.ArrayFormatter.formatErrorSync(error)
+    return new InvalidPeersConfig({
+      field: issue?.path.join(".") || "<root>",
+      detail: issue?.message ?? error.message
+    })
+  })
