@@ -84,11 +84,25 @@ export const PeersConfig = Schema.Struct({
   // ---- admission and persistence ----
   /** Admit authenticated peers outside the validator set. */
   admitNonValidators: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  /** Non-validator peers the registry keeps; past it the least recently seen idle one is forgotten. */
+  maxKnownPeers: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 10_000 }),
+  /** Addresses kept per peer (config addresses always are). */
+  maxAddressesPerPeer: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 32 }),
+  /** Peer events buffered for a slow subscriber of `changes` (the oldest are dropped past it). */
+  changesBuffer: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 16_384 }),
   /** Where bans and the address book survive a restart; none: in memory only. */
   dataDirectory: Schema.optional(Schema.String),
   /** On shutdown, how long queued frames may take to flush. */
   shutdownTimeout: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(2) })
-})
+}).pipe(
+  Schema.filter((c) =>
+    c.banThreshold < -c.maxScore
+      ? { path: ["banThreshold"], message: "must be at least -maxScore, or no score can reach it" }
+      : !Duration.isFinite(c.banCap)
+        ? { path: ["banCap"], message: "must be finite: a validator is never banned for good" }
+        : undefined
+  )
+)
 export type PeersConfig = typeof PeersConfig.Type
 export type PeersConfigInput = typeof PeersConfig.Encoded
 

@@ -49,7 +49,7 @@ import {
   type ReputationWeights
 } from "../PeersConfig.js"
 
-/** Bounds on what the registry keeps; not (yet) fields of `PeersConfig`. */
+/** Bounds on what the registry keeps: `PeersConfig.maxKnownPeers`, `maxAddressesPerPeer`, `changesBuffer`. */
 export interface RegistryLimits {
   /**
    * Non-validator peers kept. Past it, the least recently seen disconnected, unbanned non-validator
@@ -68,12 +68,6 @@ export interface RegistryLimits {
    * A power of two (the PubSub preallocates it).
    */
   readonly changesBuffer: number
-}
-
-export const defaultLimits: RegistryLimits = {
-  maxNonValidatorPeers: 10_000,
-  maxAddressesPerPeer: 32,
-  changesBuffer: 16_384
 }
 
 /** The file, inside `dataDirectory`, holding bans and the address book. */
@@ -469,7 +463,12 @@ export const make = (
       banFactor: config.banFactor,
       banCapMillis: Duration.toMillis(config.banCap),
       rttSmoothing: config.rttSmoothing,
-      limits: { ...defaultLimits, ...limits }
+      limits: {
+        maxNonValidatorPeers: config.maxKnownPeers,
+        maxAddressesPerPeer: config.maxAddressesPerPeer,
+        changesBuffer: config.changesBuffer,
+        ...limits
+      }
     }
 
     const directory = config.dataDirectory === undefined ? undefined : path.resolve(config.dataDirectory)
