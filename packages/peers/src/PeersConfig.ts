@@ -4,8 +4,7 @@
  */
 import { TransportConfig } from "@hotstuff2/transport"
 import * as Duration from "effect/Duration"
-import * as Either from "effect/Either"
-import * as ParseResult from "effect/ParseResult"
+import type * as Either from "effect/Either"
 import * as Schema from "effect/Schema"
 
 const { DurationSetting } = TransportConfig
@@ -116,14 +115,6 @@ export class InvalidPeersConfig extends Schema.TaggedError<InvalidPeersConfig>()
   }
 }
 
-const decodeConfig = Schema.decodeUnknownEither(PeersConfig)
-
 /** Validates and fills in defaults; a bad field is named with the form it expects. */
-export const decode = (input: PeersConfigInput): Either.Either<PeersConfig, InvalidPeersConfig> =>
-  Either.mapLeft(decodeConfig(input), (error) => {
-    const [issue] = ParseResult.ArrayFormatter.formatErrorSync(error)
-    return new InvalidPeersConfig({
-      field: issue?.path.join(".") || "<root>",
-      detail: issue?.message ?? error.message
-    })
-  })
+export const decode: (input: PeersConfigInput) => Either.Either<PeersConfig, InvalidPeersConfig> =
+  TransportConfig.decodeWith(PeersConfig, (field, detail) => new InvalidPeersConfig({ field, detail }))

@@ -160,14 +160,22 @@ export const TransportConfig = Schema.Struct({
 export type TransportConfig = typeof TransportConfig.Type
 export type TransportConfigInput = typeof TransportConfig.Encoded
 
-const decodeConfig = Schema.decodeUnknownEither(TransportConfig)
+/**
+ * A decoder for a config Schema: fills defaults, and turns the first issue into `onError(field,
+ * detail)`, so a bad config names the field and the form it expects. Every package's config uses it.
+ */
+export const decodeWith = <A, I, E>(
+  schema: Schema.Schema<A, I>,
+  onError: (field: string, detail: string) => E
+): ((input: I) => Either.Either<A, E>) => {
+  const decodeEither = Schema.decodeUnknownEither(schema)
+  return (input) =>
+    Either.mapLeft(decodeEither(input), (error) => {
+      const [issue] = ParseResult.ArrayFormatter.formatErrorSync(error)
+      return onError(issue?.path.join(".") || "<root>", issue?.message ?? error.message)
+    })
+}
 
 /** Validates options and fills in defaults; a bad field is named with the form it expects. */
-export const decode = (input: TransportConfigInput): Either.Either<TransportConfig, InvalidTransportConfig> =>
-  Either.mapLeft(decodeConfig(input), (error) => {
-    const [issue] = ParseResult.ArrayFormatter.formatErrorSync(error)
-    return new InvalidTransportConfig({
-      field: issue?.path.join(".") || "<root>",
-      detail: issue?.message ?? error.message
-    })
-  })
+export const decode: (input: TransportConfigInput) => Either.Either<TransportConfig, InvalidTransportConfig> =
+  decodeWith(TransportConfig, (field, detail) => new InvalidTransportConfig({ field, detail }))
