@@ -47,7 +47,8 @@ export const defaultRateLimits: ReadonlyArray<ChannelRateLimit> = [
   { channel: 1, messagesPerSecond: 20_000, bytesPerSecond: 256 * MiB, burstSeconds: 2 },
   { channel: 2, messagesPerSecond: 5_000, bytesPerSecond: 64 * MiB, burstSeconds: 2 },
   { channel: 3, messagesPerSecond: 200, bytesPerSecond: 4 * MiB, burstSeconds: 5 },
-  { channel: 4, messagesPerSecond: 2_000, bytesPerSecond: 256 * MiB, burstSeconds: 2 }
+  // A sync bucket holds more than a full frame (4096 messages): a large SyncResponse always fits.
+  { channel: 4, messagesPerSecond: 10_000, bytesPerSecond: 256 * MiB, burstSeconds: 2 }
 ]
 
 export const PeersConfig = Schema.Struct({
@@ -91,8 +92,10 @@ export const PeersConfig = Schema.Struct({
   changesBuffer: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 16_384 }),
   /** Where bans and the address book survive a restart; none: in memory only. */
   dataDirectory: Schema.optional(Schema.String),
-  /** On shutdown, how long queued frames may take to flush. */
-  shutdownTimeout: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(2) })
+  /** Frames from one peer waiting for the consumer of `inbound`; past it that peer's reader waits. */
+  inboundFramesPerPeer: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 1024 }),
+  /** Message bytes from one peer waiting for the consumer of `inbound`. */
+  inboundBytesPerPeer: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 16 * MiB })
 }).pipe(
   Schema.filter((c) =>
     c.banThreshold < -c.maxScore

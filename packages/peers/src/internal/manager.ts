@@ -1,9 +1,10 @@
-// PeerManager's machinery. One slot per known peer holds its connection (at most one), its
-// heartbeat state and its inbound token buckets. Slots are plain objects changed in synchronous
-// steps (no yield between a read and its write), so each change is atomic on the event loop.
+// PeerManager's machinery. One slot per peer holds its connection (at most one), its heartbeat
+// state and its inbound token buckets (kept across reconnects). Slots are plain objects changed in
+// synchronous steps (no yield between a read and its write), so each change is atomic on the event
+// loop.
 import { Transport, TransportConfig, TransportError } from "@hotstuff2/transport"
 import { Codec, Message } from "@hotstuff2/wire"
-import * as Clock from "effect/Clock"
+import * as Chunk from "effect/Chunk"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -12,7 +13,6 @@ import * as FiberId from "effect/FiberId"
 import * as FiberMap from "effect/FiberMap"
 import * as FiberSet from "effect/FiberSet"
 import * as Option from "effect/Option"
-import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -25,10 +25,11 @@ import {
 } from "../PeerManager.js"
 import { PeerRegistry } from "../PeerRegistry.js"
 import * as PeersConfig from "../PeersConfig.js"
+import { FairInbox } from "./inbox.js"
 
 const HEARTBEAT = TransportConfig.Channel.heartbeat
 
-/** A token bucket refilled continuously from Clock millis. */
+/** A token bucket refilled continuously; times in monotonic milliseconds. */
 class Bucket {
   tokens: number
   at: number
@@ -42,8 +43,9 @@ class Bucket {
   }
 
   take(n: number, now: number): boolean {
-    this.tokens = Math.min(this.capacity, this.tokens + ((now - this.at) / 1000) * this.rate)
-    this.at = now
+    // A clock that went backwards refills nothing (and drains nothing).
+    this.tokens = Math.min(this.capacity, this.tokens + (Math.max(0, now - this.at) / 1000) * this.rate)
+    this.at = Math.max(this.at, now)
     if (this.tokens < n) return false
     this.tokens -= n
     return true
@@ -52,14 +54,20 @@ class Bucket {
 
 interface Slot {
   connection: Transport.Connection | undefined
+  /** Monotonic millis when `connection` was set (or cleared). */
   connectedAt: number
   /** Completed (and replaced) whenever `connection` changes. */
   changed: Deferred.Deferred<void>
+  /** Fibers waiting in `send` for this peer's connection. */
+  waiting: number
   pingNonce: bigint
-  /** Pings not yet answered: nonce to Clock millis sent (at most `missedHeartbeats` kept). */
+  /** Pings not yet answered: nonce to monotonic millis sent (at most `missedHeartbeats` kept). */
   pings: Map<bigint, number>
   /** Heartbeat ticks in a row with a ping unanswered. */
   missed: number
+  /** This node's reader waits on this node's own consumer: silence from the peer is not its fault. */
+  readerBlocked: boolean
+  /** Per channel, kept across reconnects so that reconnecting does not refill them. */
   buckets: Map<number, { messages: Bucket; bytes: Bucket }>
   lastRateReport: number
   dropped: number
@@ -79,13 +87,17 @@ export const make = (options: PeerManagerOptions) =>
     const transport = yield* Transport.Transport
     const registry = yield* PeerRegistry
     const clock = yield* Effect.clock
+    const now = () => Number(clock.unsafeCurrentTimeNanos()) / 1e6
     const local = options.identity.peerId
     const validators = new Set(options.validators.map((v) => v.id).filter((id) => id !== local))
     const slots = new Map<PeerId, Slot>()
-    const inbound = yield* Effect.acquireRelease(Queue.bounded<InboundFrame>(4096), Queue.shutdown)
+    const inbox = new FairInbox(config.inboundFramesPerPeer, config.inboundBytesPerPeer)
+    yield* Effect.addFinalizer(() => Effect.sync(() => inbox.close()))
     const perConnection = yield* FiberSet.make<void, never>()
     const dialers = yield* FiberMap.make<PeerId, void, never>()
-    const limits = new Map(config.rateLimits.map((l) => [l.channel, l]))
+    // Limits given for some channels replace those channels' defaults; the others keep theirs.
+    const limits = new Map(PeersConfig.defaultRateLimits.map((l) => [l.channel, l]))
+    for (const limit of config.rateLimits) limits.set(limit.channel, limit)
     const heartbeatMillis = Duration.toMillis(config.heartbeatInterval)
     const reportEvery = Duration.toMillis(config.rateLimitReportInterval)
     const stableMillis = Duration.toMillis(config.stableAfter)
@@ -95,11 +107,13 @@ export const make = (options: PeerManagerOptions) =>
       if (slot === undefined) {
         slot = {
           connection: undefined,
-          connectedAt: 0,
+          connectedAt: now(),
           changed: Deferred.unsafeMake<void>(FiberId.none),
+          waiting: 0,
           pingNonce: 0n,
           pings: new Map(),
           missed: 0,
+          readerBlocked: false,
           buckets: new Map(),
           lastRateReport: Number.NEGATIVE_INFINITY,
           dropped: 0
@@ -109,16 +123,48 @@ export const make = (options: PeerManagerOptions) =>
       return slot
     }
 
+    /** A non-validator's slot is forgotten once nothing uses it (peers that come and go). */
+    const forgetIfIdle = (peer: PeerId, slot: Slot) => {
+      if (
+        !validators.has(peer) &&
+        slot.connection === undefined &&
+        slot.waiting === 0 &&
+        slots.get(peer) === slot
+      ) {
+        slots.delete(peer)
+        inbox.forget(peer)
+      }
+    }
+
     const setConnection = (slot: Slot, connection: Transport.Connection | undefined) => {
       slot.connection = connection
-      slot.connectedAt = clock.unsafeCurrentTimeMillis()
+      slot.connectedAt = now()
       slot.missed = 0
       slot.pings = new Map()
-      slot.buckets = new Map()
+      slot.readerBlocked = false
       const changed = slot.changed
       slot.changed = Deferred.unsafeMake<void>(FiberId.none)
       Deferred.unsafeDone(changed, Effect.void)
     }
+
+    /**
+     * Takes a connection out of its slot now (redial starts, sends fail typed) and closes it in the
+     * background: a close in progress is never counted or reported twice.
+     */
+    const detach = (
+      peer: PeerId,
+      slot: Slot,
+      connection: Transport.Connection,
+      reason: string,
+      detail: string
+    ) =>
+      Effect.gen(function* () {
+        if (slot.connection === connection) {
+          setConnection(slot, undefined)
+          yield* registry.setConnection(peer, "disconnected", { reason: `local: ${reason}` })
+        }
+        yield* Effect.forkDaemon(connection.close({ reason, detail }))
+      })
 
     yield* registry.setValidators([...validators])
     for (const v of options.validators) {
@@ -133,22 +179,22 @@ export const make = (options: PeerManagerOptions) =>
       )
 
     /** Inbound rate limit: false when the frame is over the peer's budget on its channel. */
-    const withinLimits = (slot: Slot, frame: Transport.InboundFrame, now: number): boolean => {
+    const withinLimits = (slot: Slot, frame: Transport.InboundFrame, at: number): boolean => {
       const limit = limits.get(frame.channel)
       if (limit === undefined) return true
       let buckets = slot.buckets.get(frame.channel)
       if (buckets === undefined) {
         buckets = {
-          messages: new Bucket(limit.messagesPerSecond, limit.messagesPerSecond * limit.burstSeconds, now),
-          bytes: new Bucket(limit.bytesPerSecond, limit.bytesPerSecond * limit.burstSeconds, now)
+          messages: new Bucket(limit.messagesPerSecond, limit.messagesPerSecond * limit.burstSeconds, at),
+          bytes: new Bucket(limit.bytesPerSecond, limit.bytesPerSecond * limit.burstSeconds, at)
         }
         slot.buckets.set(frame.channel, buckets)
       }
       let bytes = 0
       for (const m of frame.messages) bytes += m.length
       // Both buckets are charged, or neither.
-      if (!buckets.messages.take(frame.messages.length, now)) return false
-      if (!buckets.bytes.take(bytes, now)) {
+      if (!buckets.messages.take(frame.messages.length, at)) return false
+      if (!buckets.bytes.take(bytes, at)) {
         buckets.messages.tokens += frame.messages.length
         return false
       }
@@ -177,7 +223,7 @@ export const make = (options: PeerManagerOptions) =>
             if (sentAt !== undefined) {
               slot.pings.clear()
               slot.missed = 0
-              yield* registry.recordRtt(peer, clock.unsafeCurrentTimeMillis() - sentAt)
+              yield* registry.recordRtt(peer, now() - sentAt)
             }
           } else {
             yield* registry.report(peer, "ProtocolViolation")
@@ -185,25 +231,33 @@ export const make = (options: PeerManagerOptions) =>
         }
       })
 
-    /** Takes frames from one connection while it is the peer's connection; ends when it closes. */
+    /** Takes frames from one connection while it is the peer's connection. */
     const read = (peer: PeerId, slot: Slot, connection: Transport.Connection) =>
       Effect.gen(function* () {
-        for (;;) {
+        while (slot.connection === connection) {
           const taken = yield* Effect.either(connection.receive)
           if (Either.isLeft(taken)) return
-          const now = clock.unsafeCurrentTimeMillis()
+          const at = now()
           yield* registry.touch(peer)
           for (const frame of taken.right) {
-            if (!withinLimits(slot, frame, now)) {
+            if (slot.connection !== connection) return // replaced or detached: the rest is dropped
+            if (!withinLimits(slot, frame, at)) {
               slot.dropped++
-              if (now - slot.lastRateReport >= reportEvery) {
-                slot.lastRateReport = now
+              if (at - slot.lastRateReport >= reportEvery) {
+                slot.lastRateReport = at
                 yield* registry.report(peer, "RateLimitExceeded")
               }
               continue
             }
-            if (frame.channel === HEARTBEAT) yield* onHeartbeat(peer, slot, connection, frame)
-            else yield* Queue.offer(inbound, { peer, channel: frame.channel, messages: frame.messages })
+            if (frame.channel === HEARTBEAT) {
+              yield* onHeartbeat(peer, slot, connection, frame)
+              continue
+            }
+            // Waiting here is this node's consumer falling behind: it must not count against the peer.
+            slot.readerBlocked = inbox.isFull(peer)
+            yield* inbox.offer({ peer, channel: frame.channel, messages: frame.messages })
+            slot.readerBlocked = false
+            slot.missed = 0
           }
         }
       })
@@ -245,11 +299,12 @@ export const make = (options: PeerManagerOptions) =>
                 reason: `${why.initiator}: ${why.reason}`
               })
             }
+            forgetIfIdle(peer, slot)
           }).pipe(Effect.scoped)
         )
       })
 
-    /** Keeps one validator connected: dial when there is no connection, back off on failure. */
+    /** Keeps one validator connected: dial when there is no connection, back off on failure or flapping. */
     const keepConnected = (peer: PeerId) =>
       Effect.gen(function* () {
         const schedule = Schedule.exponential(config.redialBase, config.redialFactor).pipe(
@@ -257,21 +312,23 @@ export const make = (options: PeerManagerOptions) =>
           Schedule.either(Schedule.spaced(config.redialCap))
         )
         const backoff = yield* Schedule.driver(schedule)
+        const wait = Effect.orElse(backoff.next(undefined), () => Effect.void)
         const slot = slotOf(peer)
         for (;;) {
-          while (slot.connection !== undefined) {
-            const connectedAt = slot.connectedAt
-            yield* Deferred.await(slot.changed)
-            // The connection ended: if it had been stable, start the schedule over.
-            if (
-              slot.connection === undefined &&
-              clock.unsafeCurrentTimeMillis() - connectedAt >= stableMillis
-            ) {
-              yield* backoff.reset
+          if (slot.connection !== undefined) {
+            while (slot.connection !== undefined) {
+              const connectedAt = slot.connectedAt
+              yield* Deferred.await(slot.changed)
+              if (slot.connection !== undefined) continue
+              // The connection ended. A stable one starts the schedule over; a short one backs off
+              // first, so a peer that accepts and drops at once is not redialled in a loop.
+              if (now() - connectedAt >= stableMillis) yield* backoff.reset
+              else yield* wait
             }
+            continue
           }
           if (yield* registry.isBanned(peer)) {
-            yield* Effect.orElse(backoff.next(undefined), () => Effect.void)
+            yield* wait
             continue
           }
           const addresses = yield* registry.dialOrder(peer)
@@ -298,19 +355,18 @@ export const make = (options: PeerManagerOptions) =>
                 )
               )
             )
+            // An address that answers with another key only loses health: whoever is there proved
+            // it is not this peer, so the peer itself is not penalised.
             yield* registry.recordDial(peer, address, Either.isRight(dialed))
             if (Either.isRight(dialed)) {
               yield* register(dialed.right)
               connected = true
               break
             }
-            if (dialed.left.reason === "identity-mismatch" || dialed.left.reason === "bad-signature") {
-              yield* registry.report(peer, "ProtocolViolation")
-            }
           }
           if (!connected && slot.connection === undefined) {
             yield* registry.setConnection(peer, "disconnected", { reason: "dial failed" })
-            yield* Effect.orElse(backoff.next(undefined), () => Effect.void)
+            yield* wait
           }
         }
       })
@@ -325,35 +381,32 @@ export const make = (options: PeerManagerOptions) =>
     // A ban closes the banned peer's connection.
     yield* registry.changes.pipe(
       Stream.runForEach((event) =>
-        event._tag === "Banned"
-          ? Effect.suspend(() => {
-              const connection = slots.get(event.peer)?.connection
-              return connection === undefined
-                ? Effect.void
-                : Effect.asVoid(
-                    Effect.forkDaemon(connection.close({ reason: "banned", detail: event.reason }))
-                  )
-            })
-          : Effect.void
+        Effect.suspend(() => {
+          if (event._tag !== "Banned") return Effect.void
+          const slot = slots.get(event.peer)
+          const connection = slot?.connection
+          return slot === undefined || connection === undefined
+            ? Effect.void
+            : detach(event.peer, slot, connection, "banned", event.reason)
+        })
       ),
       Effect.forkScoped
     )
 
     // One ticker for every connection's heartbeat: one Clock sleep per node, not per connection.
     yield* Effect.gen(function* () {
-      const now = yield* Clock.currentTimeMillis
+      const at = now()
       for (const [peer, slot] of slots) {
         const connection = slot.connection
         if (connection === undefined) continue
-        if (slot.pings.size > 0 && ++slot.missed >= config.missedHeartbeats) {
+        // Silence while this node's own consumer holds the reader back is not the peer's fault.
+        if (slot.pings.size > 0 && !slot.readerBlocked && ++slot.missed >= config.missedHeartbeats) {
           yield* registry.report(peer, "Timeout")
-          yield* Effect.forkDaemon(
-            connection.close({ reason: "unhealthy", detail: `${slot.missed} heartbeats without a pong` })
-          )
+          yield* detach(peer, slot, connection, "unhealthy", `${slot.missed} heartbeats without a pong`)
           continue
         }
         slot.pingNonce++
-        slot.pings.set(slot.pingNonce, now)
+        slot.pings.set(slot.pingNonce, at)
         if (slot.pings.size > config.missedHeartbeats) slot.pings.delete(slot.pings.keys().next().value!)
         connection.unsafeSend(HEARTBEAT, [encode(Message.Ping.make({ nonce: slot.pingNonce }))])
       }
@@ -366,10 +419,10 @@ export const make = (options: PeerManagerOptions) =>
       address: listener.address,
       send: (peer, channel, messages, sendOptions) =>
         Effect.gen(function* () {
-          const slot = slots.get(peer)
-          let connection = slot?.connection
+          let connection = slots.get(peer)?.connection
           if (connection === undefined && sendOptions?.waitForConnection !== undefined) {
             const target = slotOf(peer)
+            target.waiting++
             connection = yield* Effect.gen(function* () {
               while (target.connection === undefined) yield* Deferred.await(target.changed)
               return target.connection
@@ -377,7 +430,13 @@ export const make = (options: PeerManagerOptions) =>
               Effect.timeoutFail({
                 duration: sendOptions.waitForConnection,
                 onTimeout: () => new PeerNotConnected({ peer, detail: "no connection within the wait" })
-              })
+              }),
+              Effect.ensuring(
+                Effect.sync(() => {
+                  target.waiting--
+                  forgetIfIdle(peer, target)
+                })
+              )
             )
           }
           if (connection === undefined) {
@@ -394,7 +453,7 @@ export const make = (options: PeerManagerOptions) =>
           }
           if (error !== undefined) return yield* Effect.fail(error)
         }),
-      inbound: Stream.fromQueue(inbound),
+      inbound: Stream.repeatEffectChunk(Effect.map(inbox.take(256), Chunk.unsafeFromArray)),
       connected: Effect.sync(() =>
         [...slots].filter(([, s]) => s.connection !== undefined).map(([peer]) => peer)
       ),
@@ -406,3 +465,5 @@ export const make = (options: PeerManagerOptions) =>
     PeersConfig.InvalidPeersConfig | TransportError.ListenError,
     Scope.Scope | Transport.Transport | PeerRegistry
   >
+
+export type { InboundFrame }

@@ -1,0 +1,124 @@
+// Inbound frames from every peer, with a bounded queue per peer drained round-robin. One busy peer
+// fills only its own queue: its reader then waits (and its socket pauses), while every other
+// peer's frames, and heartbeats, keep moving.
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as FiberId from "effect/FiberId"
+import type { InboundFrame, PeerId } from "../PeerManager.js"
+
+interface PeerQueue {
+  frames: Array<InboundFrame>
+  head: number
+  bytes: number
+  /** Completed when the queue has room again (a reader waits on it). */
+  space: Deferred.Deferred<void> | undefined
+}
+
+const sizeOf = (frame: InboundFrame) => {
+  let n = 0
+  for (const m of frame.messages) n += m.length
+  return n
+}
+
+export class FairInbox {
+  private readonly queues = new Map<PeerId, PeerQueue>()
+  /** Peers with frames waiting, in the order they will be served. */
+  private ready: Array<PeerId> = []
+  private taker: Deferred.Deferred<void> | undefined
+  private shutdown = false
+
+  constructor(
+    readonly maxFramesPerPeer: number,
+    readonly maxBytesPerPeer: number
+  ) {}
+
+  private queueOf(peer: PeerId): PeerQueue {
+    let queue = this.queues.get(peer)
+    if (queue === undefined) {
+      queue = { frames: [], head: 0, bytes: 0, space: undefined }
+      this.queues.set(peer, queue)
+    }
+    return queue
+  }
+
+  /** Whether `peer`'s queue is full: its reader would wait. */
+  isFull(peer: PeerId): boolean {
+    const queue = this.queues.get(peer)
+    return (
+      queue !== undefined &&
+      (queue.frames.length - queue.head >= this.maxFramesPerPeer || queue.bytes >= this.maxBytesPerPeer)
+    )
+  }
+
+  /** Adds a frame; waits while the peer's queue is full. */
+  offer(frame: InboundFrame): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.shutdown) return Effect.void
+      if (this.isFull(frame.peer)) {
+        const queue = this.queueOf(frame.peer)
+        queue.space ??= Deferred.unsafeMake<void>(FiberId.none)
+        return Effect.zipRight(Deferred.await(queue.space), this.offer(frame))
+      }
+      const queue = this.queueOf(frame.peer)
+      if (queue.frames.length === queue.head) this.ready.push(frame.peer)
+      queue.frames.push(frame)
+      queue.bytes += sizeOf(frame)
+      const taker = this.taker
+      if (taker !== undefined) {
+        this.taker = undefined
+        Deferred.unsafeDone(taker, Effect.void)
+      }
+      return Effect.void
+    })
+  }
+
+  /** Takes up to `max` frames, one per peer per round, waiting for at least one. */
+  take(max: number): Effect.Effect<Array<InboundFrame>> {
+    return Effect.suspend(() => {
+      if (this.ready.length === 0) {
+        if (this.shutdown) return Effect.never
+        this.taker ??= Deferred.unsafeMake<void>(FiberId.none)
+        return Effect.zipRight(Deferred.await(this.taker), this.take(max))
+      }
+      const out: Array<InboundFrame> = []
+      while (out.length < max && this.ready.length > 0) {
+        const round = this.ready
+        this.ready = []
+        for (const peer of round) {
+          const queue = this.queues.get(peer)!
+          if (out.length >= max) {
+            this.ready.push(peer)
+            continue
+          }
+          const frame = queue.frames[queue.head++]!
+          queue.bytes -= sizeOf(frame)
+          out.push(frame)
+          if (queue.head === queue.frames.length) {
+            queue.frames = []
+            queue.head = 0
+          } else this.ready.push(peer)
+          if (queue.space !== undefined && !this.isFull(peer)) {
+            const space = queue.space
+            queue.space = undefined
+            Deferred.unsafeDone(space, Effect.void)
+          }
+        }
+      }
+      return Effect.succeed(out)
+    })
+  }
+
+  /** Forgets a peer that is gone, once its queue is empty. */
+  forget(peer: PeerId): void {
+    const queue = this.queues.get(peer)
+    if (queue !== undefined && queue.frames.length === queue.head && queue.space === undefined)
+      this.queues.delete(peer)
+  }
+
+  close(): void {
+    this.shutdown = true
+    for (const queue of this.queues.values()) {
+      if (queue.space !== undefined) Deferred.unsafeDone(queue.space, Effect.void)
+    }
+  }
+}
