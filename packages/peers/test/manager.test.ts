@@ -275,7 +275,11 @@ describe("PeerManager under TestClock", () => {
         }
         const a = yield* startNode(1, [1, 2], config)
         const received = yield* a.manager.inbound.pipe(
-          Stream.runForEach(() => Effect.sync(() => void (count += 1))),
+          Stream.runForEach(() =>
+            Effect.sync(() => {
+              count += 1
+            })
+          ),
           Effect.forkScoped
         )
         let count = 0

@@ -70,6 +70,39 @@ const connectPair = (network: SimulatedNetworkShape) =>
   })
 
 describe("SimulatedNetwork", () => {
+  it.effect("keeps delivering when the clock reads fractional milliseconds (jittered sleeps elsewhere)", () =>
+    Effect.gen(function* () {
+      const network = yield* SimulatedNetwork
+      const clock = yield* Effect.clock
+      yield* network.setLinkBoth("a", "b", { latency: 1 })
+      const { client, server } = yield* connectPair(network)
+      const atServer = attachLog(server, clock)
+      // Fractional steps whose sums are not exact in floating point (0.1 + 0.2 ...), as a TestClock
+      // moved by jittered backoff sleeps reads.
+      const sentAt: Array<number> = []
+      for (let i = 0; i < 200; i++) {
+        sentAt.push(clock.unsafeCurrentTimeMillis())
+        client.write([indexUnit(i)])
+        yield* TestClock.adjust(0.1 + (i % 7) * 0.3)
+      }
+      yield* TestClock.adjust(5)
+      yield* yieldUntil(() => atServer.data.length === 200)
+      assert.deepStrictEqual(
+        atServer.data.map((d) => readIndex(d.bytes)),
+        Array.from({ length: 200 }, (_, i) => i)
+      )
+      // Each on time: the latency, rounded up to the millisecond; never held until a later step.
+      for (const d of atServer.data) {
+        const i = readIndex(d.bytes)
+        assert.isAtMost(
+          d.at,
+          Math.ceil(sentAt[i]! + 1) + 1e-6,
+          `unit ${i} sent at ${sentAt[i]} arrived at ${d.at}`
+        )
+      }
+    }).pipe(Effect.provide(SimulatedNetwork.layer()))
+  )
+
   it.effect("delivers a unit after exactly the link's latency, to the millisecond, one direction only", () =>
     Effect.gen(function* () {
       const network = yield* SimulatedNetwork

@@ -326,13 +326,22 @@ class Network {
   startTimer(time: number): void {
     this.timers.add(time)
     if (time < this.earliestTimer) this.earliestTimer = time
+    const wait = time - this.now()
+    if (wait < 1e-6) {
+      // Due now: on a microtask, after the `write` that scheduled it returns (never inside it).
+      // Not through the Clock: a zero-length TestClock sleep completes synchronously, and a timer
+      // that is started but never fires would leave `earliestTimer` stuck and stall the network.
+      queueMicrotask(() => {
+        const logged = this.fire(time)
+        if (logged !== Effect.void) this.fork(logged)
+      })
+      return
+    }
     this.fork(
-      Effect.suspend(() => {
-        const wait = time - this.now()
-        // A zero-length sleep completes synchronously (TestClock resolves it at once), which would
-        // run handlers inside the `write` that scheduled them: yield to the scheduler instead.
-        return wait > 0 ? Effect.sleep(wait) : Effect.yieldNow()
-      }).pipe(Effect.andThen(Effect.suspend(() => this.fire(time))))
+      Effect.zipRight(
+        Effect.sleep(wait),
+        Effect.suspend(() => this.fire(time))
+      )
     )
   }
 
@@ -341,7 +350,9 @@ class Network {
     let earliest = Number.POSITIVE_INFINITY
     for (const t of this.timers) if (t < earliest) earliest = t
     this.earliestTimer = earliest
-    this.runDue()
+    // The timer's time has come, whatever the clock reads: a TestClock driven by fractional sleeps
+    // can read 12088.999999999 when a 12089 timer fires, and nothing would be due.
+    this.runDue(time)
     if (this.errors.length === 0) return Effect.void
     const errors = this.errors
     this.errors = []
@@ -353,11 +364,11 @@ class Network {
     )
   }
 
-  runDue(): void {
+  runDue(dueBy = 0): void {
     if (this.shutdown) return
     this.processing = true
     try {
-      const now = this.now()
+      const now = Math.max(this.now(), dueBy)
       while (this.times.size > 0 && this.times.peek() <= now) {
         const time = this.times.peek()
         const bucket = this.buckets.get(time)!
