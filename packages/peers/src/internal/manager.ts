@@ -290,17 +290,21 @@ export const make = (options: PeerManagerOptions) =>
         })
         yield* FiberSet.run(
           perConnection,
-          Effect.gen(function* () {
-            yield* Effect.fork(read(peer, slot, connection))
-            const why = yield* connection.closed
-            if (slot.connection === connection) {
-              setConnection(slot, undefined)
-              yield* registry.setConnection(peer, "disconnected", {
-                reason: `${why.initiator}: ${why.reason}`
-              })
-            }
-            forgetIfIdle(peer, slot)
-          }).pipe(Effect.scoped)
+          // Long-lived fibers are interruptible even when the manager is built in an
+          // uninterruptible region (an acquireRelease acquire): closing its scope must stop them.
+          Effect.interruptible(
+            Effect.gen(function* () {
+              yield* Effect.fork(read(peer, slot, connection))
+              const why = yield* connection.closed
+              if (slot.connection === connection) {
+                setConnection(slot, undefined)
+                yield* registry.setConnection(peer, "disconnected", {
+                  reason: `${why.initiator}: ${why.reason}`
+                })
+              }
+              forgetIfIdle(peer, slot)
+            }).pipe(Effect.scoped)
+          )
         )
       })
 
@@ -375,6 +379,7 @@ export const make = (options: PeerManagerOptions) =>
     const listener = yield* transport.listen(options.listen, { authorize: (peer) => admitted(peer) })
     yield* listener.connections.pipe(
       Stream.runForEach((connection) => register(connection)),
+      Effect.interruptible,
       Effect.forkScoped
     )
 
@@ -390,6 +395,7 @@ export const make = (options: PeerManagerOptions) =>
             : detach(event.peer, slot, connection, "banned", event.reason)
         })
       ),
+      Effect.interruptible,
       Effect.forkScoped
     )
 
@@ -410,9 +416,14 @@ export const make = (options: PeerManagerOptions) =>
         if (slot.pings.size > config.missedHeartbeats) slot.pings.delete(slot.pings.keys().next().value!)
         connection.unsafeSend(HEARTBEAT, [encode(Message.Ping.make({ nonce: slot.pingNonce }))])
       }
-    }).pipe(Effect.repeat(Schedule.spaced(Duration.millis(heartbeatMillis))), Effect.forkScoped)
+    }).pipe(
+      Effect.repeat(Schedule.spaced(Duration.millis(heartbeatMillis))),
+      Effect.interruptible,
+      Effect.forkScoped
+    )
 
-    for (const peer of validators) yield* FiberMap.run(dialers, peer, keepConnected(peer))
+    for (const peer of validators)
+      yield* FiberMap.run(dialers, peer, Effect.interruptible(keepConnected(peer)))
 
     return {
       localPeer: local,

@@ -122,15 +122,14 @@ export class ReplayCache {
   private readonly seen = new Map<string, number>()
   constructor(private readonly capacity = 65_536) {}
 
-  /** Records the nonce; false if it was seen before. */
+  /** Records the nonce; false if it was seen before. Expired nonces are dropped as it goes. */
   add(nonce: string, now: number, windowMillis: number): boolean {
-    if (this.seen.has(nonce)) return false
-    if (this.seen.size >= this.capacity) {
-      for (const [key, expiry] of this.seen) {
-        if (expiry > now && this.seen.size < this.capacity) break
-        this.seen.delete(key)
-      }
+    // Insertion order is expiry order (one window for all): expired entries are at the front.
+    for (const [key, expiry] of this.seen) {
+      if (expiry > now && this.seen.size < this.capacity) break
+      this.seen.delete(key)
     }
+    if (this.seen.has(nonce)) return false
     this.seen.set(nonce, now + 2 * windowMillis)
     return true
   }
