@@ -226,7 +226,11 @@ describe("PeerManager under TestClock", () => {
           assert.strictEqual(state.connection, "connected")
         }
         // Once node 1 reads, node 3's frames are there, not starved behind node 2's.
-        const first = yield* a!.manager.inbound.pipe(Stream.take(128), Stream.runCollect)
+        // 40 frames are already waiting (node 2's queue is full, node 3 sent 30): round-robin gives
+        // about 20 of each. Delivering more takes simulated time, so the clock moves while reading.
+        const reading = yield* a!.manager.inbound.pipe(Stream.take(40), Stream.runCollect, Effect.fork)
+        yield* TestClock.adjust("1 second")
+        const first = yield* Fiber.join(reading)
         assert.isTrue(
           [...first].some((f) => f.peer === identity(3).peerId),
           "round-robin serves node 3"
