@@ -17,7 +17,6 @@ import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import {
-  type InboundFrame,
   type PeerId,
   type PeerManagerOptions,
   type PeerManagerShape,
@@ -74,7 +73,7 @@ interface Slot {
 }
 
 /** Which of two connections between the same peers both sides keep: the one the smaller PeerId dialled. */
-export const preferred = (local: PeerId, connection: Transport.Connection): boolean => {
+const preferred = (local: PeerId, connection: Transport.Connection): boolean => {
   const dialer = connection.direction === "outbound" ? local : connection.remotePeer
   return dialer === (local < connection.remotePeer ? local : connection.remotePeer)
 }
@@ -476,5 +475,3 @@ export const make = (options: PeerManagerOptions) =>
     PeersConfig.InvalidPeersConfig | TransportError.ListenError,
     Scope.Scope | Transport.Transport | PeerRegistry
   >
-
-export type { InboundFrame }

@@ -207,21 +207,6 @@ export const option = <S extends Schema.Schema.Any>(item: Field<S>): Field<Schem
   }
 })
 
-/** Maps a field's schema through a refinement or brand that keeps the same wire form. */
-export const refine = <S extends Schema.Schema.Any, T extends Schema.Schema.Any>(
-  field: Field<S>,
-  schema: T,
-  spec: string = field.spec
-): Field<T> => ({ ...(field as unknown as Field<T>), schema, spec })
-
-/** The fields of a struct, in declaration order, which is their order on the wire. */
-export interface StructCodec<F extends Fields> {
-  readonly fields: F
-  readonly names: ReadonlyArray<keyof F & string>
-}
-
-export type StructType<F extends Fields> = { readonly [K in keyof F]: Schema.Schema.Type<F[K]["schema"]> }
-
 export const structSize = <F extends Fields>(fields: F, names: ReadonlyArray<string>, value: any): number => {
   let n = 0
   for (let i = 0; i < names.length; i++) n += fields[names[i]!]!.size(value[names[i]!])
