@@ -1,0 +1,147 @@
+/**
+ * One-to-many for validators. `broadcast` and `multicast` seal a message once in an `Envelope`
+ * (origin, per-origin sequence number, signature over the network id) and queue it to each peer
+ * through that peer's own queues, in parallel: a slow or absent peer never delays the others.
+ * Receivers verify the origin's signature, drop duplicates by envelope id, and deliver each message
+ * once. `send` is point to point and rides bare: the connection already authenticates its sender.
+ */
+import type { PeerManager, PeerRegistry } from "@hotstuff2/peers"
+import type { Envelope, Identity, Message } from "@hotstuff2/wire"
+import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
+import type * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
+import type * as Stream from "effect/Stream"
+import type * as Tracer from "effect/Tracer"
+import type { BroadcastConfigInput, InvalidBroadcastConfig } from "./BroadcastConfig.js"
+import * as internal from "./internal/broadcaster.js"
+
+export type PeerId = Identity.PeerId
+
+/** A message delivered to this node, once. */
+export interface Delivery {
+  /** The peer whose connection carried it (this node itself for a loopback `send`). */
+  readonly from: PeerId
+  /** Who created it: the envelope's signer for a broadcast, `from` for a point-to-point message. */
+  readonly origin: PeerId
+  readonly message: Message.Message
+  /** The channel it arrived on (by its type: see `channelOf`). */
+  readonly channel: number
+  /** The origin's sequence number for a broadcast or multicast; undefined for `send`. */
+  readonly sequence: bigint | undefined
+  /** The sender's trace context, when it sent one: receive spans are its children. */
+  readonly trace: Envelope.TraceContext | undefined
+  /** Bytes on the wire for this message (its slot in the frame). */
+  readonly size: number
+}
+
+/** Why a message from a peer was refused (it was not delivered, and the peer was reported). */
+export interface Rejection {
+  readonly peer: PeerId
+  readonly channel: number
+  readonly reason: "malformed" | "bad-signature" | "wrong-channel" | "reserved-message" | "unknown-origin"
+  readonly detail: string
+}
+
+/** A message this node may not send: it does not encode, or it is internal to the network layer. */
+export class InvalidOutbound extends Schema.TaggedError<InvalidOutbound>()("InvalidOutbound", {
+  what: Schema.String,
+  detail: Schema.String
+}) {
+  override get message() {
+    return `cannot send ${this.what}: ${this.detail}`
+  }
+}
+
+export type SendError = InvalidOutbound | PeerManager.PeerSendError
+
+/** What became of a broadcast or multicast, peer by peer. */
+export interface BroadcastReceipt {
+  readonly sequence: bigint
+  readonly id: Envelope.EnvelopeId
+  /** Peers whose queues took the envelope. */
+  readonly queued: ReadonlyArray<PeerId>
+  /** Peers that did not take it, and why (not connected, backpressure...). */
+  readonly failed: ReadonlyArray<{ readonly peer: PeerId; readonly error: PeerManager.PeerSendError }>
+}
+
+export interface SendOptions {
+  /** Wait up to this long for a connection instead of failing at once with `PeerNotConnected`. */
+  readonly waitForConnection?: Duration.DurationInput
+}
+
+/** Counts what crosses this service, synchronously (for metrics); every hook is optional. */
+export interface Observer {
+  readonly sent?: (peer: PeerId, channel: number, tag: Message.MessageTag, bytes: number) => void
+  readonly delivered?: (delivery: Delivery) => void
+  readonly rejected?: (rejection: Rejection) => void
+  readonly duplicate?: (peer: PeerId, channel: number) => void
+}
+
+export interface BroadcasterOptions {
+  readonly identity: Identity.Identity
+  readonly networkId: string
+  /** Every validator, this node included or not: `broadcast` sends to all of them but this node. */
+  readonly validators: ReadonlyArray<PeerId>
+  /** Accept broadcasts whose origin is not a validator (default false: refused and reported). */
+  readonly admitNonValidators?: boolean
+  readonly config?: BroadcastConfigInput
+  readonly observer?: Observer
+  /**
+   * Spans for send, broadcast and receive, and the sender's trace context in every message, so a
+   * receive span is a child of the send or broadcast span on the other node. Default false: no
+   * span and no trace bytes on the hot path.
+   */
+  readonly tracing?: boolean
+  /** The tracer of receive spans; default: the consumer's (the fiber that runs `inbound`). */
+  readonly tracer?: Tracer.Tracer
+}
+
+export interface BroadcasterShape {
+  readonly self: PeerId
+  /**
+   * Seals `message` once and queues it to every other validator. Never waits for a peer: one that is
+   * not connected, or whose queue is full, is listed in the receipt's `failed`. Fails only when the
+   * message itself cannot be sent (`InvalidOutbound`).
+   */
+  readonly broadcast: (message: Message.Message) => Effect.Effect<BroadcastReceipt, InvalidOutbound>
+  /** `broadcast` to the given peers only (this node is skipped). */
+  readonly multicast: (
+    peers: ReadonlyArray<PeerId>,
+    message: Message.Message
+  ) => Effect.Effect<BroadcastReceipt, InvalidOutbound>
+  /**
+   * Queues `message` to one peer on the channel of its type. To this node itself: delivered on
+   * `inbound` (loopback). To a peer that is not connected: `PeerNotConnected` at once, unless asked
+   * to wait. A full queue: `Backpressure` (or a counted drop, by the channel's policy).
+   */
+  readonly send: (
+    peer: PeerId,
+    message: Message.Message,
+    options?: SendOptions
+  ) => Effect.Effect<void, SendError>
+  /**
+   * Every message for this node, verified and deduplicated, in order per peer and channel. One
+   * consumer: when it falls behind, peers' sockets pause (backpressure), and nothing is dropped.
+   */
+  readonly inbound: Stream.Stream<Delivery>
+}
+
+export class Broadcaster extends Context.Tag("@hotstuff2/broadcast/Broadcaster")<
+  Broadcaster,
+  BroadcasterShape
+>() {
+  /** A broadcaster over the `PeerManager` and `PeerRegistry` in context (bad input is reported there). */
+  static readonly layer = (
+    options: BroadcasterOptions
+  ): Layer.Layer<Broadcaster, InvalidBroadcastConfig, PeerManager.PeerManager | PeerRegistry.PeerRegistry> =>
+    Layer.scoped(Broadcaster, internal.make(options))
+}
+
+/**
+ * The channel each message type travels on: consensus (1) for proposals, votes and quorum
+ * certificates; control (2) for view changes, timeouts and application messages; sync (4) for block
+ * sync. Heartbeats (0) and discovery (3) are internal: sending them is an `InvalidOutbound`.
+ */
+export const channelOf = internal.channelOf

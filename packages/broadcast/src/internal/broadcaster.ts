@@ -1,0 +1,450 @@
+// The Broadcaster: seals outbound broadcasts once, queues them to each peer's own queues, and turns
+// the manager's inbound frames into deliveries (verify, dedup) synchronously per chunk of frames:
+// one Effect per chunk on the fast path, one per message only for traced messages (their spans).
+import { PeerManager, PeerRegistry } from "@hotstuff2/peers"
+import { TransportConfig, TransportError } from "@hotstuff2/transport"
+import { Codec, Envelope, type Identity, type Message } from "@hotstuff2/wire"
+import * as Chunk from "effect/Chunk"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import * as Stream from "effect/Stream"
+import * as Tracer from "effect/Tracer"
+import * as BroadcastConfig from "../BroadcastConfig.js"
+import {
+  type BroadcasterOptions,
+  type BroadcasterShape,
+  type BroadcastReceipt,
+  type Delivery,
+  InvalidOutbound,
+  type Rejection,
+  type SendError,
+  type SendOptions
+} from "../Broadcaster.js"
+import { Dedup } from "./dedup.js"
+import * as Payload from "./payload.js"
+
+type PeerId = Identity.PeerId
+type MessageTag = Message.MessageTag
+
+const { Channel } = TransportConfig
+
+const channels: Record<MessageTag, number | undefined> = {
+  Proposal: Channel.consensus,
+  Vote: Channel.consensus,
+  QuorumCertificate: Channel.consensus,
+  NewView: Channel.control,
+  Timeout: Channel.control,
+  TimeoutCertificate: Channel.control,
+  AppMessage: Channel.control,
+  SyncRequest: Channel.sync,
+  SyncResponse: Channel.sync,
+  // Internal to the peers and discovery packages.
+  Ping: undefined,
+  Pong: undefined,
+  PeerRecord: undefined,
+  PeerExchangeRequest: undefined,
+  PeerExchangeResponse: undefined
+}
+
+/** The channel a message type travels on; undefined for types internal to the network layer. */
+export const channelOf = (tag: MessageTag): number | undefined => channels[tag]
+
+const hex = (bytes: Uint8Array): string =>
+  Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString("hex")
+
+const fromHex = (text: string, length: number): Uint8Array | undefined => {
+  if (text.length !== length * 2) return undefined
+  const bytes = Buffer.from(text, "hex")
+  return bytes.length === length ? bytes : undefined
+}
+
+/** The current span as a W3C trace context, when it has one of the right form. */
+const currentTrace: Effect.Effect<Envelope.TraceContext | undefined> = Effect.map(
+  Effect.option(Effect.currentSpan),
+  Option.match({
+    onNone: () => undefined,
+    onSome: (span) => {
+      const traceId = fromHex(span.traceId, 16)
+      const spanId = fromHex(span.spanId, 8)
+      return traceId && spanId ? { traceId, spanId, flags: span.sampled ? 1 : 0 } : undefined
+    }
+  })
+)
+
+const viewOf = (message: Message.Message): string | undefined =>
+  "view" in message ? String(message.view) : undefined
+
+export const make = (options: BroadcasterOptions) =>
+  Effect.gen(function* () {
+    const config = yield* BroadcastConfig.decode(options.config ?? {})
+    const manager = yield* PeerManager.PeerManager
+    const registry = yield* PeerRegistry.PeerRegistry
+    const self = options.identity.peerId
+    const networkId = options.networkId
+    const tracing = options.tracing ?? false
+    const observer = options.observer ?? {}
+    const validators = new Set(options.validators)
+    const others = options.validators.filter((v) => v !== self)
+    const admitNonValidators = options.admitNonValidators ?? false
+    const dedup = new Dedup(config.dedupWindow, config.maxOrigins)
+    const loopback = yield* Effect.acquireRelease(
+      Queue.bounded<Delivery>(config.loopbackBuffer),
+      Queue.shutdown
+    )
+
+    // Sequence numbers start at the clock (millis << 16), so a restarted origin continues above
+    // everything it sent before and receivers do not take its new envelopes for duplicates.
+    let sequence = BigInt(Math.floor(yield* Clock.currentTimeMillis)) << 16n
+
+    const encode = (
+      message: Message.Message
+    ): Either.Either<{ readonly bytes: Uint8Array; readonly channel: number }, InvalidOutbound> => {
+      const channel = channelOf(message._tag)
+      if (channel === undefined) {
+        return Either.left(
+          new InvalidOutbound({
+            what: message._tag,
+            detail: "internal to the network layer; not sent by applications"
+          })
+        )
+      }
+      return Either.match(Codec.encode(message), {
+        onLeft: (e) => Either.left(new InvalidOutbound({ what: message._tag, detail: e.message })),
+        onRight: (bytes) => Either.right({ bytes, channel })
+      })
+    }
+
+    const spanAttributes = (message: Message.Message, channel: number, size: number) => {
+      const attributes: Record<string, unknown> = { "message.type": message._tag, channel, size }
+      const view = viewOf(message)
+      if (view !== undefined) attributes.view = view
+      return attributes
+    }
+
+    // ---- outbound ----
+
+    const seal = (message: Message.Message) =>
+      Effect.gen(function* () {
+        const { bytes, channel } = yield* encode(message)
+        const trace = tracing ? yield* currentTrace : undefined
+        const sealed = yield* Envelope.seal(options.identity, {
+          networkId,
+          sequence: sequence++,
+          payload: bytes,
+          trace
+        }).pipe(Effect.mapError((e) => new InvalidOutbound({ what: message._tag, detail: e.message })))
+        return { envelope: sealed.envelope, slot: Payload.envelope(sealed.bytes), channel }
+      })
+
+    const fanOut = (targets: ReadonlyArray<PeerId>, message: Message.Message) =>
+      Effect.gen(function* () {
+        const { envelope, slot, channel } = yield* seal(message)
+        const queued: Array<PeerId> = []
+        const failed: Array<BroadcastReceipt["failed"][number]> = []
+        const batch = [slot]
+        for (const peer of targets) {
+          if (peer === self) continue
+          const result = yield* Effect.either(manager.send(peer, channel, batch))
+          if (Either.isRight(result)) {
+            queued.push(peer)
+            observer.sent?.(peer, channel, message._tag, slot.length)
+          } else {
+            failed.push({ peer, error: result.left })
+          }
+        }
+        return {
+          sequence: envelope.sequence,
+          id: Envelope.id(envelope),
+          queued,
+          failed
+        } satisfies BroadcastReceipt
+      })
+
+    const withSpan = <A, E, R>(
+      name: string,
+      message: Message.Message,
+      attributes: Record<string, unknown>,
+      effect: Effect.Effect<A, E, R>
+    ): Effect.Effect<A, E, R> =>
+      tracing
+        ? Effect.withSpan(effect, name, {
+            kind: "producer",
+            attributes: { ...spanAttributes(message, channelOf(message._tag) ?? -1, 0), ...attributes }
+          })
+        : effect
+
+    const broadcast: BroadcasterShape["broadcast"] = (message) =>
+      withSpan("Broadcaster.broadcast", message, { recipients: others.length }, fanOut(others, message))
+
+    const multicast: BroadcasterShape["multicast"] = (peers, message) =>
+      withSpan("Broadcaster.multicast", message, { recipients: peers.length }, fanOut(peers, message))
+
+    const sendLoopback = (message: Message.Message, channel: number, size: number) =>
+      Effect.suspend(() => {
+        const delivery: Delivery = {
+          from: self,
+          origin: self,
+          message,
+          channel,
+          sequence: undefined,
+          trace: undefined,
+          size
+        }
+        if (loopback.unsafeOffer(delivery)) return Effect.void
+        return Effect.fail(
+          new TransportError.Backpressure({
+            peer: self,
+            channel,
+            queuedFrames: config.loopbackBuffer,
+            queuedBytes: 0,
+            maxFrames: config.loopbackBuffer,
+            maxBytes: 0
+          })
+        )
+      })
+
+    const sendBare = (peer: PeerId, message: Message.Message, sendOptions: SendOptions | undefined) =>
+      Effect.gen(function* () {
+        const { bytes, channel } = yield* encode(message)
+        if (peer === self) return yield* sendLoopback(message, channel, bytes.length + 1)
+        const slot = Payload.direct(bytes, tracing ? yield* currentTrace : undefined)
+        yield* manager.send(peer, channel, [slot], sendOptions)
+        observer.sent?.(peer, channel, message._tag, slot.length)
+      })
+
+    const send = (
+      peer: PeerId,
+      message: Message.Message,
+      sendOptions?: SendOptions
+    ): Effect.Effect<void, SendError> =>
+      tracing
+        ? withSpan("Broadcaster.send", message, { peer }, sendBare(peer, message, sendOptions))
+        : sendBare(peer, message, sendOptions)
+
+    // ---- inbound ----
+
+    const reputationOf: Record<Rejection["reason"], PeerRegistry.ReputationEvent> = {
+      malformed: "InvalidMessage",
+      "bad-signature": "BadSignature",
+      "wrong-channel": "ProtocolViolation",
+      "reserved-message": "ProtocolViolation",
+      "unknown-origin": "ProtocolViolation"
+    }
+
+    /** A delivery, a rejection (reported), or undefined for a duplicate. */
+    type Outcome = Delivery | Rejection | undefined
+
+    const isRejection = (o: Delivery | Rejection): o is Rejection => "reason" in o
+    const isRefused = (m: Message.Message | Rejection): m is Rejection => !("_tag" in m)
+
+    const reject = (
+      peer: PeerId,
+      channel: number,
+      reason: Rejection["reason"],
+      detail: string
+    ): Rejection => ({
+      peer,
+      channel,
+      reason,
+      detail
+    })
+
+    /** Decodes a message body and checks it may arrive on this channel. */
+    const decodeMessage = (peer: PeerId, channel: number, body: Uint8Array): Message.Message | Rejection => {
+      const decoded = Codec.decode(body)
+      if (Either.isLeft(decoded)) return reject(peer, channel, "malformed", decoded.left.message)
+      const message = decoded.right
+      const expected = channelOf(message._tag)
+      if (expected === undefined) {
+        return reject(peer, channel, "reserved-message", `${message._tag} is internal to the network layer`)
+      }
+      if (expected !== channel) {
+        return reject(
+          peer,
+          channel,
+          "wrong-channel",
+          `${message._tag} belongs on channel ${expected}, came on ${channel}`
+        )
+      }
+      return message
+    }
+
+    /** Everything about one slot except its receive span. */
+    const process = (
+      peer: PeerId,
+      channel: number,
+      slot: Uint8Array,
+      parsed: Payload.Parsed,
+      envelope: Envelope.Envelope | undefined
+    ): Outcome => {
+      if (envelope === undefined) {
+        const message = decodeMessage(peer, channel, parsed.body)
+        if (isRefused(message)) return message
+        return {
+          from: peer,
+          origin: peer,
+          message,
+          channel,
+          sequence: undefined,
+          trace: parsed.trace,
+          size: slot.length
+        }
+      }
+      if (envelope.origin === self) return undefined
+      if (!admitNonValidators && !validators.has(envelope.origin)) {
+        return reject(
+          peer,
+          channel,
+          "unknown-origin",
+          `envelope origin ${envelope.origin.slice(0, 8)} is not a validator`
+        )
+      }
+      const verified = Envelope.verify(envelope, networkId)
+      if (Either.isLeft(verified)) return reject(peer, channel, "bad-signature", verified.left.message)
+      // Dedup after the signature: a forged copy must not shadow the real envelope.
+      if (!dedup.admit(envelope.origin, envelope.sequence)) return undefined
+      const message = decodeMessage(peer, channel, envelope.payload)
+      if (isRefused(message)) return message
+      return {
+        from: peer,
+        origin: envelope.origin,
+        message,
+        channel,
+        sequence: envelope.sequence,
+        trace: Option.getOrUndefined(envelope.trace),
+        size: slot.length
+      }
+    }
+
+    /** Parses the slot and its envelope, if any: enough to know whether it carries a trace. */
+    const open = (
+      peer: PeerId,
+      channel: number,
+      slot: Uint8Array
+    ): { readonly parsed: Payload.Parsed; readonly envelope: Envelope.Envelope | undefined } | Rejection => {
+      const parsed = Payload.parse(slot)
+      if (typeof parsed === "string") return reject(peer, channel, "malformed", parsed)
+      if (parsed.kind !== Payload.ENVELOPE) return { parsed, envelope: undefined }
+      const envelope = Envelope.decode(parsed.body)
+      if (Either.isLeft(envelope)) return reject(peer, channel, "malformed", envelope.left.message)
+      return { parsed, envelope: envelope.right }
+    }
+
+    const traceOf = (opened: {
+      readonly parsed: Payload.Parsed
+      readonly envelope: Envelope.Envelope | undefined
+    }) => (opened.envelope === undefined ? opened.parsed.trace : Option.getOrUndefined(opened.envelope.trace))
+
+    const receiveSpan = (
+      peer: PeerId,
+      channel: number,
+      slot: Uint8Array,
+      trace: Envelope.TraceContext,
+      run: () => Outcome
+    ) =>
+      Effect.suspend((): Effect.Effect<Outcome> => {
+        const outcome = run()
+        if (outcome !== undefined && !isRejection(outcome)) {
+          return Effect.annotateCurrentSpan({
+            ...spanAttributes(outcome.message, channel, slot.length),
+            peer,
+            origin: outcome.origin
+          }).pipe(Effect.as(outcome))
+        }
+        return Effect.annotateCurrentSpan({
+          peer,
+          channel,
+          size: slot.length,
+          outcome: outcome === undefined ? "duplicate" : outcome.reason
+        }).pipe(Effect.as(outcome))
+      }).pipe(
+        Effect.withSpan("Broadcaster.receive", {
+          kind: "consumer",
+          parent: Tracer.externalSpan({
+            traceId: hex(trace.traceId),
+            spanId: hex(trace.spanId),
+            sampled: (trace.flags & 1) === 1
+          })
+        }),
+        (effect) => (options.tracer === undefined ? effect : Effect.withTracer(effect, options.tracer))
+      )
+
+    const settle = (
+      outcome: Outcome,
+      peer: PeerId,
+      channel: number,
+      out: Array<Delivery>,
+      rejected: Array<Rejection>
+    ) => {
+      if (outcome === undefined) {
+        observer.duplicate?.(peer, channel)
+      } else if (isRejection(outcome)) {
+        rejected.push(outcome)
+        observer.rejected?.(outcome)
+      } else {
+        out.push(outcome)
+        observer.delivered?.(outcome)
+      }
+    }
+
+    const handleChunk = (
+      frames: Chunk.Chunk<PeerManager.InboundFrame>
+    ): Effect.Effect<Chunk.Chunk<Delivery>> => {
+      const out: Array<Delivery> = []
+      const rejected: Array<Rejection> = []
+      let traced: Array<Effect.Effect<void>> | undefined
+      for (const frame of frames) {
+        for (const slot of frame.messages) {
+          const opened = open(frame.peer, frame.channel, slot)
+          if ("reason" in opened) {
+            settle(opened, frame.peer, frame.channel, out, rejected)
+            continue
+          }
+          const trace = tracing ? traceOf(opened) : undefined
+          const run = () => process(frame.peer, frame.channel, slot, opened.parsed, opened.envelope)
+          if (trace === undefined && traced === undefined) {
+            settle(run(), frame.peer, frame.channel, out, rejected)
+          } else {
+            // Keep order: once one message needs a span, the rest of the chunk goes through Effects.
+            traced ??= []
+            traced.push(
+              trace === undefined
+                ? Effect.sync(() => settle(run(), frame.peer, frame.channel, out, rejected))
+                : Effect.map(receiveSpan(frame.peer, frame.channel, slot, trace, run), (o) =>
+                    settle(o, frame.peer, frame.channel, out, rejected)
+                  )
+            )
+          }
+        }
+      }
+      const report = () =>
+        rejected.length === 0
+          ? Effect.void
+          : Effect.forEach(rejected, (r) => registry.report(r.peer, reputationOf[r.reason]), {
+              discard: true
+            })
+      const done = () => Chunk.unsafeFromArray(out)
+      if (traced === undefined)
+        return rejected.length === 0 ? Effect.succeed(done()) : Effect.map(report(), done)
+      return Effect.all(traced, { discard: true }).pipe(
+        Effect.zipRight(Effect.suspend(report)),
+        Effect.map(done)
+      )
+    }
+
+    const inbound: BroadcasterShape["inbound"] = Stream.merge(
+      manager.inbound.pipe(Stream.mapChunksEffect(handleChunk)),
+      Stream.fromQueue(loopback)
+    )
+
+    return {
+      self,
+      broadcast,
+      multicast,
+      send,
+      inbound
+    } satisfies BroadcasterShape
+  })

@@ -1,0 +1,213 @@
+/**
+ * Everything a validator's network layer needs, as one Schema-validated object: identity, listen
+ * address, transport, network id, the validator set, limits, telemetry. Load it from code, from a
+ * JSON file, and from `HOTSTUFF2_*` environment variables; a wrong field fails at start with its
+ * path and the form it expects.
+ */
+import * as fs from "node:fs/promises"
+import { BroadcastConfig } from "@hotstuff2/broadcast"
+import { PeersConfig } from "@hotstuff2/peers"
+import { Transport, TransportConfig } from "@hotstuff2/transport"
+import { Identity } from "@hotstuff2/wire"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Schema from "effect/Schema"
+
+const { DurationSetting } = TransportConfig
+
+/** `host:port`, IPv6 hosts in brackets; port 0 asks the OS for a free port. */
+export const Address = Schema.String.pipe(
+  Schema.filter((a) => Transport.parseAddress(a) !== undefined || `expected host:port, e.g. "127.0.0.1:9000"`)
+)
+
+/** The validator's key: a 32-byte seed as 64 hex characters, or a key file written by `keygen`. */
+export const IdentitySource = Schema.Union(
+  Schema.Struct({
+    seed: Schema.String.pipe(
+      Schema.pattern(/^[0-9a-fA-F]{64}$/, { message: () => "expected a 32-byte seed as 64 hex characters" })
+    )
+  }),
+  Schema.Struct({ keyFile: Schema.String.pipe(Schema.minLength(1)) })
+)
+export type IdentitySource = typeof IdentitySource.Type
+
+export const ValidatorEntry = Schema.Struct({
+  id: Identity.PeerId,
+  addresses: Schema.Array(Address)
+})
+export interface ValidatorEntry extends Schema.Schema.Type<typeof ValidatorEntry> {}
+
+export const Transports = Schema.Literal("tls", "tcp", "memory")
+export type Transports = typeof Transports.Type
+
+export const TelemetryConfig = Schema.Struct({
+  /** `service.name` of this node's spans and metrics; default `hotstuff2-<first 8 hex of the PeerId>`. */
+  serviceName: Schema.optional(Schema.String.pipe(Schema.minLength(1))),
+  /**
+   * OTLP/HTTP endpoint (e.g. `http://127.0.0.1:4318`): spans go to `/v1/traces`, metrics to
+   * `/v1/metrics`. Default: the standard `OTEL_EXPORTER_OTLP_ENDPOINT`, or no export.
+   */
+  otlpEndpoint: Schema.optional(
+    Schema.String.pipe(Schema.pattern(/^https?:\/\/[^\s]+$/, { message: () => "expected an http(s) URL" }))
+  ),
+  /**
+   * Spans at the service boundaries and trace context in every message. Default: on when spans are
+   * exported. Turn it on without an endpoint to join the application's own tracer.
+   */
+  tracing: Schema.optional(Schema.Boolean),
+  /** A Prometheus text endpoint (`GET /metrics`) on this address; none by default. */
+  prometheus: Schema.optional(Address),
+  /** How often metrics are sampled (queue depths, RTT, scores) and pushed over OTLP. */
+  metricsInterval: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(5) })
+})
+export type TelemetryConfig = typeof TelemetryConfig.Type
+
+const Fields = Schema.Struct({
+  identity: IdentitySource,
+  /** Where to listen; port 0 picks a free port (read it back from `NodeNetwork.address`). */
+  listen: Address,
+  transport: Schema.optionalWith(Transports, { default: () => "tls" as const }),
+  /** Must be true for `tcp`: plain TCP authenticates peers but encrypts nothing. */
+  allowUnencrypted: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  /** Nodes of different networks refuse each other, and their signatures never verify across. */
+  networkId: Schema.String.pipe(
+    Schema.pattern(/^[A-Za-z0-9._-]{1,64}$/, {
+      message: () => "expected 1 to 64 characters of A-Z a-z 0-9 . _ -"
+    })
+  ),
+  /** The validator set: every member gets a connection; this node may be in it. */
+  validators: Schema.Array(ValidatorEntry).pipe(Schema.minItems(1)),
+  /** Admit authenticated peers outside the validator set (default false: refused at the handshake). */
+  admitNonValidators: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  /** Where bans and the address book survive a restart; none: in memory only. */
+  dataDirectory: Schema.optional(Schema.String),
+  /** On close: how long queued messages may take to flush before sockets are cut. */
+  shutdownTimeout: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(2) }),
+  /** Transport limits and channels (`TransportConfig`, without `networkId`). */
+  limits: Schema.optional(Schema.Object),
+  /** Reputation, bans, redial, heartbeats, rate limits (`PeersConfig`). */
+  peers: Schema.optional(Schema.Object),
+  /** Broadcast strategy and dedup (`BroadcastConfig`). */
+  broadcast: Schema.optional(Schema.Object),
+  telemetry: Schema.optionalWith(TelemetryConfig, { default: () => TelemetryConfig.make({}) })
+})
+
+const prefixed = (prefix: string, field: string) => (field === "<root>" ? prefix : `${prefix}.${field}`)
+
+/** Checks the nested package configs with their own Schemas, so their errors name full paths. */
+const nestedIssue = (c: typeof Fields.Type): Schema.FilterOutput => {
+  if (c.transport === "tcp" && !c.allowUnencrypted) {
+    return { path: ["allowUnencrypted"], message: "must be true with transport tcp, which encrypts nothing" }
+  }
+  const checks: ReadonlyArray<readonly [string, Either.Either<unknown, { field: string; detail: string }>]> =
+    [
+      ["limits", TransportConfig.decode({ ...(c.limits as object), networkId: c.networkId })],
+      ["peers", PeersConfig.decode((c.peers ?? {}) as PeersConfig.PeersConfigInput)],
+      ["broadcast", BroadcastConfig.decode((c.broadcast ?? {}) as BroadcastConfig.BroadcastConfigInput)]
+    ]
+  for (const [name, result] of checks) {
+    if (Either.isLeft(result)) {
+      return { path: prefixed(name, result.left.field).split("."), message: result.left.detail }
+    }
+  }
+  const ids = new Set(c.validators.map((v) => v.id))
+  if (ids.size !== c.validators.length)
+    return { path: ["validators"], message: "validator ids must be distinct" }
+  return undefined
+}
+
+export const NodeConfig = Fields.pipe(Schema.filter(nestedIssue))
+
+/** A validated config with defaults filled in. */
+export interface NodeConfig extends Omit<typeof Fields.Type, "limits" | "peers" | "broadcast"> {
+  readonly limits?: Omit<TransportConfig.TransportConfigInput, "networkId">
+  readonly peers?: PeersConfig.PeersConfigInput
+  readonly broadcast?: BroadcastConfig.BroadcastConfigInput
+}
+
+/** What callers write: the config with optional fields left out. */
+export interface NodeConfigInput
+  extends Omit<typeof Fields.Encoded, "limits" | "peers" | "broadcast" | "telemetry"> {
+  readonly limits?: Omit<TransportConfig.TransportConfigInput, "networkId">
+  readonly peers?: PeersConfig.PeersConfigInput
+  readonly broadcast?: BroadcastConfig.BroadcastConfigInput
+  readonly telemetry?: typeof TelemetryConfig.Encoded
+}
+
+/** A config that does not validate: the field's path, and the form it expects. */
+export class InvalidNodeConfig extends Schema.TaggedError<InvalidNodeConfig>()("InvalidNodeConfig", {
+  field: Schema.String,
+  detail: Schema.String
+}) {
+  override get message() {
+    return `node config ${this.field}: ${this.detail}`
+  }
+}
+
+/** Validates and fills in defaults. */
+export const decode = (input: unknown): Either.Either<NodeConfig, InvalidNodeConfig> =>
+  TransportConfig.decodeWith(
+    NodeConfig as unknown as Schema.Schema<NodeConfig, unknown>,
+    (field, detail) => new InvalidNodeConfig({ field, detail })
+  )(input)
+
+const PREFIX = "HOTSTUFF2_"
+
+const camel = (segment: string): string =>
+  segment.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase())
+
+/**
+ * Applies `HOTSTUFF2_*` environment variables over `base`: `__` nests, each segment in SNAKE_CASE
+ * names a camelCase field, and a value that parses as JSON is taken as JSON (else as text). So
+ * `HOTSTUFF2_LISTEN=0.0.0.0:9000`, `HOTSTUFF2_TELEMETRY__PROMETHEUS=127.0.0.1:9464`,
+ * `HOTSTUFF2_PEERS__HEARTBEAT_INTERVAL="2 seconds"`, `HOTSTUFF2_VALIDATORS='[...]'`.
+ */
+export const withEnv = (
+  base: object,
+  env: Readonly<Record<string, string | undefined>>
+): Record<string, unknown> => {
+  const out = structuredClone(base) as Record<string, unknown>
+  for (const name of Object.keys(env).sort()) {
+    const raw = env[name]
+    if (!name.startsWith(PREFIX) || raw === undefined) continue
+    const path = name.slice(PREFIX.length).split("__").map(camel)
+    let value: unknown = raw
+    try {
+      value = JSON.parse(raw)
+    } catch {
+      // plain text
+    }
+    let target = out
+    for (const key of path.slice(0, -1)) {
+      const next = target[key]
+      const child = typeof next === "object" && next !== null ? next : {}
+      target[key] = child
+      target = child as Record<string, unknown>
+    }
+    target[path[path.length - 1]!] = value
+  }
+  return out
+}
+
+/** Reads a JSON config file, applies the environment's `HOTSTUFF2_*` overrides, and validates it. */
+export const load = (
+  file: string,
+  env: Readonly<Record<string, string | undefined>> = process.env
+): Effect.Effect<NodeConfig, InvalidNodeConfig> =>
+  Effect.gen(function* () {
+    const text = yield* Effect.tryPromise({
+      try: () => fs.readFile(file, "utf8"),
+      catch: (e) =>
+        new InvalidNodeConfig({ field: "<file>", detail: `cannot read ${file}: ${(e as Error).message}` })
+    })
+    const json = yield* Effect.try({
+      try: () => JSON.parse(text) as unknown,
+      catch: (e) =>
+        new InvalidNodeConfig({ field: "<file>", detail: `${file} is not JSON: ${(e as Error).message}` })
+    })
+    if (typeof json !== "object" || json === null || Array.isArray(json)) {
+      return yield* new InvalidNodeConfig({ field: "<file>", detail: `${file} must hold a JSON object` })
+    }
+    return yield* decode(withEnv(json, env))
+  })

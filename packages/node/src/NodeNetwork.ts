@@ -1,0 +1,122 @@
+/**
+ * The network layer of a HotStuff-2 validator as one Effect layer: authenticated, encrypted
+ * connections to every validator, kept up through crashes and flaky links; point-to-point sends,
+ * signed broadcasts and multicasts, delivered once; peer events and status; spans and metrics.
+ */
+import type { Broadcaster } from "@hotstuff2/broadcast"
+import type { PeerManager, PeerRegistry } from "@hotstuff2/peers"
+import type { SimulatedNetwork } from "@hotstuff2/transport"
+import type { Identity, Message } from "@hotstuff2/wire"
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import type * as Stream from "effect/Stream"
+import * as internal from "./internal/network.js"
+import type { InvalidNodeConfig, NodeConfig, NodeConfigInput } from "./NodeConfig.js"
+
+export type PeerId = Identity.PeerId
+
+/**
+ * A message for this node, delivered once: `from` is the peer whose connection carried it, `origin`
+ * who created it (the envelope's signer for a broadcast; `from` for `send`).
+ */
+export type Inbound = Broadcaster.Delivery
+
+/** Connected, disconnected, discovered, score changed, banned, unbanned. */
+export type PeerEvent = PeerRegistry.PeerEvent
+
+/** What this node knows of a peer now. */
+export interface PeerStatus {
+  readonly id: PeerId
+  readonly validator: boolean
+  readonly addresses: ReadonlyArray<string>
+  readonly state: PeerRegistry.ConnectionState
+  /** Reputation, 0 neutral; at the ban threshold the peer is banned. */
+  readonly score: number
+  /** Smoothed heartbeat round-trip time, milliseconds. */
+  readonly rtt: number | undefined
+  readonly ban: Option.Option<PeerRegistry.Ban>
+  /** Clock millis of the last frame or connection from this peer. */
+  readonly lastSeen: number | undefined
+  /** Failed dials since the last connection. */
+  readonly dialFailures: number
+}
+
+/** The node could not start: its identity, listen address or telemetry endpoint failed. */
+export class StartFailed extends Schema.TaggedError<StartFailed>()("StartFailed", {
+  what: Schema.Literal("identity", "listen", "prometheus", "telemetry"),
+  detail: Schema.String
+}) {
+  override get message() {
+    return `cannot start the node's ${this.what}: ${this.detail}`
+  }
+}
+
+export type NetworkError = InvalidNodeConfig | StartFailed
+
+export type SendError = Broadcaster.SendError
+export type SendOptions = PeerManager.SendOptions
+export type BroadcastReceipt = Broadcaster.BroadcastReceipt
+
+export interface NodeNetworkShape {
+  /** This node's PeerId. */
+  readonly self: PeerId
+  /** The bound listen address (the real port when the config asked for port 0). */
+  readonly address: string
+  /** The Prometheus endpoint, when the config asked for one. */
+  readonly metricsAddress: string | undefined
+  /**
+   * Signs `message` once and queues it to every other validator, each through its own queues. Never
+   * waits for a peer: one that is not connected, or is backed up, is listed in the receipt's
+   * `failed`. Fails only when the message cannot be sent at all (`InvalidOutbound`).
+   */
+  readonly broadcast: (
+    message: Message.Message
+  ) => Effect.Effect<BroadcastReceipt, Broadcaster.InvalidOutbound>
+  /**
+   * Queues `message` to one peer. To a peer that is not connected: `PeerNotConnected` at once, or
+   * after `waitForConnection`. Under backpressure: `Backpressure` at once (or a counted drop, by
+   * the channel's policy). To this node itself: delivered on `messages`.
+   */
+  readonly send: (
+    peer: PeerId,
+    message: Message.Message,
+    options?: SendOptions
+  ) => Effect.Effect<void, SendError>
+  /** `broadcast` to some peers only. */
+  readonly multicast: (
+    peers: ReadonlyArray<PeerId>,
+    message: Message.Message
+  ) => Effect.Effect<BroadcastReceipt, Broadcaster.InvalidOutbound>
+  /**
+   * Every message for this node: verified, deduplicated, in order per peer and channel. One
+   * consumer (the consensus loop): when it falls behind, peers' sockets pause; nothing is dropped.
+   */
+  readonly messages: Stream.Stream<Inbound>
+  /** Peer events from the moment of subscription. */
+  readonly peerEvents: Stream.Stream<PeerEvent>
+  /** Every known peer's status: the validators first, in the config's order. */
+  readonly peers: Effect.Effect<ReadonlyArray<PeerStatus>>
+}
+
+export class NodeNetwork extends Context.Tag("@hotstuff2/node/NodeNetwork")<NodeNetwork, NodeNetworkShape>() {
+  /**
+   * The network of one validator over TLS (or plain TCP when configured so). Scoped: closing it
+   * stops accepting and dialling, flushes queued messages within `shutdownTimeout`, closes every
+   * connection and releases every socket, fiber and timer, then flushes telemetry.
+   */
+  static readonly layer = (config: NodeConfigInput | NodeConfig): Layer.Layer<NodeNetwork, NetworkError> =>
+    Layer.scoped(NodeNetwork, internal.make(config, internal.realTransport))
+
+  /**
+   * The same node on the `SimulatedNetwork` in context, driven by Effect's Clock: a whole cluster of
+   * them runs deterministically under `TestClock` (see `TestCluster`). The listen address's host is
+   * the node's host on the simulated network.
+   */
+  static readonly layerTest = (
+    config: NodeConfigInput | NodeConfig
+  ): Layer.Layer<NodeNetwork, NetworkError, SimulatedNetwork.SimulatedNetwork> =>
+    Layer.scoped(NodeNetwork, internal.make(config, internal.simulatedTransport))
+}

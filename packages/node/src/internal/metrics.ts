@@ -1,0 +1,128 @@
+// Effect Metrics of one node, tagged with its short PeerId (Effect's metric registry is per process,
+// and tests run several nodes in one). Per-message counters are cached per (channel, type) and
+// updated synchronously from the broadcaster's observer hooks; the rest is sampled on a schedule.
+import type { Broadcaster } from "@hotstuff2/broadcast"
+import type { PeerManager, PeerRegistry } from "@hotstuff2/peers"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import * as MetricLabel from "effect/MetricLabel"
+import * as Option from "effect/Option"
+
+type Counter = Metric.Metric.Counter<number>
+type Gauge = Metric.Metric.Gauge<number>
+
+const counter = (name: string, description: string): Counter =>
+  Metric.counter(name, { description, incremental: true })
+const gauge = (name: string, description: string): Gauge => Metric.gauge(name, { description })
+
+const messagesSent = counter("hotstuff2_messages_sent", "Messages queued to peers, per channel and type")
+const bytesSent = counter("hotstuff2_bytes_sent", "Message bytes queued to peers, per channel and type")
+const messagesReceived = counter("hotstuff2_messages_received", "Messages delivered, per channel and type")
+const bytesReceived = counter("hotstuff2_bytes_received", "Message bytes delivered, per channel and type")
+const rejected = counter("hotstuff2_messages_rejected", "Messages refused from peers, per reason")
+const duplicates = counter("hotstuff2_messages_duplicate", "Broadcast envelopes dropped as duplicates")
+const connections = gauge("hotstuff2_connections", "Peers connected now")
+const queuedFrames = gauge("hotstuff2_queued_frames", "Frames waiting in outbound queues, per channel")
+const queuedBytes = gauge("hotstuff2_queued_bytes", "Bytes waiting in outbound queues, per channel")
+const dropped = gauge(
+  "hotstuff2_dropped_frames",
+  "Frames dropped by channel overflow policies on open connections"
+)
+const rtt = gauge("hotstuff2_peer_rtt_ms", "Smoothed heartbeat round-trip time per peer, milliseconds")
+const score = gauge("hotstuff2_peer_score", "Reputation score per peer (0 neutral)")
+const banned = gauge("hotstuff2_peers_banned", "Peers under a ban now")
+
+const label = MetricLabel.make
+
+export interface NodeMetrics {
+  readonly observer: Broadcaster.Observer
+  /** Samples queue depths, drops, connections, RTT and scores into gauges. */
+  readonly sample: Effect.Effect<void>
+}
+
+export const make = (
+  node: string,
+  manager: PeerManager.PeerManagerShape,
+  registry: PeerRegistry.PeerRegistryShape
+): NodeMetrics => {
+  const nodeLabel = label("node", node)
+  const pairs = new Map<string, readonly [Counter, Counter]>()
+  const pair = (direction: "sent" | "received", channel: number, type: string) => {
+    const key = `${direction}/${channel}/${type}`
+    let found = pairs.get(key)
+    if (found === undefined) {
+      const labels = [nodeLabel, label("channel", String(channel)), label("type", type)]
+      found =
+        direction === "sent"
+          ? [Metric.taggedWithLabels(messagesSent, labels), Metric.taggedWithLabels(bytesSent, labels)]
+          : [
+              Metric.taggedWithLabels(messagesReceived, labels),
+              Metric.taggedWithLabels(bytesReceived, labels)
+            ]
+      pairs.set(key, found)
+    }
+    return found
+  }
+  const rejectedBy = new Map<string, Counter>()
+  const duplicate = Metric.taggedWithLabels(duplicates, [nodeLabel])
+  const none: ReadonlyArray<MetricLabel.MetricLabel> = []
+
+  const observer: Broadcaster.Observer = {
+    sent: (_peer, channel, type, size) => {
+      const [messages, bytes] = pair("sent", channel, type)
+      messages.unsafeUpdate(1, none)
+      bytes.unsafeUpdate(size, none)
+    },
+    delivered: (delivery) => {
+      const [messages, bytes] = pair("received", delivery.channel, delivery.message._tag)
+      messages.unsafeUpdate(1, none)
+      bytes.unsafeUpdate(delivery.size, none)
+    },
+    rejected: (rejection) => {
+      let c = rejectedBy.get(rejection.reason)
+      if (c === undefined) {
+        c = Metric.taggedWithLabels(rejected, [nodeLabel, label("reason", rejection.reason)])
+        rejectedBy.set(rejection.reason, c)
+      }
+      c.unsafeUpdate(1, none)
+    },
+    duplicate: () => duplicate.unsafeUpdate(1, none)
+  }
+
+  const sample = Effect.gen(function* () {
+    const peers = yield* manager.connected
+    connections.unsafeUpdate(peers.length, [nodeLabel])
+    const frames = new Map<number, number>()
+    const bytes = new Map<number, number>()
+    const drops = new Map<number, number>()
+    for (const peer of peers) {
+      const connection = yield* manager.connection(peer)
+      if (Option.isNone(connection)) continue
+      const stats = yield* connection.value.stats
+      for (const [channel, q] of Object.entries(stats.queued)) {
+        const id = Number(channel)
+        frames.set(id, (frames.get(id) ?? 0) + q.frames)
+        bytes.set(id, (bytes.get(id) ?? 0) + q.bytes)
+      }
+      for (const [channel, n] of Object.entries(stats.dropped)) {
+        drops.set(Number(channel), (drops.get(Number(channel)) ?? 0) + n)
+      }
+    }
+    for (const [channel, n] of frames)
+      queuedFrames.unsafeUpdate(n, [nodeLabel, label("channel", String(channel))])
+    for (const [channel, n] of bytes)
+      queuedBytes.unsafeUpdate(n, [nodeLabel, label("channel", String(channel))])
+    for (const [channel, n] of drops) dropped.unsafeUpdate(n, [nodeLabel, label("channel", String(channel))])
+    let bans = 0
+    for (const state of yield* registry.all) {
+      if (Option.isSome(state.ban)) bans++
+      if (!state.validator) continue
+      const peerLabel = label("peer", state.id.slice(0, 8))
+      score.unsafeUpdate(state.score, [nodeLabel, peerLabel])
+      if (state.rtt !== undefined) rtt.unsafeUpdate(state.rtt, [nodeLabel, peerLabel])
+    }
+    banned.unsafeUpdate(bans, [nodeLabel])
+  })
+
+  return { observer, sample }
+}

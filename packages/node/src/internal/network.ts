@@ -1,0 +1,196 @@
+// Composes one node: identity, telemetry, transport, registry, manager, broadcaster, metrics
+// sampler, all in the layer's scope, released in reverse: stop dialling and accepting, flush and
+// close connections, persist the registry, flush telemetry.
+import { Broadcaster } from "@hotstuff2/broadcast"
+import { PeerManager, PeerRegistry } from "@hotstuff2/peers"
+import {
+  MemoryTransport,
+  type SimulatedNetwork,
+  TcpTransport,
+  TlsTransport,
+  Transport,
+  type TransportConfig,
+  type TransportError
+} from "@hotstuff2/transport"
+import { Identity } from "@hotstuff2/wire"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import * as Schedule from "effect/Schedule"
+import type * as Tracer from "effect/Tracer"
+import * as NodeConfig from "../NodeConfig.js"
+import { type NetworkError, type NodeNetworkShape, type PeerStatus, StartFailed } from "../NodeNetwork.js"
+import * as Metrics from "./metrics.js"
+import * as Telemetry from "./telemetry.js"
+
+const loadIdentity = (source: NodeConfig.IdentitySource) =>
+  "seed" in source
+    ? Either.mapLeft(
+        Identity.fromSeed(Buffer.from(source.seed, "hex")),
+        (e) => new StartFailed({ what: "identity", detail: e.message })
+      )
+    : Effect.mapError(
+        Identity.load(source.keyFile),
+        (e) => new StartFailed({ what: "identity", detail: e.message })
+      )
+
+/** Runs an effect under this node's tracer, when it has its own. */
+const under =
+  (tracer: Tracer.Tracer | undefined) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    tracer === undefined ? effect : Effect.withTracer(effect, tracer)
+
+/** Builds the transport of a node from its decoded config. */
+export type TransportFor<R> = (
+  identity: Identity.Identity,
+  config: NodeConfig.NodeConfig,
+  transportConfig: TransportConfig.TransportConfigInput
+) => Layer.Layer<Transport.Transport, NetworkError, R>
+
+const mapTransportError = Layer.mapError(
+  (e: TransportError.InvalidTransportConfig) =>
+    new NodeConfig.InvalidNodeConfig({ field: `limits.${e.field}`, detail: e.detail })
+)
+
+/** TLS, or plain TCP when the config says so; `memory` needs `layerTest`. */
+export const realTransport: TransportFor<never> = (identity, config, transportConfig) => {
+  switch (config.transport) {
+    case "tcp":
+      return mapTransportError(
+        TcpTransport.layer({ identity, config: transportConfig, allowUnencrypted: true })
+      )
+    case "memory":
+      return Layer.fail(
+        new NodeConfig.InvalidNodeConfig({
+          field: "transport",
+          detail: "memory runs on a simulated network: use NodeNetwork.layerTest"
+        })
+      )
+    case "tls":
+      return mapTransportError(TlsTransport.layer({ identity, config: transportConfig }))
+  }
+}
+
+/** The simulated network in context; the listen address's host is the node's host there. */
+export const simulatedTransport: TransportFor<SimulatedNetwork.SimulatedNetwork> = (
+  identity,
+  config,
+  transportConfig
+) =>
+  mapTransportError(
+    MemoryTransport.layer({
+      identity,
+      config: transportConfig,
+      host: Transport.parseAddress(config.listen)!.host
+    })
+  )
+
+export const make = <R>(
+  input: NodeConfig.NodeConfigInput | NodeConfig.NodeConfig,
+  transportFor: TransportFor<R>
+) =>
+  Effect.gen(function* () {
+    const config = yield* NodeConfig.decode(input)
+    const identity = yield* loadIdentity(config.identity)
+    const self = identity.peerId
+    const telemetry = yield* Telemetry.make(
+      config.telemetry,
+      config.telemetry.serviceName ?? `hotstuff2-${Identity.shortPeerId(self)}`
+    )
+    const withTracer = under(telemetry.tracer)
+
+    const transportConfig: TransportConfig.TransportConfigInput = {
+      ...config.limits,
+      networkId: config.networkId,
+      closeTimeout: Duration.toMillis(config.shutdownTimeout)
+    }
+    const peersConfig = {
+      ...config.peers,
+      admitNonValidators: config.admitNonValidators,
+      ...(config.dataDirectory === undefined ? {} : { dataDirectory: config.dataDirectory })
+    }
+    const transport = transportFor(identity, config, transportConfig)
+    const validators = config.validators.map((v) => ({ id: v.id, addresses: v.addresses }))
+    const stack = PeerManager.PeerManager.layer({
+      identity,
+      listen: config.listen,
+      validators,
+      config: peersConfig
+    }).pipe(
+      Layer.mapError(
+        (e): NetworkError =>
+          e._tag === "ListenError"
+            ? new StartFailed({ what: "listen", detail: e.message })
+            : new NodeConfig.InvalidNodeConfig({ field: `peers.${e.field}`, detail: e.detail })
+      ),
+      Layer.provideMerge(transport),
+      Layer.provideMerge(
+        PeerRegistry.PeerRegistry.layer(peersConfig).pipe(
+          Layer.mapError(
+            (e) => new NodeConfig.InvalidNodeConfig({ field: `peers.${e.field}`, detail: e.detail })
+          )
+        )
+      )
+    )
+
+    const context = yield* withTracer(Layer.build(stack))
+    const manager = Context.get(context, PeerManager.PeerManager)
+    const registry = Context.get(context, PeerRegistry.PeerRegistry)
+    const metrics = Metrics.make(Identity.shortPeerId(self), manager, registry)
+
+    const broadcaster = yield* Broadcaster.Broadcaster.pipe(
+      Effect.provide(
+        Broadcaster.Broadcaster.layer({
+          identity,
+          networkId: config.networkId,
+          validators: validators.map((v) => v.id),
+          admitNonValidators: config.admitNonValidators,
+          observer: metrics.observer,
+          tracing: telemetry.tracing,
+          ...(telemetry.tracer === undefined ? {} : { tracer: telemetry.tracer }),
+          ...(config.broadcast === undefined ? {} : { config: config.broadcast })
+        }).pipe(Layer.provide(Layer.succeedContext(context)))
+      ),
+      Effect.mapError(
+        (e) => new NodeConfig.InvalidNodeConfig({ field: `broadcast.${e.field}`, detail: e.detail })
+      )
+    )
+
+    yield* Effect.forkScoped(
+      metrics.sample.pipe(Effect.repeat(Schedule.spaced(config.telemetry.metricsInterval)), Effect.asVoid)
+    )
+
+    const order = new Map(validators.map((v, i) => [v.id, i]))
+    const peers = Effect.map(registry.all, (states) =>
+      states
+        .filter((s) => s.id !== self)
+        .map(
+          (s): PeerStatus => ({
+            id: s.id,
+            validator: s.validator,
+            addresses: s.addresses.map((a) => a.address),
+            state: s.connection,
+            score: s.score,
+            rtt: s.rtt,
+            ban: s.ban,
+            lastSeen: s.lastSeen,
+            dialFailures: s.consecutiveFailures
+          })
+        )
+        .sort((a, b) => (order.get(a.id) ?? Infinity) - (order.get(b.id) ?? Infinity))
+    )
+
+    return {
+      self,
+      address: manager.address,
+      metricsAddress: telemetry.prometheus,
+      broadcast: (message) => withTracer(broadcaster.broadcast(message)),
+      send: (peer, message, options) => withTracer(broadcaster.send(peer, message, options)),
+      multicast: (peers, message) => withTracer(broadcaster.multicast(peers, message)),
+      messages: broadcaster.inbound,
+      peerEvents: registry.changes,
+      peers
+    } satisfies NodeNetworkShape
+  })
