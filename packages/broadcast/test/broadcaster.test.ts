@@ -1,0 +1,313 @@
+// The Broadcaster under TestClock on the simulated network: what it delivers, and what it refuses
+// from a validator ("mallory") that writes crafted frames on a raw authenticated connection.
+import { assert, describe, it } from "@effect/vitest"
+import { PeerManager, PeerRegistry } from "@hotstuff2/peers"
+import { MemoryTransport, SimulatedNetwork, Transport, TransportConfig } from "@hotstuff2/transport"
+import { Codec, Envelope, Identity, Message } from "@hotstuff2/wire"
+import * as Chunk from "effect/Chunk"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import * as Stream from "effect/Stream"
+import * as TestClock from "effect/TestClock"
+import { Broadcaster } from "../src/index.js"
+import * as Payload from "../src/internal/payload.js"
+
+const NETWORK = "hotstuff2-broadcast-test"
+const { Channel } = TransportConfig
+
+const key = (n: number) => {
+  const seed = new Uint8Array(32)
+  seed[0] = 0xb0
+  seed[1] = n
+  return Either.getOrThrow(Identity.fromSeed(seed))
+}
+const alice = key(1)
+const mallory = key(2)
+const carol = key(3)
+const outsider = key(4)
+const bob = key(5)
+const addressOf = (id: Identity.Identity) => `${MemoryTransport.hostOf(id.peerId)}:9000`
+
+const vote = (view: bigint, voter: Identity.PeerId) =>
+  Message.Vote.make({ view, blockHash: new Uint8Array(32).fill(1), voter, signature: new Uint8Array(64) })
+
+const encoded = (message: Message.Message) => Either.getOrThrow(Codec.encode(message))
+
+/** A broadcast slot: `message` sealed by `signer`. */
+const sealedSlot = (
+  signer: Identity.Identity,
+  sequence: bigint,
+  message: Message.Message,
+  networkId = NETWORK
+) =>
+  Payload.envelope(
+    Either.getOrThrow(Envelope.seal(signer, { networkId, sequence, payload: encoded(message) })).bytes
+  )
+
+interface Counts {
+  duplicates: number
+  rejected: Array<Broadcaster.Rejection>
+  sent: number
+}
+
+/** Alice: a full node (registry, manager, broadcaster) whose validators are alice, mallory, carol, bob. */
+const startAlice = (counts: Counts, validators = [alice, mallory, carol, bob]) =>
+  Effect.gen(function* () {
+    const peersConfig = { heartbeatInterval: "1 hour" }
+    const layer = Broadcaster.Broadcaster.layer({
+      identity: alice,
+      networkId: NETWORK,
+      validators: validators.map((v) => v.peerId),
+      config: { dedupWindow: 64 },
+      observer: {
+        duplicate: () => void counts.duplicates++,
+        rejected: (r) => void counts.rejected.push(r),
+        sent: () => void counts.sent++
+      }
+    }).pipe(
+      Layer.provideMerge(
+        PeerManager.PeerManager.layer({
+          identity: alice,
+          listen: addressOf(alice),
+          // Nobody else listens: alice only accepts, so mallory's raw connection is the one kept.
+          validators: validators.map((v) => ({ id: v.peerId, addresses: v === alice ? [addressOf(v)] : [] })),
+          config: peersConfig
+        })
+      ),
+      Layer.provideMerge(MemoryTransport.layer({ identity: alice, config: { networkId: NETWORK } })),
+      Layer.provideMerge(PeerRegistry.PeerRegistry.layer(peersConfig))
+    )
+    const context = yield* Layer.build(layer)
+    const broadcaster = Context.get(context, Broadcaster.Broadcaster)
+    const registry = Context.get(context, PeerRegistry.PeerRegistry)
+    const inbox = yield* Queue.unbounded<Broadcaster.Delivery>()
+    yield* Effect.forkScoped(Stream.runForEach(broadcaster.inbound, (d) => Queue.offer(inbox, d)))
+    return { broadcaster, registry, inbox }
+  })
+
+/** A raw, authenticated connection from `who` to alice, to write any slot on any channel. */
+const rawConnection = (who: Identity.Identity) =>
+  Effect.gen(function* () {
+    const context = yield* Layer.build(
+      MemoryTransport.layer({ identity: who, config: { networkId: NETWORK } })
+    )
+    const transport = Context.get(context, Transport.Transport)
+    const connection = yield* transport.dial(addressOf(alice), alice.peerId).pipe(Effect.orDie)
+    return (channel: number, slots: ReadonlyArray<Uint8Array>) =>
+      connection.send(channel, slots).pipe(Effect.orDie)
+  })
+
+/** Lets the simulated network deliver what was written (it runs on the clock). */
+const settle = TestClock.adjust("10 millis")
+
+const taken = (inbox: Queue.Queue<Broadcaster.Delivery>) =>
+  Effect.map(Queue.takeAll(inbox), Chunk.toReadonlyArray)
+
+const scoreOf = (registry: PeerRegistry.PeerRegistryShape, peer: Identity.PeerId) =>
+  Effect.map(registry.get(peer), (s) => Option.getOrThrow(s).score)
+
+const withNetwork = <A, E, R>(body: Effect.Effect<A, E, R>) =>
+  Effect.flatMap(Layer.build(SimulatedNetwork.SimulatedNetwork.layer({ seed: 3 })), (network) =>
+    Effect.provide(body, network)
+  )
+
+describe("Broadcaster inbound", () => {
+  it.scoped(
+    "delivers an envelope once with its origin; the same envelope again is a duplicate, not a fault",
+    () =>
+      withNetwork(
+        Effect.gen(function* () {
+          const counts: Counts = { duplicates: 0, rejected: [], sent: 0 }
+          const { inbox, registry } = yield* startAlice(counts)
+          const write = yield* rawConnection(mallory)
+          const slot = sealedSlot(mallory, 100n, vote(1n, mallory.peerId))
+          yield* write(Channel.consensus, [slot, slot])
+          yield* settle
+          yield* write(Channel.consensus, [slot])
+          yield* settle
+          const got = yield* taken(inbox)
+          assert.strictEqual(got.length, 1)
+          assert.strictEqual(got[0]!.origin, mallory.peerId)
+          assert.strictEqual(got[0]!.from, mallory.peerId)
+          assert.strictEqual(got[0]!.sequence, 100n)
+          assert.deepStrictEqual(got[0]!.message, vote(1n, mallory.peerId))
+          assert.strictEqual(counts.duplicates, 2)
+          assert.deepStrictEqual(counts.rejected, [])
+          assert.strictEqual(yield* scoreOf(registry, mallory.peerId), 0)
+        })
+      )
+  )
+
+  it.scoped("keeps a relayed envelope's origin, and drops the origin's own copy after it", () =>
+    withNetwork(
+      Effect.gen(function* () {
+        const counts: Counts = { duplicates: 0, rejected: [], sent: 0 }
+        const { inbox } = yield* startAlice(counts)
+        const fromMallory = yield* rawConnection(mallory)
+        const fromCarol = yield* rawConnection(carol)
+        const slot = sealedSlot(carol, 7n, vote(2n, carol.peerId))
+        yield* fromMallory(Channel.consensus, [slot])
+        yield* settle
+        yield* fromCarol(Channel.consensus, [slot])
+        yield* settle
+        const got = yield* taken(inbox)
+        assert.strictEqual(got.length, 1)
+        assert.strictEqual(got[0]!.origin, carol.peerId)
+        assert.strictEqual(got[0]!.from, mallory.peerId)
+        assert.strictEqual(counts.duplicates, 1)
+      })
+    )
+  )
+
+  it.scoped(
+    "refuses each kind of bad input with a typed reason and a penalty, and loses nothing accepted",
+    () =>
+      withNetwork(
+        Effect.gen(function* () {
+          const counts: Counts = { duplicates: 0, rejected: [], sent: 0 }
+          const { inbox, registry } = yield* startAlice(counts)
+          const write = yield* rawConnection(mallory)
+          const good = (n: bigint) => sealedSlot(mallory, 1000n + n, vote(n, mallory.peerId))
+          const tampered = sealedSlot(mallory, 5n, vote(5n, mallory.peerId))
+          tampered[tampered.length - 70]! ^= 1 // a payload byte: the signature no longer matches
+          const bad: ReadonlyArray<readonly [number, Uint8Array, Broadcaster.Rejection["reason"]]> = [
+            [Channel.consensus, tampered, "bad-signature"],
+            [
+              Channel.consensus,
+              sealedSlot(mallory, 6n, vote(6n, mallory.peerId), "another-network"),
+              "bad-signature"
+            ],
+            [Channel.consensus, sealedSlot(outsider, 1n, vote(7n, outsider.peerId)), "unknown-origin"],
+            [Channel.consensus, new Uint8Array([0x07, 1, 2, 3]), "malformed"],
+            [Channel.consensus, Payload.direct(new Uint8Array([0x02, 0xff]), undefined), "malformed"],
+            [Channel.consensus, new Uint8Array([Payload.DIRECT_TRACED, 1, 2]), "malformed"],
+            [Channel.sync, Payload.direct(encoded(vote(8n, mallory.peerId)), undefined), "wrong-channel"],
+            [
+              Channel.consensus,
+              Payload.direct(encoded(Message.Ping.make({ nonce: 1n })), undefined),
+              "reserved-message"
+            ]
+          ]
+          // Good messages around each bad one, in the same frames.
+          let n = 0n
+          for (const [channel, slot] of bad) {
+            if (channel === Channel.consensus) yield* write(channel, [good(n++), slot, good(n++)])
+            else yield* write(channel, [slot])
+          }
+          yield* settle
+          const got = yield* taken(inbox)
+          assert.deepStrictEqual(
+            got.map((d) => d.message),
+            Array.from({ length: Number(n) }, (_, i) => vote(BigInt(i), mallory.peerId))
+          )
+          // Channels are drained by priority, so only the order within a channel is kept.
+          assert.sameMembers(
+            counts.rejected.map((r) => r.reason),
+            bad.map(([, , reason]) => reason)
+          )
+          for (const r of counts.rejected) {
+            assert.strictEqual(r.peer, mallory.peerId)
+            assert.isAbove(r.detail.length, 0)
+          }
+          // Reported: two bad signatures (-50 each) alone reach the ban threshold (-100).
+          assert.isTrue(yield* registry.isBanned(mallory.peerId))
+        })
+      )
+  )
+
+  it.scoped("drops envelopes older than the dedup window as duplicates", () =>
+    withNetwork(
+      Effect.gen(function* () {
+        const counts: Counts = { duplicates: 0, rejected: [], sent: 0 }
+        const { inbox } = yield* startAlice(counts)
+        const write = yield* rawConnection(mallory)
+        yield* write(Channel.consensus, [sealedSlot(mallory, 1000n, vote(1n, mallory.peerId))])
+        yield* write(Channel.consensus, [sealedSlot(mallory, 1000n - 64n, vote(2n, mallory.peerId))])
+        yield* write(Channel.consensus, [sealedSlot(mallory, 1000n - 63n, vote(3n, mallory.peerId))])
+        yield* settle
+        assert.deepStrictEqual(
+          (yield* taken(inbox)).map((d) => d.sequence),
+          [1000n, 937n]
+        )
+        assert.strictEqual(counts.duplicates, 1)
+      })
+    )
+  )
+})
+
+describe("Broadcaster outbound", () => {
+  it.scoped(
+    "send to itself is delivered on inbound; internal messages are refused with InvalidOutbound",
+    () =>
+      withNetwork(
+        Effect.gen(function* () {
+          const counts: Counts = { duplicates: 0, rejected: [], sent: 0 }
+          const { broadcaster, inbox } = yield* startAlice(counts)
+          yield* broadcaster.send(alice.peerId, vote(3n, alice.peerId))
+          yield* settle
+          const got = yield* taken(inbox)
+          assert.strictEqual(got.length, 1)
+          assert.strictEqual(got[0]!.from, alice.peerId)
+          assert.strictEqual(got[0]!.origin, alice.peerId)
+          const refused = yield* Effect.flip(broadcaster.send(carol.peerId, Message.Ping.make({ nonce: 1n })))
+          assert.strictEqual(refused._tag, "InvalidOutbound")
+          const invalid = yield* Effect.flip(
+            broadcaster.broadcast({
+              ...vote(1n, alice.peerId),
+              signature: new Uint8Array(3)
+            } as Message.Message)
+          )
+          assert.strictEqual(invalid._tag, "InvalidOutbound")
+        })
+      )
+  )
+
+  it.scoped("a broadcast lists who took it and who did not, and never waits for an absent peer", () =>
+    withNetwork(
+      Effect.gen(function* () {
+        const counts: Counts = { duplicates: 0, rejected: [], sent: 0 }
+        const { broadcaster } = yield* startAlice(counts)
+        yield* rawConnection(mallory)
+        yield* settle
+        const receipt = yield* broadcaster.broadcast(vote(4n, alice.peerId))
+        assert.deepStrictEqual(receipt.queued, [mallory.peerId])
+        assert.sameMembers(
+          receipt.failed.map((f) => f.peer),
+          [carol.peerId, bob.peerId]
+        )
+        for (const f of receipt.failed) assert.strictEqual(f.error._tag, "PeerNotConnected")
+        assert.strictEqual(receipt.id, Envelope.id({ origin: alice.peerId, sequence: receipt.sequence }))
+        assert.strictEqual(counts.sent, 1)
+        const next = yield* broadcaster.multicast([mallory.peerId, alice.peerId], vote(5n, alice.peerId))
+        assert.strictEqual(next.sequence, receipt.sequence + 1n)
+        assert.deepStrictEqual(next.queued, [mallory.peerId])
+      })
+    )
+  )
+
+  it.scoped("sequence numbers start from the clock, so a restarted origin is not taken for a duplicate", () =>
+    withNetwork(
+      Effect.gen(function* () {
+        const counts: Counts = { duplicates: 0, rejected: [], sent: 0 }
+        yield* TestClock.adjust("5 seconds")
+        const first = yield* Effect.scoped(
+          Effect.flatMap(startAlice(counts), ({ broadcaster }) =>
+            broadcaster.broadcast(vote(1n, alice.peerId))
+          )
+        )
+        yield* TestClock.adjust("1 millis")
+        const second = yield* Effect.scoped(
+          Effect.flatMap(startAlice(counts), ({ broadcaster }) =>
+            broadcaster.broadcast(vote(1n, alice.peerId))
+          )
+        )
+        assert.strictEqual(first.sequence, 5000n << 16n)
+        assert.isTrue(second.sequence > first.sequence)
+      })
+    )
+  )
+})
