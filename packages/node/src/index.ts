@@ -3,3 +3,6 @@ export * as NodeConfig from "./NodeConfig.js"
 
 /** The network layer of a HotStuff-2 validator as one Effect layer. */
 export * as NodeNetwork from "./NodeNetwork.js"
+
+/** A whole validator set on the simulated network, for testing a consensus app under TestClock. */
+export * as TestCluster from "./TestCluster.js"

@@ -1,0 +1,122 @@
+/**
+ * A whole validator set on the simulated network, for testing a consensus application under
+ * `TestClock`: N nodes built with `NodeNetwork.layerTest`, deterministic keys and hosts, link
+ * conditions and partitions through `network`, and any node stopped (a crash) and started again.
+ */
+import * as crypto from "node:crypto"
+import { SimulatedNetwork } from "@hotstuff2/transport"
+import { Identity } from "@hotstuff2/wire"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Scope from "effect/Scope"
+import type { NodeConfigInput } from "./NodeConfig.js"
+import { type NetworkError, NodeNetwork, type NodeNetworkShape } from "./NodeNetwork.js"
+
+export interface TestClusterOptions {
+  /** How many validators. */
+  readonly size: number
+  /** Keys, jitter and loss all derive from it: same seed, same run. Default 1. */
+  readonly seed?: number
+  readonly networkId?: string
+  /** Conditions of every link (latency and jitter in milliseconds, loss 0..1, bandwidth bytes/s). */
+  readonly link?: Partial<SimulatedNetwork.LinkConditions>
+  /** Config fields for every node (limits, peers, broadcast...), over the cluster's own. */
+  readonly config?: Partial<Omit<NodeConfigInput, "identity" | "listen" | "validators" | "networkId">>
+}
+
+export interface TestValidator {
+  readonly index: number
+  readonly identity: Identity.Identity
+  /** Its host on the simulated network (for `network.setLink`, `partition`, `isolate`). */
+  readonly host: string
+  readonly address: string
+}
+
+export interface TestCluster {
+  readonly validators: ReadonlyArray<TestValidator>
+  /** The simulated network: link conditions, partitions, counters. */
+  readonly network: SimulatedNetwork.SimulatedNetworkShape
+  /** The running network of validator `index`; dies if it is stopped. */
+  readonly node: (index: number) => NodeNetworkShape
+  /** Stops validator `index` as a crash or a shutdown would (its scope closes). */
+  readonly stop: (index: number) => Effect.Effect<void>
+  /** Starts validator `index` again (same key and address) after `stop`. */
+  readonly start: (index: number) => Effect.Effect<NodeNetworkShape, NetworkError>
+}
+
+const keyOf = (seed: number, index: number): Identity.Identity =>
+  Either.getOrThrow(
+    Identity.fromSeed(crypto.createHash("sha256").update(`hotstuff2-test-cluster/${seed}/${index}`).digest())
+  )
+
+/**
+ * Starts the cluster in the caller's scope: the simulated network first, so it outlives every node,
+ * then every node. Run the test with `it.scoped` and move time with `TestClock.adjust`.
+ */
+export const make = (options: TestClusterOptions): Effect.Effect<TestCluster, NetworkError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const seed = options.seed ?? 1
+    const networkContext = yield* Layer.build(
+      SimulatedNetwork.SimulatedNetwork.layer({ seed, ...(options.link ? { defaults: options.link } : {}) })
+    )
+    const network = Context.get(networkContext, SimulatedNetwork.SimulatedNetwork)
+    const validators: ReadonlyArray<TestValidator> = Array.from({ length: options.size }, (_, index) => {
+      const host = `v${index}`
+      return { index, identity: keyOf(seed, index), host, address: `${host}:9000` }
+    })
+    const validatorSet = validators.map((v) => ({ id: v.identity.peerId, addresses: [v.address] }))
+    const running = new Map<
+      number,
+      { readonly net: NodeNetworkShape; readonly scope: Scope.CloseableScope }
+    >()
+    const outer = yield* Effect.scope
+
+    const start = (index: number) =>
+      Effect.gen(function* () {
+        const v = validators[index]
+        if (v === undefined)
+          return yield* Effect.dieMessage(`no validator ${index} in a cluster of ${options.size}`)
+        if (running.has(index)) return running.get(index)!.net
+        const scope = yield* Scope.fork(outer, ExecutionStrategy.sequential)
+        const layer = NodeNetwork.layerTest({
+          ...options.config,
+          identity: { seed: Buffer.from(Identity.seed(v.identity)).toString("hex") },
+          listen: v.address,
+          networkId: options.networkId ?? "hotstuff2-test-cluster",
+          validators: validatorSet
+        })
+        const context = yield* Layer.buildWithScope(layer, scope).pipe(
+          Effect.provide(networkContext),
+          Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
+        )
+        const net = Context.get(context, NodeNetwork)
+        running.set(index, { net, scope })
+        return net
+      })
+
+    const stop = (index: number) =>
+      Effect.suspend(() => {
+        const entry = running.get(index)
+        if (entry === undefined) return Effect.void
+        running.delete(index)
+        return Scope.close(entry.scope, Exit.void)
+      })
+
+    for (const v of validators) yield* start(v.index)
+
+    return {
+      validators,
+      network,
+      node: (index) => {
+        const entry = running.get(index)
+        if (entry === undefined) throw new Error(`validator ${index} is not running`)
+        return entry.net
+      },
+      stop,
+      start
+    } satisfies TestCluster
+  })
