@@ -140,23 +140,24 @@ export const make = <R>(
     const registry = Context.get(context, PeerRegistry.PeerRegistry)
     const metrics = Metrics.make(Identity.shortPeerId(self), manager, registry)
 
-    const broadcaster = yield* Broadcaster.Broadcaster.pipe(
-      Effect.provide(
-        Broadcaster.Broadcaster.layer({
-          identity,
-          networkId: config.networkId,
-          validators: validators.map((v) => v.id),
-          admitNonValidators: config.admitNonValidators,
-          observer: metrics.observer,
-          tracing: telemetry.tracing,
-          ...(telemetry.tracer === undefined ? {} : { tracer: telemetry.tracer }),
-          ...(config.broadcast === undefined ? {} : { config: config.broadcast })
-        }).pipe(Layer.provide(Layer.succeedContext(context)))
-      ),
+    // Built into this layer's scope: the broadcaster lives (and its loopback queue stays open) until the node closes.
+    const broadcasterContext = yield* Layer.build(
+      Broadcaster.Broadcaster.layer({
+        identity,
+        networkId: config.networkId,
+        validators: validators.map((v) => v.id),
+        admitNonValidators: config.admitNonValidators,
+        observer: metrics.observer,
+        tracing: telemetry.tracing,
+        ...(telemetry.tracer === undefined ? {} : { tracer: telemetry.tracer }),
+        ...(config.broadcast === undefined ? {} : { config: config.broadcast })
+      }).pipe(Layer.provide(Layer.succeedContext(context)))
+    ).pipe(
       Effect.mapError(
         (e) => new NodeConfig.InvalidNodeConfig({ field: `broadcast.${e.field}`, detail: e.detail })
       )
     )
+    const broadcaster = Context.get(broadcasterContext, Broadcaster.Broadcaster)
 
     yield* Effect.forkScoped(
       metrics.sample.pipe(Effect.repeat(Schedule.spaced(config.telemetry.metricsInterval)), Effect.asVoid)
