@@ -2,7 +2,9 @@
  * Benchmark reporting shared by every package: one JSON line per result on stdout, medians over
  * timed rounds, percentiles of latency samples, and the machine the figures came from.
  */
+import { execFileSync } from "node:child_process"
 import * as os from "node:os"
+import { PerformanceObserver } from "node:perf_hooks"
 
 export interface Result {
   readonly bench: string
@@ -61,4 +63,37 @@ export const now = (): bigint => process.hrtime.bigint()
 export const round = (x: number, digits = 3): number => {
   const f = 10 ** digits
   return Math.round(x * f) / f
+}
+
+/** User plus system CPU time of this process, in microseconds. */
+export const cpuMicros = (): number => {
+  const usage = process.cpuUsage()
+  return usage.user + usage.system
+}
+
+let gcTotal = 0
+let gcObserved = false
+
+/** Milliseconds spent in garbage collection since the first call (a PerformanceObserver on 'gc'). */
+export const gcMillis = (): number => {
+  if (!gcObserved) {
+    gcObserved = true
+    new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) gcTotal += entry.duration
+    }).observe({ entryTypes: ["gc"] })
+  }
+  return gcTotal
+}
+
+/**
+ * Pins a process (all its threads) to a CPU, or a list such as "0-1", with taskset; false when that
+ * is not possible here.
+ */
+export const pin = (pid: number, cpu: number | string): boolean => {
+  try {
+    execFileSync("taskset", ["-a", "-p", "-c", String(cpu), String(pid)], { stdio: "ignore" })
+    return true
+  } catch {
+    return false
+  }
 }

@@ -1,0 +1,551 @@
+// NodeNetwork benchmark: the whole stack of a validator (broadcast, peers, TLS transport) against raw
+// node:tls sockets carrying the same message bytes, measured in the same run, on 127.0.0.1.
+//
+// - one-way: validator 0 (this process, CPU 0) sends 1 KiB Proposals with `NodeNetwork.send` to
+//   validator 1 (a forked process, peer.ts, CPU 1), which consumes `messages` a chunk at a time;
+//   timed from the first send to the receipt of the last (both clocks CLOCK_MONOTONIC). Raw: the
+//   same slot bytes, one per frame, written to a raw node:tls server in another forked process with
+//   the transport bench's coalescing (RawSocket.pump). Rounds alternate raw and node.
+// - ping-pong: a Vote sent, a Vote answered; round-trip time at the sender, p50/p99 over blocks that
+//   alternate raw and node.
+// - broadcast N=4 and N=16: leader and followers in this process (broadcast.ts), beside raw TLS
+//   leader -> followers -> Vote back, without and with the signatures.
+//
+// One JSON line per result on stdout, then a summary line with the ratios and the targets
+// (reported, not asserted); progress on stderr.
+//
+// Env: BENCH_ROUNDS (default 7), BENCH_QUICK=1 (a tenth of the work), BENCH_PIN=0 (no taskset),
+// BENCH_CASES=comma-separated subset of "oneway,rtt,broadcast", BENCH_IMPL=raw|node (one side only,
+// to profile it), BENCH_CHILD_NODE_OPTIONS (extra node flags for the forked peers, e.g. --cpu-prof).
+// Profiling: `npx tsc -b`, then `node --cpu-prof dist/bench/node.bench.js`.
+import { type ChildProcess, fork } from "node:child_process"
+import type * as net from "node:net"
+import * as os from "node:os"
+import { fileURLToPath } from "node:url"
+import { Bench, RawSocket } from "@hotstuff2/testing"
+import { Frame, type Message } from "@hotstuff2/wire"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import { NodeNetwork } from "../src/index.js"
+import { reservePorts } from "../src/internal/ports.js"
+import { type Side as BroadcastSide, type Harness, nodeHarness, type Round, rawHarness } from "./broadcast.js"
+import {
+  benchConfig,
+  type Command,
+  directSlot,
+  encodeFrame,
+  identity,
+  type Mode,
+  proposal,
+  type Report,
+  tlsMaterial,
+  vote
+} from "./setup.js"
+
+const { cpuMicros, gcMillis, machine, median, now, percentile, pin, report, round } = Bench
+gcMillis() // starts counting
+
+// ---- parameters ----
+
+const quick = process.env.BENCH_QUICK === "1"
+const ROUNDS = Math.max(1, Math.min(15, Number(process.env.BENCH_ROUNDS ?? 7) || 7))
+const WINDOW = RawSocket.defaultWindow
+const ONE_WAY = { payloadBytes: 1024, count: quick ? 10_000 : 100_000 }
+const PING_PONG = { warmup: quick ? 300 : 2_000, blocks: 4, perBlock: quick ? 300 : 3_000 }
+const BROADCAST = { sizes: [4, 16], warmup: quick ? 30 : 200, blocks: 5, perBlock: quick ? 20 : 200 }
+const STEP_TIMEOUT_MS = 60_000
+const DEADLINE_MS = 8 * 60_000
+const selected = new Set((process.env.BENCH_CASES ?? "oneway,rtt,broadcast").split(","))
+
+type Side = "raw" | "node"
+const sides: ReadonlyArray<Side> = (["raw", "node"] as const).filter(
+  (side) => (process.env.BENCH_IMPL ?? side) === side
+)
+
+const log = (text: string): void => {
+  process.stderr.write(`[node.bench] ${text}\n`)
+}
+
+// ---- processes ----
+
+const children = new Set<ChildProcess>()
+const killChildren = (): void => {
+  for (const child of children)
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+  children.clear()
+}
+process.on("exit", killChildren)
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    killChildren()
+    process.exit(130)
+  })
+}
+setTimeout(() => {
+  log(`deadline of ${DEADLINE_MS / 1000} s passed: stopping`)
+  killChildren()
+  process.exit(1)
+}, DEADLINE_MS).unref()
+
+const pinned = process.env.BENCH_PIN !== "0" && os.cpus().length >= 2 && pin(process.pid, 0)
+
+const fromSource = import.meta.url.endsWith(".ts")
+const peerScript = fileURLToPath(new URL(fromSource ? "./peer.ts" : "./peer.js", import.meta.url))
+const childExecArgv = [
+  ...(fromSource ? ["--import", "tsx", "--conditions=@hotstuff2/source"] : []),
+  ...(process.env.BENCH_CHILD_NODE_OPTIONS ?? "").split(" ").filter((a) => a.length > 0)
+]
+
+/** A forked peer process and its IPC reports, one awaited at a time. */
+class Peer {
+  private waiter: { readonly type: Report["type"]; readonly settle: (r: Report | Error) => void } | undefined
+  private exited: Error | undefined
+  address = ""
+
+  constructor(
+    readonly mode: Mode,
+    readonly child: ChildProcess
+  ) {
+    child.on("message", (message: Report) => {
+      if (message.type === "error") return this.settle(new Error(`${mode}: ${message.detail}`))
+      if (this.waiter?.type === message.type) this.settle(message)
+    })
+    child.on("exit", (code, signal) => {
+      children.delete(child)
+      this.exited = new Error(`${mode} peer exited (code ${code}, signal ${signal})`)
+      this.settle(this.exited)
+    })
+  }
+
+  static async start(mode: Mode, args: ReadonlyArray<string>): Promise<Peer> {
+    const child = fork(peerScript, [mode, ...args], {
+      execArgv: childExecArgv,
+      stdio: ["ignore", 2, 2, "ipc"]
+    })
+    children.add(child)
+    const peer = new Peer(mode, child)
+    const listening = await peer.next("listening")
+    if (pinned && child.pid !== undefined) pin(child.pid, 1)
+    if (listening.type === "listening") peer.address = listening.address
+    return peer
+  }
+
+  private settle(result: Report | Error): void {
+    const waiter = this.waiter
+    this.waiter = undefined
+    waiter?.settle(result)
+  }
+
+  next(type: Report["type"], timeoutMs = STEP_TIMEOUT_MS): Promise<Report> {
+    if (this.exited !== undefined) return Promise.reject(this.exited)
+    if (this.waiter !== undefined) return Promise.reject(new Error(`${this.mode}: already waiting`))
+    return new Promise<Report>((resolve, reject) => {
+      const timer = setTimeout(
+        () => this.settle(new Error(`${this.mode}: no '${type}' in ${timeoutMs} ms`)),
+        timeoutMs
+      )
+      this.waiter = {
+        type,
+        settle: (r) => {
+          clearTimeout(timer)
+          if (r instanceof Error) reject(r)
+          else resolve(r)
+        }
+      }
+    })
+  }
+
+  async command(command: Command): Promise<Report> {
+    const ready = this.next("ready")
+    this.child.send(command)
+    return await ready
+  }
+
+  /** Lets the peer exit by itself (so a profiler in it can write); kills it after 5 s. */
+  async stop(): Promise<void> {
+    const child = this.child
+    if (child.exitCode !== null || child.signalCode !== null) return
+    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
+    if (child.connected) child.disconnect()
+    const timer = setTimeout(() => child.kill("SIGKILL"), 5_000)
+    await exited
+    clearTimeout(timer)
+  }
+}
+
+// ---- our side: validator 0 in this process ----
+
+interface Local {
+  readonly network: NodeNetwork.NodeNetworkShape
+  /** Takes the next chunk of `messages` (for ping-pong). */
+  readonly pull: Effect.Effect<ReadonlyArray<NodeNetwork.Inbound>>
+  readonly close: () => Promise<void>
+}
+
+const startLocal = async (addresses: ReadonlyArray<string>, remote: NodeNetwork.PeerId): Promise<Local> => {
+  const scope = Effect.runSync(Scope.make())
+  const built = await Effect.runPromise(
+    Effect.gen(function* () {
+      const context = yield* Layer.buildWithScope(
+        NodeNetwork.NodeNetwork.layer(benchConfig(0, addresses)),
+        scope
+      )
+      const network = Context.get(context, NodeNetwork.NodeNetwork)
+      const pull = yield* Scope.extend(Stream.toPull(network.messages), scope)
+      yield* Effect.gen(function* () {
+        for (;;) {
+          const peers = yield* network.peers
+          if (peers.some((p) => p.id === remote && p.state === "connected")) return
+          yield* Effect.sleep(Duration.millis(20))
+        }
+      }).pipe(
+        Effect.timeoutFail({
+          duration: Duration.millis(STEP_TIMEOUT_MS),
+          onTimeout: () => new Error("no connection")
+        })
+      )
+      return { network, pull: Effect.map(Effect.orDie(pull), (chunk) => [...chunk]) }
+    })
+  )
+  return { ...built, close: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
+}
+
+const yieldTurn = Effect.async<void>((resume) => {
+  setImmediate(() => resume(Effect.void))
+})
+
+/**
+ * Sends `count` messages with `NodeNetwork.send`, as an application would (one Effect per message),
+ * up to WINDOW per event-loop turn; on `Backpressure` waits a turn and retries that message.
+ * Returns how many retries it took.
+ */
+const pumpNode = (
+  network: NodeNetwork.NodeNetworkShape,
+  peer: NodeNetwork.PeerId,
+  message: Message.Message,
+  count: number
+) =>
+  Effect.gen(function* () {
+    let retries = 0
+    for (let sent = 0; sent < count; ) {
+      const end = Math.min(sent + WINDOW, count)
+      while (sent < end) {
+        const result = yield* Effect.either(network.send(peer, message))
+        if (Either.isRight(result)) sent++
+        else if (result.left._tag === "Backpressure") {
+          retries++
+          yield* yieldTurn
+        } else return yield* Effect.fail(result.left)
+      }
+      yield* yieldTurn
+    }
+    return retries
+  }).pipe(
+    Effect.timeoutFail({
+      duration: Duration.millis(STEP_TIMEOUT_MS),
+      onTimeout: () => new Error("node send timed out")
+    })
+  )
+
+/** Round-trip times (ns): a Vote sent with `send`, the answer taken from `messages`. */
+const pingPongNode = (local: Local, peer: NodeNetwork.PeerId, message: Message.Message, n: number) =>
+  Effect.gen(function* () {
+    const samples = new Float64Array(n)
+    for (let i = 0; i < n; i++) {
+      const sentAt = now()
+      yield* local.network.send(peer, message)
+      let got = 0
+      while (got === 0) got += (yield* local.pull).length
+      samples[i] = Number(now() - sentAt)
+    }
+    return samples
+  }).pipe(
+    Effect.timeoutFail({
+      duration: Duration.millis(STEP_TIMEOUT_MS),
+      onTimeout: () => new Error("node ping-pong timed out")
+    })
+  )
+
+// ---- cases ----
+
+const info = { ...machine(), pinned, window: WINDOW }
+const ratios: Record<string, number> = {}
+
+/** One timed round: the peer expects `count`; from the first send to its receipt of the last. */
+const timedRound = async <A>(peer: Peer, count: number, pump: () => Promise<A>) => {
+  const ready = await peer.command({ type: "sink", count })
+  const done = peer.next("done")
+  const cpuBefore = cpuMicros()
+  const gcBefore = gcMillis()
+  const start = now()
+  const [result, finished] = await Promise.all([pump(), done])
+  const senderWall = Number(now() - start)
+  if (finished.type !== "done" || ready.type !== "ready") throw new Error("expected ready and done reports")
+  const elapsed = Number(BigInt(finished.at) - start)
+  return {
+    result,
+    rate: count / (elapsed / 1e9),
+    messagesPerReceive: count / finished.batches,
+    senderCpu: ((cpuMicros() - cpuBefore) * 1e3) / senderWall,
+    receiverCpu: ((finished.cpuMicros - ready.cpuMicros) * 1e3) / elapsed,
+    senderGc: ((gcMillis() - gcBefore) * 1e6) / senderWall,
+    receiverGc: ((finished.gcMillis - ready.gcMillis) * 1e6) / elapsed
+  }
+}
+
+interface Setup {
+  readonly raw: { readonly peer: Peer; readonly socket: net.Socket }
+  readonly node: { readonly peer: Peer; readonly local: Local; readonly remote: NodeNetwork.PeerId }
+}
+
+const implName = (side: Side) => (side === "raw" ? "raw node:tls" : "NodeNetwork (tls)")
+
+const runOneWay = async (setup: Setup) => {
+  const message = proposal(1n, identity(0).peerId, ONE_WAY.payloadBytes)
+  const slot = directSlot(message)
+  const frameBytes = encodeFrame(slot).length
+  const roundOf = (side: Side) =>
+    side === "raw"
+      ? timedRound(setup.raw.peer, ONE_WAY.count, () =>
+          RawSocket.pump(setup.raw.socket, () => encodeFrame(slot), ONE_WAY.count, {
+            window: WINDOW,
+            timeoutMs: STEP_TIMEOUT_MS
+          })
+        )
+      : timedRound(setup.node.peer, ONE_WAY.count, () =>
+          Effect.runPromise(pumpNode(setup.node.local.network, setup.node.remote, message, ONE_WAY.count))
+        )
+  log("one-way 1KiB Proposal: warm-up")
+  for (const side of sides) await roundOf(side)
+  const rounds: Record<Side, Array<Awaited<ReturnType<typeof roundOf>>>> = { raw: [], node: [] }
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const side of sides) rounds[side].push(await roundOf(side))
+    log(`one-way round ${r + 1}: ${sides.map((s) => `${s} ${Math.round(rounds[s][r]!.rate)}`).join(", ")}`)
+  }
+  const rawRates = rounds.raw.map((x) => x.rate)
+  for (const side of sides) {
+    const results = rounds[side]
+    const rates = results.map((x) => x.rate)
+    const rate = median(rates)
+    const ratio = side === "node" && rawRates.length > 0 ? round(rate / median(rawRates)) : undefined
+    if (ratio !== undefined) ratios["one-way 1KiB"] = ratio
+    report({
+      bench: "node",
+      case: "one-way 1KiB Proposal",
+      impl: implName(side),
+      messages: ONE_WAY.count,
+      frameBytes,
+      opsPerSec: Math.round(rate),
+      rounds: rates.map(Math.round),
+      mbitPerSec: round((rate * frameBytes * 8) / 1e6, 0),
+      ...(ratio !== undefined
+        ? { ratioToRaw: ratio, roundRatios: rates.map((x, i) => round(x / rawRates[i]!)) }
+        : {}),
+      ...(side === "node" ? { backpressureRetries: results.map((x) => x.result) } : {}),
+      messagesPerReceive: round(median(results.map((x) => x.messagesPerReceive)), 1),
+      senderCpu: round(median(results.map((x) => x.senderCpu)), 2),
+      receiverCpu: round(median(results.map((x) => x.receiverCpu)), 2),
+      senderGc: round(median(results.map((x) => x.senderGc)), 2),
+      receiverGc: round(median(results.map((x) => x.receiverGc)), 2),
+      ...info
+    })
+  }
+}
+
+const latency = (samples: ReadonlyArray<Float64Array>) => {
+  const all = new Float64Array(samples.reduce((n, s) => n + s.length, 0))
+  let at = 0
+  for (const s of samples) {
+    all.set(s, at)
+    at += s.length
+  }
+  const mean = all.reduce((a, b) => a + b, 0) / all.length
+  const blockP50s = samples.map((s) => round(percentile(Float64Array.from(s).sort(), 50) / 1e3, 1))
+  all.sort()
+  return {
+    samples: all.length,
+    blockP50Us: blockP50s,
+    p50Us: round(percentile(all, 50) / 1e3, 1),
+    p90Us: round(percentile(all, 90) / 1e3, 1),
+    p99Us: round(percentile(all, 99) / 1e3, 1),
+    meanUs: round(mean / 1e3, 1),
+    maxUs: round(all[all.length - 1]! / 1e3, 1)
+  }
+}
+
+const runPingPong = async (setup: Setup) => {
+  const ping = vote(1n, identity(0).peerId)
+  const pingSlot = directSlot(ping)
+  const block = (side: Side, n: number) =>
+    side === "raw"
+      ? RawSocket.pingPong(
+          setup.raw.socket,
+          () => encodeFrame(pingSlot),
+          new Frame.FrameDecoder(),
+          n,
+          STEP_TIMEOUT_MS
+        )
+      : Effect.runPromise(pingPongNode(setup.node.local, setup.node.remote, ping, n))
+  for (const side of sides) await setup[side].peer.command({ type: "echo" })
+  log("ping-pong Vote/Vote: warm-up")
+  for (const side of sides) await block(side, PING_PONG.warmup)
+  const blocks: Record<Side, Array<Float64Array>> = { raw: [], node: [] }
+  for (let b = 0; b < PING_PONG.blocks; b++)
+    for (const side of sides) blocks[side].push(await block(side, PING_PONG.perBlock))
+  const raw = blocks.raw.length > 0 ? latency(blocks.raw) : undefined
+  for (const side of sides) {
+    const result = latency(blocks[side])
+    let ratio = {}
+    if (side === "node" && raw !== undefined) {
+      ratios["rtt p50"] = round(result.p50Us / raw.p50Us)
+      ratios["rtt p99"] = round(result.p99Us / raw.p99Us)
+      ratio = { ratioToRaw: ratios["rtt p50"], p99RatioToRaw: ratios["rtt p99"] }
+    }
+    report({
+      bench: "node",
+      case: "ping-pong Vote",
+      impl: implName(side),
+      frameBytes: encodeFrame(pingSlot).length,
+      warmup: PING_PONG.warmup,
+      ...result,
+      ...ratio,
+      ...info
+    })
+  }
+}
+
+const broadcastSides: ReadonlyArray<BroadcastSide> = ["raw", "raw+sig", "node"]
+
+const runBroadcast = async (n: number) => {
+  log(`broadcast N=${n}: starting ${n} validators and the raw sockets`)
+  const harnesses = new Map<BroadcastSide, Harness>()
+  try {
+    harnesses.set("raw", await rawHarness(n, false, STEP_TIMEOUT_MS))
+    harnesses.set("raw+sig", await rawHarness(n, true, STEP_TIMEOUT_MS))
+    const startedAt = now()
+    harnesses.set("node", await nodeHarness(n, STEP_TIMEOUT_MS))
+    log(`broadcast N=${n}: validators connected in ${round(Number(now() - startedAt) / 1e6, 0)} ms`)
+    const rounds = async (side: BroadcastSide, count: number) => {
+      const harness = harnesses.get(side)!
+      const out: Array<Round> = []
+      for (let i = 0; i < count; i++) out.push(await harness.round())
+      return out
+    }
+    for (const side of broadcastSides) await rounds(side, BROADCAST.warmup)
+    const results: Record<BroadcastSide, Array<Array<Round>>> = { raw: [], "raw+sig": [], node: [] }
+    for (let b = 0; b < BROADCAST.blocks; b++) {
+      for (const side of broadcastSides) results[side].push(await rounds(side, BROADCAST.perBlock))
+    }
+    const summary = (side: BroadcastSide) => {
+      const blocks = results[side]
+      const all = blocks.flat()
+      const us = (xs: ReadonlyArray<number>) => Float64Array.from(xs).sort()
+      const acked = us(all.map((r) => r.acked))
+      const delivered = us(all.map((r) => r.delivered))
+      return {
+        rounds: all.length,
+        deliveredP50Us: round(percentile(delivered, 50) / 1e3, 1),
+        deliveredP99Us: round(percentile(delivered, 99) / 1e3, 1),
+        ackedP50Us: round(percentile(acked, 50) / 1e3, 1),
+        ackedP99Us: round(percentile(acked, 99) / 1e3, 1),
+        blockAckedP50Us: blocks.map((block) => round(percentile(us(block.map((r) => r.acked)), 50) / 1e3, 1))
+      }
+    }
+    const raw = summary("raw")
+    const signed = summary("raw+sig")
+    for (const side of broadcastSides) {
+      const result = summary(side)
+      const ratio =
+        side === "node"
+          ? {
+              ratioToRaw: round(result.ackedP50Us / raw.ackedP50Us),
+              ratioToRawWithSignatures: round(result.ackedP50Us / signed.ackedP50Us),
+              deliveredRatioToRaw: round(result.deliveredP50Us / raw.deliveredP50Us)
+            }
+          : {}
+      if (side === "node") {
+        ratios[`broadcast N=${n} acked p50`] = ratio.ratioToRaw!
+        ratios[`broadcast N=${n} acked p50 vs raw+sig`] = ratio.ratioToRawWithSignatures!
+      }
+      report({
+        bench: "node",
+        case: `broadcast N=${n} 1KiB Proposal`,
+        impl:
+          side === "node"
+            ? "NodeNetwork (tls)"
+            : side === "raw"
+              ? "raw node:tls"
+              : "raw node:tls + seal/open",
+        validators: n,
+        oneProcess: true,
+        ...result,
+        ...ratio,
+        ...info
+      })
+    }
+  } finally {
+    for (const harness of harnesses.values()) await harness.close()
+  }
+}
+
+const main = async () => {
+  const started = now()
+  if (selected.has("oneway") || selected.has("rtt")) {
+    const addresses = (await Effect.runPromise(reservePorts(2))).map((port) => `127.0.0.1:${port}`)
+    log("starting the peers")
+    const [rawPeer, nodePeer] = await Promise.all([Peer.start("raw", []), Peer.start("node", addresses)])
+    let socket: net.Socket | undefined
+    let local: Local | undefined
+    try {
+      const remote = identity(1).peerId
+      socket = await RawSocket.connect("tls", rawPeer.address, tlsMaterial(identity(0)), STEP_TIMEOUT_MS)
+      local = await startLocal(addresses, remote)
+      const setup: Setup = { raw: { peer: rawPeer, socket }, node: { peer: nodePeer, local, remote } }
+      if (selected.has("oneway")) await runOneWay(setup)
+      if (selected.has("rtt")) await runPingPong(setup)
+    } finally {
+      socket?.destroy()
+      await local?.close()
+      await Promise.all([rawPeer.stop(), nodePeer.stop()])
+    }
+  }
+  if (selected.has("broadcast")) {
+    // One process for the whole validator set: let it use both CPUs.
+    if (pinned) pin(process.pid, `0-${os.cpus().length - 1}`)
+    for (const n of BROADCAST.sizes) await runBroadcast(n)
+  }
+  const target = (name: string, key: string, met: (r: number) => boolean) => ({
+    target: name,
+    ratio: ratios[key] ?? null,
+    met: ratios[key] === undefined ? null : met(ratios[key]!)
+  })
+  report({
+    bench: "node",
+    case: "summary",
+    ratiosToRaw: ratios,
+    targets: [
+      target("one-way 1KiB >= 0.5x raw", "one-way 1KiB", (r) => r >= 0.5),
+      target("RTT p50 <= 1.2x raw", "rtt p50", (r) => r <= 1.2)
+    ],
+    seconds: round(Number(now() - started) / 1e9, 1),
+    ...info
+  })
+}
+
+main().then(
+  () => {
+    killChildren()
+    process.exit(0)
+  },
+  (error: unknown) => {
+    log(`failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`)
+    killChildren()
+    process.exit(1)
+  }
+)

@@ -1,0 +1,132 @@
+// The other validator of the node benchmark, forked by node.bench.ts: `peer.js raw` runs a raw
+// node:tls server (the baseline), `peer.js node <address0> <address1>` runs validator 1 of a
+// two-validator NodeNetwork. It reports its address over IPC, then, as the parent commands, counts
+// messages and reports when the expected number has arrived (`sink`), or answers every message with
+// one Vote (`echo`). Exits when the parent goes away.
+import type * as net from "node:net"
+import * as tls from "node:tls"
+import { Bench } from "@hotstuff2/testing"
+import { Frame } from "@hotstuff2/wire"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Stream from "effect/Stream"
+import { NodeNetwork } from "../src/index.js"
+import {
+  benchConfig,
+  type Command,
+  directSlot,
+  encodeFrame,
+  identity,
+  isMode,
+  type Report,
+  tlsMaterial,
+  vote
+} from "./setup.js"
+
+const { cpuMicros, gcMillis, now } = Bench
+gcMillis() // starts counting
+
+const send = (report: Report): void => {
+  process.send?.(report)
+}
+
+const fail = (detail: string): never => {
+  send({ type: "error", detail })
+  process.exit(1)
+}
+
+/** What the parent last asked for; the data paths read it on every delivery. */
+const state = { echo: false, target: 0, received: 0, batches: 0 }
+
+/** Counts `n` messages delivered together; reports `done` once the target is reached. */
+const count = (n: number): void => {
+  if (state.target === 0) return
+  state.received += n
+  state.batches++
+  if (state.received >= state.target) {
+    send({
+      type: "done",
+      at: now().toString(),
+      received: state.received,
+      batches: state.batches,
+      cpuMicros: cpuMicros(),
+      gcMillis: gcMillis()
+    })
+    state.target = 0
+  }
+}
+
+process.on("message", (command: Command) => {
+  state.echo = command.type === "echo"
+  state.received = 0
+  state.batches = 0
+  state.target = command.type === "sink" ? command.count : 0
+  send({ type: "ready", cpuMicros: cpuMicros(), gcMillis: gcMillis() })
+})
+process.on("disconnect", () => process.exit(0))
+
+const me = identity(1)
+/** The answer to a ping: a Vote of this validator. */
+const reply = vote(1n, me.peerId)
+
+/** The baseline: frames decoded in the 'data' handler; counted, or answered with one Vote frame each. */
+const raw = (): void => {
+  const replySlot = directSlot(reply)
+  const onSocket = (socket: net.Socket) => {
+    socket.setNoDelay(true)
+    socket.on("error", (error) => fail(`raw socket: ${error.message}`))
+    socket.on("close", () => process.exit(0))
+    const decoder = new Frame.FrameDecoder()
+    let messages = 0
+    const onFrame = (frame: Frame.Frame) => {
+      if (state.echo) socket.write(encodeFrame(replySlot))
+      else messages += frame.messages.length
+    }
+    socket.on("data", (chunk: Buffer) => {
+      messages = 0
+      const error = decoder.push(chunk, onFrame)
+      if (error !== undefined) fail(`raw decode: ${error._tag}`)
+      if (messages > 0) count(messages)
+    })
+  }
+  const server = tls.createServer(
+    { ...tlsMaterial(me), requestCert: true, rejectUnauthorized: false },
+    onSocket
+  )
+  server.on("error", (error) => fail(`raw server: ${error.message}`))
+  server.listen({ host: "127.0.0.1", port: 0 }, () => {
+    const address = server.address() as net.AddressInfo
+    send({ type: "listening", address: `${address.address}:${address.port}` })
+  })
+}
+
+/** Validator 1: consumes `messages` a chunk at a time; answers with `send`. */
+const node = (addresses: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const context = yield* Layer.build(NodeNetwork.NodeNetwork.layer(benchConfig(1, addresses)))
+    const network = Context.get(context, NodeNetwork.NodeNetwork)
+    send({ type: "listening", address: network.address })
+    yield* Stream.runForEachChunk(network.messages, (chunk) => {
+      if (!state.echo) {
+        count(chunk.length)
+        return Effect.void
+      }
+      return Effect.forEach(chunk, (delivery) => Effect.ignore(network.send(delivery.from, reply)), {
+        discard: true
+      })
+    })
+  }).pipe(Effect.scoped)
+
+const mode = process.argv[2]
+if (!isMode(mode) || process.send === undefined) {
+  process.stderr.write("peer.ts: forked by node.bench.ts with a mode argument\n")
+  process.exit(2)
+}
+if (mode === "raw") raw()
+else {
+  Effect.runPromise(node(process.argv.slice(3))).then(
+    () => process.exit(0),
+    (error: unknown) => fail(`node: ${String(error)}`)
+  )
+}
