@@ -117,12 +117,17 @@ export const make = (options: BroadcasterOptions) =>
       })
     }
 
-    const spanAttributes = (message: Message.Message, channel: number, size: number) => {
-      const attributes: Record<string, unknown> = { "message.type": message._tag, channel, size }
+    const typeAttributes = (message: Message.Message, channel: number) => {
+      const attributes: Record<string, unknown> = { "message.type": message._tag, channel }
       const view = viewOf(message)
       if (view !== undefined) attributes.view = view
       return attributes
     }
+
+    const spanAttributes = (message: Message.Message, channel: number, size: number) => ({
+      ...typeAttributes(message, channel),
+      size
+    })
 
     // ---- outbound ----
 
@@ -155,6 +160,13 @@ export const make = (options: BroadcasterOptions) =>
             failed.push({ peer, error: result.left })
           }
         }
+        if (tracing) {
+          yield* Effect.annotateCurrentSpan({
+            size: slot.length,
+            queued: queued.length,
+            failed: failed.length
+          })
+        }
         return {
           sequence: envelope.sequence,
           id: Envelope.id(envelope),
@@ -172,7 +184,8 @@ export const make = (options: BroadcasterOptions) =>
       tracing
         ? Effect.withSpan(effect, name, {
             kind: "producer",
-            attributes: { ...spanAttributes(message, channelOf(message._tag) ?? -1, 0), ...attributes }
+            // The size is known once the message is encoded: the span is annotated with it then.
+            attributes: { ...typeAttributes(message, channelOf(message._tag) ?? -1), ...attributes }
           })
         : effect
 
@@ -211,6 +224,7 @@ export const make = (options: BroadcasterOptions) =>
         const { bytes, channel } = yield* encode(message)
         if (peer === self) return yield* sendLoopback(message, channel, bytes.length + 1)
         const slot = Payload.direct(bytes, tracing ? yield* currentTrace : undefined)
+        if (tracing) yield* Effect.annotateCurrentSpan("size", slot.length)
         yield* manager.send(peer, channel, [slot], sendOptions)
         observer.sent?.(peer, channel, message._tag, slot.length)
       })
