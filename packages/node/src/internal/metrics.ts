@@ -66,6 +66,7 @@ export const make = (
   const rejectedBy = new Map<string, Counter>()
   const duplicate = Metric.taggedWithLabels(duplicates, [nodeLabel])
   const none: ReadonlyArray<MetricLabel.MetricLabel> = []
+  const channelsSeen = new Set<number>()
 
   const observer: Broadcaster.Observer = {
     sent: (_peer, channel, type, size) => {
@@ -108,11 +109,15 @@ export const make = (
         drops.set(Number(channel), (drops.get(Number(channel)) ?? 0) + n)
       }
     }
-    for (const [channel, n] of frames)
-      queuedFrames.unsafeUpdate(n, [nodeLabel, label("channel", String(channel))])
-    for (const [channel, n] of bytes)
-      queuedBytes.unsafeUpdate(n, [nodeLabel, label("channel", String(channel))])
-    for (const [channel, n] of drops) dropped.unsafeUpdate(n, [nodeLabel, label("channel", String(channel))])
+    // A channel seen once is reported from then on: at 0 when no open connection has anything on
+    // it, rather than at the last value seen before its connections closed.
+    for (const channel of [...frames.keys(), ...drops.keys()]) channelsSeen.add(channel)
+    for (const channel of channelsSeen) {
+      const labels = [nodeLabel, label("channel", String(channel))]
+      queuedFrames.unsafeUpdate(frames.get(channel) ?? 0, labels)
+      queuedBytes.unsafeUpdate(bytes.get(channel) ?? 0, labels)
+      dropped.unsafeUpdate(drops.get(channel) ?? 0, labels)
+    }
     let bans = 0
     for (const state of yield* registry.all) {
       if (Option.isSome(state.ban)) bans++

@@ -31,59 +31,87 @@ export interface Telemetry {
 
 const withoutSlash = (url: string) => url.replace(/\/+$/, "")
 
+/**
+ * How long one OTLP export may take, retries included, and how long closing the node waits for the
+ * last spans and metrics: a collector that is down must not hold a closing node (or a process that
+ * wants to exit) for the exporters' default 10 s of retries.
+ */
+export const EXPORT_TIMEOUT = Duration.seconds(2)
+
+/** Starts the Prometheus endpoint; fails with `StartFailed` when its address cannot be bound. */
+const servePrometheus = (address: string) =>
+  Effect.async<PrometheusExporter, StartFailed>((resume) => {
+    const { host, port } = Transport.parseAddress(address)!
+    const created: PrometheusExporter = new PrometheusExporter(
+      { host, port, endpoint: "/metrics" },
+      (error) =>
+        resume(
+          error
+            ? Effect.fail(
+                new StartFailed({
+                  what: "prometheus",
+                  detail: `cannot serve metrics on ${address}: ${error.message}`
+                })
+              )
+            : Effect.succeed(created)
+        )
+    )
+    // Interrupted while binding: close the server, whichever way the bind goes.
+    return Effect.promise(() => created.shutdown().catch(() => undefined))
+  })
+
 export const make = (config: TelemetryConfig, serviceName: string) =>
   Effect.gen(function* () {
     const fromEnv = yield* Config.option(Config.string("OTEL_EXPORTER_OTLP_ENDPOINT")).pipe(
       Effect.orElseSucceed(() => Option.none<string>())
     )
     const endpoint = config.otlpEndpoint ?? Option.getOrUndefined(fromEnv)
+    const tracing = config.tracing ?? endpoint !== undefined
     const resourceConfig = { serviceName, attributes: { "service.namespace": "hotstuff2" } }
     const resource = resourceFromAttributes(OtelResource.configToAttributes(resourceConfig))
+    const timeoutMillis = Duration.toMillis(EXPORT_TIMEOUT)
+
+    // One finalizer for everything made below, registered before any of it: whatever was started is
+    // flushed and stopped together (the Prometheus server always; exports within EXPORT_TIMEOUT).
+    let provider: BasicTracerProvider | undefined
+    const readers: Array<MetricReader> = []
+    yield* Effect.addFinalizer(() =>
+      Effect.promise(() =>
+        Promise.all([
+          provider?.shutdown().catch(() => undefined),
+          ...readers.map((reader) => reader.shutdown({ timeoutMillis }).catch(() => undefined))
+        ])
+      ).pipe(Effect.timeoutOption(EXPORT_TIMEOUT), Effect.asVoid)
+    )
 
     let tracer: Tracer.Tracer | undefined
-    if (endpoint !== undefined) {
-      const provider = new BasicTracerProvider({
+    if (endpoint !== undefined && tracing) {
+      provider = new BasicTracerProvider({
         resource,
         spanProcessors: [
-          new BatchSpanProcessor(new OTLPTraceExporter({ url: `${withoutSlash(endpoint)}/v1/traces` }), {
-            scheduledDelayMillis: 500
-          })
+          new BatchSpanProcessor(
+            new OTLPTraceExporter({ url: `${withoutSlash(endpoint)}/v1/traces`, timeoutMillis }),
+            { scheduledDelayMillis: 500, exportTimeoutMillis: timeoutMillis }
+          )
         ]
       })
-      yield* Effect.addFinalizer(() => Effect.promise(() => provider.shutdown().catch(() => undefined)))
       tracer = yield* OtelTracer.make.pipe(
         Effect.provideService(OtelTracer.OtelTracer, provider.getTracer("@hotstuff2/node"))
       )
     }
 
-    const readers: Array<MetricReader> = []
     let prometheus: string | undefined
     if (config.prometheus !== undefined) {
-      const { host, port } = Transport.parseAddress(config.prometheus)!
-      const exporter = yield* Effect.async<PrometheusExporter, StartFailed>((resume) => {
-        const created: PrometheusExporter = new PrometheusExporter(
-          { host, port, endpoint: "/metrics" },
-          (error) =>
-            resume(
-              error
-                ? Effect.fail(
-                    new StartFailed({
-                      what: "prometheus",
-                      detail: `cannot serve metrics on ${config.prometheus}: ${error.message}`
-                    })
-                  )
-                : Effect.succeed(created)
-            )
-        )
-      })
+      readers.push(yield* servePrometheus(config.prometheus))
       prometheus = config.prometheus
-      readers.push(exporter)
     }
     if (endpoint !== undefined) {
+      const exportIntervalMillis = Math.max(100, Duration.toMillis(config.metricsInterval))
       readers.push(
         new PeriodicExportingMetricReader({
-          exporter: new OTLPMetricExporter({ url: `${withoutSlash(endpoint)}/v1/metrics` }),
-          exportIntervalMillis: Math.max(100, Duration.toMillis(config.metricsInterval))
+          exporter: new OTLPMetricExporter({ url: `${withoutSlash(endpoint)}/v1/metrics`, timeoutMillis }),
+          exportIntervalMillis,
+          exportTimeoutMillis: Math.min(exportIntervalMillis, timeoutMillis)
         })
       )
     }
@@ -91,12 +119,12 @@ export const make = (config: TelemetryConfig, serviceName: string) =>
       const producer = yield* OtelMetrics.makeProducer.pipe(
         Effect.provideService(OtelResource.Resource, resource)
       )
-      yield* OtelMetrics.registerProducer(producer, () => readers as [MetricReader, ...Array<MetricReader>])
+      for (const reader of readers) reader.setMetricProducer(producer)
     }
 
     return {
       serviceName,
-      tracing: config.tracing ?? endpoint !== undefined,
+      tracing,
       tracer,
       prometheus
     } satisfies Telemetry
