@@ -73,6 +73,7 @@ export const make = (config: TelemetryConfig, serviceName: string) =>
 
     // One finalizer for everything made below, registered before any of it: whatever was started is
     // flushed and stopped together (the Prometheus server always; exports within EXPORT_TIMEOUT).
+    // Finalizers run uninterruptibly: without `interruptible` the timeout could not cut the wait.
     let provider: BasicTracerProvider | undefined
     const readers: Array<MetricReader> = []
     yield* Effect.addFinalizer(() =>
@@ -81,7 +82,7 @@ export const make = (config: TelemetryConfig, serviceName: string) =>
           provider?.shutdown().catch(() => undefined),
           ...readers.map((reader) => reader.shutdown({ timeoutMillis }).catch(() => undefined))
         ])
-      ).pipe(Effect.timeoutOption(EXPORT_TIMEOUT), Effect.asVoid)
+      ).pipe(Effect.interruptible, Effect.timeoutOption(EXPORT_TIMEOUT), Effect.asVoid)
     )
 
     let tracer: Tracer.Tracer | undefined
