@@ -1,0 +1,196 @@
+// The `hotstuff2-net` command line: keygen, run, devnet, devnet-config.
+import { type CliApp, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import { devnet } from "./devnet.js"
+import { devnetConfig } from "./devnetConfig.js"
+import { keygen } from "./keys.js"
+import { run } from "./run.js"
+
+export const VERSION = "0.1.0"
+
+const UNITS: Record<string, (n: number) => Duration.Duration> = {
+  ms: Duration.millis,
+  millis: Duration.millis,
+  s: Duration.seconds,
+  sec: Duration.seconds,
+  seconds: Duration.seconds,
+  m: Duration.minutes,
+  min: Duration.minutes,
+  minutes: Duration.minutes,
+  h: Duration.hours,
+  hours: Duration.hours
+}
+
+/** `30s`, `500ms`, `2m`, `1.5 h`, `10 seconds`. */
+export const parseDuration = (text: string): Option.Option<Duration.Duration> => {
+  const match = /^(\d+(?:\.\d+)?)\s*([a-z]+)$/.exec(text.trim().toLowerCase())
+  const unit = match ? UNITS[match[2]!] : undefined
+  return match && unit ? Option.some(unit(Number(match[1]))) : Option.none()
+}
+
+const duration = (name: string, fallback: string) =>
+  Options.text(name).pipe(
+    Options.withPseudoName("DURATION"),
+    Options.withDefault(fallback),
+    Options.mapEffect((text) =>
+      Option.match(parseDuration(text), {
+        onNone: () =>
+          Effect.fail(
+            ValidationError.invalidValue(
+              HelpDoc.p(`--${name}: expected a duration such as 30s, 500ms or 2m, got "${text}"`)
+            )
+          ),
+        onSome: Effect.succeed
+      })
+    )
+  )
+
+const MAX_PAYLOAD = 4 * 1024 * 1024
+
+const payload = Options.integer("payload").pipe(
+  Options.withPseudoName("BYTES"),
+  Options.withDescription(`Block payload size in bytes (0 to ${MAX_PAYLOAD}).`),
+  Options.withDefault(1024),
+  Options.mapEffect((n) =>
+    n >= 0 && n <= MAX_PAYLOAD
+      ? Effect.succeed(n)
+      : Effect.fail(
+          ValidationError.invalidValue(HelpDoc.p(`--payload: expected 0 to ${MAX_PAYLOAD} bytes, got ${n}`))
+        )
+  )
+)
+
+const viewTimeout = duration("view-timeout", "1s").pipe(
+  Options.withDescription("Abandon a view that makes no progress for this long; the next leader proposes.")
+)
+const minViewTime = duration("min-view-time", "0ms").pipe(
+  Options.withDescription(
+    "A leader proposes no sooner than this after entering its view (paces the traffic)."
+  )
+)
+
+const transport = Options.choice("transport", ["tls", "tcp"]).pipe(
+  Options.withDescription("TLS 1.3 with pinned keys, or plain TCP (authenticated, unencrypted)."),
+  Options.withDefault("tls" as const)
+)
+
+const keygenCommand = Command.make(
+  "keygen",
+  {
+    out: Options.file("out").pipe(
+      Options.withDescription("Where to write the key (0600; never overwritten).")
+    )
+  },
+  ({ out }) => keygen(out)
+).pipe(Command.withDescription("Generate an Ed25519 validator key, save it, print its PeerId."))
+
+const runCommand = Command.make(
+  "run",
+  {
+    config: Options.file("config").pipe(
+      Options.withDescription(
+        "The node's JSON config; HOTSTUFF2_* environment variables override its fields."
+      )
+    ),
+    statusInterval: duration("status-interval", "10s").pipe(
+      Options.withDescription("How often to log a status line.")
+    ),
+    drive: Options.boolean("drive").pipe(
+      Options.withDescription(
+        "Also run consensus-shaped traffic (proposals, votes, certificates) with the other validators."
+      )
+    ),
+    payload,
+    viewTimeout,
+    minViewTime
+  },
+  (o) =>
+    run({
+      config: o.config,
+      statusInterval: o.statusInterval,
+      drive: o.drive
+        ? Option.some({ payloadBytes: o.payload, viewTimeout: o.viewTimeout, minViewTime: o.minViewTime })
+        : Option.none()
+    })
+).pipe(Command.withDescription("Run one validator's network from a config until SIGINT or SIGTERM."))
+
+const devnetCommand = Command.make(
+  "devnet",
+  {
+    validators: Options.integer("validators").pipe(
+      Options.withDescription("How many validator processes."),
+      Options.withDefault(4)
+    ),
+    transport,
+    duration: duration("duration", "30s").pipe(
+      Options.withDescription("How long to run once every validator is up (Ctrl-C ends it sooner).")
+    ),
+    payload,
+    basePort: Options.integer("base-port").pipe(
+      Options.withDescription("Validator i listens on 127.0.0.1:(base-port + i); default: free ports."),
+      Options.optional
+    ),
+    viewTimeout,
+    minViewTime
+  },
+  (o) =>
+    devnet({
+      validators: o.validators,
+      transport: o.transport,
+      duration: o.duration,
+      payloadBytes: o.payload,
+      basePort: o.basePort,
+      viewTimeout: o.viewTimeout,
+      minViewTime: o.minViewTime
+    })
+).pipe(
+  Command.withDescription(
+    "Run N validators on 127.0.0.1 as child processes with consensus-shaped traffic; a live table, then a summary."
+  )
+)
+
+const devnetConfigCommand = Command.make(
+  "devnet-config",
+  {
+    validators: Options.integer("validators").pipe(Options.withDefault(4)),
+    out: Options.directory("out").pipe(
+      Options.withDescription("Where to write validator-<i>.key and .json.")
+    ),
+    host: Options.text("host").pipe(
+      Options.withDescription("Host name of validator i; {i} is replaced by i."),
+      Options.withDefault("validator-{i}")
+    ),
+    port: Options.integer("port").pipe(Options.withDefault(9000)),
+    transport,
+    networkId: Options.text("network-id").pipe(Options.withDefault("hotstuff2-compose")),
+    prometheusPort: Options.integer("prometheus-port").pipe(
+      Options.withDescription("Serve Prometheus metrics on this port of every node."),
+      Options.optional
+    )
+  },
+  (o) =>
+    devnetConfig({
+      validators: o.validators,
+      out: o.out,
+      host: o.host,
+      port: o.port,
+      transport: o.transport,
+      networkId: o.networkId,
+      prometheusPort: Option.getOrUndefined(o.prometheusPort)
+    })
+).pipe(
+  Command.withDescription(
+    "Write keys and configs for N validators on separate hosts (docker compose); keeps an existing set."
+  )
+)
+
+const hotstuff2Net = Command.make("hotstuff2-net").pipe(
+  Command.withDescription("Run and try out the HotStuff-2 network layer."),
+  Command.withSubcommands([keygenCommand, runCommand, devnetCommand, devnetConfigCommand])
+)
+
+/** Runs the command line in `args` (as `process.argv`). */
+export const cli: (args: ReadonlyArray<string>) => Effect.Effect<void, unknown, CliApp.CliApp.Environment> =
+  Command.run(hotstuff2Net, { name: "hotstuff2-net", version: VERSION })

@@ -1,0 +1,35 @@
+// What the devnet parent and its validator processes say to each other over the IPC channel
+// (JSON serialization: numbers, not bigints).
+import type { NodeConfigInput } from "../NodeConfig.js"
+import type { DriverStats } from "./driver.js"
+
+/** Everything a validator process needs to start. */
+export interface ValidatorSetup {
+  readonly index: number
+  readonly config: NodeConfigInput
+  readonly payloadBytes: number
+  readonly viewTimeoutMillis: number
+  readonly minViewTimeMillis: number
+  readonly statsIntervalMillis: number
+}
+
+/** One validator's counters at a moment of its Clock, with its view of its peers. */
+export interface Snapshot extends DriverStats {
+  /** Clock millis when taken. */
+  readonly at: number
+  /** Peers connected now. */
+  readonly peersConnected: number
+  /** Mean smoothed heartbeat RTT over connected peers, milliseconds; null before the first Pong. */
+  readonly meanRtt: number | null
+}
+
+export type ToValidator =
+  | { readonly type: "start"; readonly setup: ValidatorSetup }
+  /** Close the network cleanly and exit. */
+  | { readonly type: "stop" }
+
+export type FromValidator =
+  | { readonly type: "ready"; readonly peerId: string; readonly address: string }
+  | { readonly type: "stats"; readonly snapshot: Snapshot }
+  /** Could not start, or stopped on an error; the process exits non-zero after it. */
+  | { readonly type: "failed"; readonly message: string }
