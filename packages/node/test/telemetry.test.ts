@@ -171,6 +171,27 @@ it.scopedLive("OTEL_EXPORTER_OTLP_ENDPOINT turns span export on when the config 
   })
 )
 
+it.scopedLive("with tracing off and an endpoint, metrics are exported and no span is", () =>
+  Effect.gen(function* () {
+    const receiver = yield* Otlp.make
+    const ports = yield* reservePorts(2)
+    const addresses = ports.map((p) => `127.0.0.1:${p}`)
+    const node = yield* start(0, addresses, {
+      otlpEndpoint: receiver.endpoint,
+      serviceName: "untraced",
+      tracing: false,
+      metricsInterval: 100
+    })
+    yield* node.net.broadcast(proposal(2n, node.net.self))
+    yield* waitUntil(
+      "OTLP metrics from the untraced node",
+      Effect.map(receiver.metrics, (metrics) => metrics.some((m) => m.service === "untraced"))
+    )
+    yield* node.stop
+    assert.deepStrictEqual(yield* receiver.spans, [])
+  })
+)
+
 it.scopedLive(
   "with tracing on and no endpoint, a node joins the application's tracer: its spans are children of the caller's",
   () =>
