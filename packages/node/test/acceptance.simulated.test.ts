@@ -3,22 +3,12 @@ import { it } from "@effect/vitest"
 import { SimulatedNetwork } from "@hotstuff2/transport"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as TestClock from "effect/TestClock"
 import { NodeNetwork } from "../src/index.js"
 import { configFor, OUTSIDER_SEED, startNode } from "./fixtures/cluster.js"
 import { run } from "./fixtures/scenario.js"
+import { waitSimulated } from "./fixtures/wait.js"
 
 const addresses = [0, 1, 2, 3].map((n) => `v${n}:9000`)
-
-/** Advances the TestClock 10 ms at a time, for at most 60 simulated seconds. */
-const waitUntil = (what: string, condition: Effect.Effect<boolean>) =>
-  Effect.gen(function* () {
-    for (let step = 0; step < 6000; step++) {
-      if (yield* condition) return
-      yield* TestClock.adjust("10 millis")
-    }
-    return yield* Effect.fail(new Error(`no ${what} within 60 simulated seconds`))
-  })
 
 it.scoped("four validators under TestClock: the same scenario through NodeNetwork.layerTest", () =>
   Effect.gen(function* () {
@@ -39,7 +29,7 @@ it.scoped("four validators under TestClock: the same scenario through NodeNetwor
           })
         )
       ),
-      waitUntil
+      waitUntil: waitSimulated
     })
   })
 )

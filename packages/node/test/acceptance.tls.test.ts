@@ -1,21 +1,11 @@
 // The acceptance scenario over real TLS on 127.0.0.1, through the public API only.
 import { it } from "@effect/vitest"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import { NodeNetwork } from "../src/index.js"
 import { reservePorts } from "../src/internal/ports.js"
 import { configFor, OUTSIDER_SEED, startNode } from "./fixtures/cluster.js"
 import { run } from "./fixtures/scenario.js"
-
-/** Polls every 20 ms for up to 20 s (real time: these are real sockets). */
-const waitUntil = (what: string, condition: Effect.Effect<boolean>) =>
-  Effect.gen(function* () {
-    const deadline = Date.now() + 20_000
-    while (!(yield* condition)) {
-      if (Date.now() > deadline) return yield* Effect.fail(new Error(`timed out waiting for ${what}`))
-      yield* Effect.sleep(Duration.millis(20))
-    }
-  })
+import { waitLive } from "./fixtures/wait.js"
 
 it.scopedLive(
   "four validators over TLS: mesh, broadcast once with origin, send to one, outsider refused, stop and return",
@@ -33,7 +23,7 @@ it.scopedLive(
             listen: `127.0.0.1:${ports[4]}`
           })
         ),
-        waitUntil
+        waitUntil: waitLive
       })
     }),
   60_000

@@ -22,16 +22,7 @@ import {
   vote
 } from "./fixtures/cluster.js"
 import * as Otlp from "./fixtures/otlp.js"
-
-/** Polls every 50 ms for up to 30 s (real time: these are real sockets and exporters). */
-const waitUntil = <E>(what: string, condition: Effect.Effect<boolean, E>) =>
-  Effect.gen(function* () {
-    const deadline = Date.now() + 30_000
-    while (!(yield* condition)) {
-      if (Date.now() > deadline) return yield* Effect.fail(new Error(`timed out waiting for ${what}`))
-      yield* Effect.sleep(Duration.millis(50))
-    }
-  })
+import { waitLive } from "./fixtures/wait.js"
 
 const short = (n: number) => Identity.shortPeerId(peerId(n))
 
@@ -41,7 +32,7 @@ const start = (n: number, addresses: ReadonlyArray<string>, telemetry: NodeConfi
 type NodeConfigTelemetry = NonNullable<NodeConfig.NodeConfigInput["telemetry"]>
 
 const meshed = (nodes: ReadonlyArray<RunningNode>) =>
-  waitUntil(
+  waitLive(
     "a full mesh",
     Effect.map(Effect.forEach(nodes, connectedPeers), (all) =>
       all.every((peers) => peers.length === nodes.length - 1)
@@ -50,7 +41,7 @@ const meshed = (nodes: ReadonlyArray<RunningNode>) =>
 
 /** Waits until `node` has received a message of `tag`, keeping everything it drained. */
 const received = (node: RunningNode, tag: string, into: Array<NodeNetwork.Inbound>) =>
-  waitUntil(
+  waitLive(
     `${tag} at node ${node.n}`,
     Effect.map(drain(node), (got) => {
       into.push(...got)
@@ -79,7 +70,7 @@ it.scopedLive(
       yield* a.net.send(b.net.self, vote(8n, a.net.self))
       yield* received(b, "Vote", inbox)
       yield* a.net.multicast([b.net.self], vote(9n, a.net.self))
-      yield* waitUntil(
+      yield* waitLive(
         "the multicast vote at node 1",
         Effect.map(drain(b), (got) => {
           inbox.push(...got)
@@ -183,7 +174,7 @@ it.scopedLive("with tracing off and an endpoint, metrics are exported and no spa
       metricsInterval: 100
     })
     yield* node.net.broadcast(proposal(2n, node.net.self))
-    yield* waitUntil(
+    yield* waitLive(
       "OTLP metrics from the untraced node",
       Effect.map(receiver.metrics, (metrics) => metrics.some((m) => m.service === "untraced"))
     )
@@ -308,7 +299,7 @@ it.scopedLive(
       const consensus = String(Broadcaster.channelOf("Proposal"))
       const sentProposals = { ...node0, channel: consensus, type: "Proposal" }
       const receivedVotes = { ...node0, channel: consensus, type: "Vote" }
-      yield* waitUntil(
+      yield* waitLive(
         "hotstuff2_connections of node 0 at 3",
         Effect.map(scrape(metricsPort), (text) => valueOf(parse(text), "hotstuff2_connections", node0) === 3)
       )
@@ -322,7 +313,7 @@ it.scopedLive(
       yield* received(n0, "Vote", [])
 
       let after: Array<Sample> = []
-      yield* waitUntil(
+      yield* waitLive(
         "the counters to move",
         Effect.map(scrape(metricsPort), (text) => {
           after = parse(text)
@@ -345,7 +336,7 @@ it.scopedLive(
       }
 
       // Node 1 pushes the process's metrics over OTLP under its own service name.
-      yield* waitUntil(
+      yield* waitLive(
         "OTLP metrics from node-1",
         Effect.map(receiver.metrics, (metrics) =>
           metrics.some(
@@ -396,7 +387,7 @@ it.scopedLive("closing a node whose collector does not answer does not wait out 
       metricsInterval: 200
     })
     yield* node.net.broadcast(proposal(1n, node.net.self))
-    yield* waitUntil(
+    yield* waitLive(
       "a metrics export to hang",
       Effect.sync(() => collector.sockets.size > 0)
     )

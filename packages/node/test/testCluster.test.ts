@@ -8,16 +8,7 @@ import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import { TestCluster } from "../src/index.js"
 import { proposal } from "./fixtures/cluster.js"
-
-/** Advances the TestClock in 10 ms steps until `condition` holds (at most 60 simulated seconds). */
-const advanceUntil = (condition: Effect.Effect<boolean>) =>
-  Effect.gen(function* () {
-    for (let step = 0; step < 6000; step++) {
-      if (yield* condition) return
-      yield* TestClock.adjust("10 millis")
-    }
-    assert.fail("condition not reached within 60 simulated seconds")
-  })
+import { waitSimulated } from "./fixtures/wait.js"
 
 const connected = (cluster: TestCluster.TestCluster, index: number) =>
   Effect.map(cluster.node(index).peers, (ps) => ps.filter((p) => p.state === "connected").length)
@@ -27,7 +18,8 @@ it.scoped(
   () =>
     Effect.gen(function* () {
       const cluster = yield* TestCluster.make({ size: 7, seed: 42, link: { latency: 40, jitter: 5 } })
-      yield* advanceUntil(
+      yield* waitSimulated(
+        "the condition",
         Effect.map(
           Effect.forEach(cluster.validators, (v) => connected(cluster, v.index)),
           (ns) => ns.every((n) => n === 6)
@@ -40,7 +32,8 @@ it.scoped(
       const leader = cluster.node(0)
       const start = yield* TestClock.currentTimeMillis
       yield* leader.broadcast(proposal(1n, leader.self))
-      yield* advanceUntil(
+      yield* waitSimulated(
+        "the condition",
         Effect.map(Effect.forEach(receivers.slice(0, 5), Fiber.poll), (ps) =>
           ps.every((p) => p._tag === "Some")
         )
@@ -60,11 +53,20 @@ it.scoped(
 it.scoped("a stopped validator is redialled when it starts again", () =>
   Effect.gen(function* () {
     const cluster = yield* TestCluster.make({ size: 4, seed: 9 })
-    yield* advanceUntil(Effect.map(connected(cluster, 0), (n) => n === 3))
+    yield* waitSimulated(
+      "the condition",
+      Effect.map(connected(cluster, 0), (n) => n === 3)
+    )
     yield* cluster.stop(3)
-    yield* advanceUntil(Effect.map(connected(cluster, 0), (n) => n === 2))
+    yield* waitSimulated(
+      "the condition",
+      Effect.map(connected(cluster, 0), (n) => n === 2)
+    )
     yield* cluster.start(3)
-    yield* advanceUntil(Effect.map(connected(cluster, 0), (n) => n === 3))
+    yield* waitSimulated(
+      "the condition",
+      Effect.map(connected(cluster, 0), (n) => n === 3)
+    )
     assert.strictEqual(yield* connected(cluster, 3), 3)
   })
 )
