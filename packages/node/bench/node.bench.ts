@@ -396,8 +396,22 @@ const runPingPong = async (setup: Setup) => {
   log("ping-pong Vote/Vote: warm-up")
   for (const side of sides) await block(side, PING_PONG.warmup)
   const blocks: Record<Side, Array<Float64Array>> = { raw: [], node: [] }
-  for (let b = 0; b < PING_PONG.blocks; b++)
-    for (const side of sides) blocks[side].push(await block(side, PING_PONG.perBlock))
+  // CPU time of both processes per round trip (the peer's from its `ready` reports).
+  const cpu: Record<Side, { local: number; remote: number }> = {
+    raw: { local: 0, remote: 0 },
+    node: { local: 0, remote: 0 }
+  }
+  for (let b = 0; b < PING_PONG.blocks; b++) {
+    for (const side of sides) {
+      const before = await setup[side].peer.command({ type: "echo" })
+      const localBefore = cpuMicros()
+      blocks[side].push(await block(side, PING_PONG.perBlock))
+      cpu[side].local += cpuMicros() - localBefore
+      const after = await setup[side].peer.command({ type: "echo" })
+      if (before.type === "ready" && after.type === "ready")
+        cpu[side].remote += after.cpuMicros - before.cpuMicros
+    }
+  }
   const raw = blocks.raw.length > 0 ? latency(blocks.raw) : undefined
   for (const side of sides) {
     const result = latency(blocks[side])
@@ -414,6 +428,10 @@ const runPingPong = async (setup: Setup) => {
       frameBytes: encodeFrame(pingSlot).length,
       warmup: PING_PONG.warmup,
       ...result,
+      cpuUsPerRoundTrip: {
+        sender: round(cpu[side].local / result.samples, 1),
+        echo: round(cpu[side].remote / result.samples, 1)
+      },
       ...ratio,
       ...info
     })

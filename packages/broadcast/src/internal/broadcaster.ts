@@ -8,8 +8,8 @@ import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
-import * as Queue from "effect/Queue"
 import * as Stream from "effect/Stream"
 import * as Tracer from "effect/Tracer"
 import * as BroadcastConfig from "../BroadcastConfig.js"
@@ -24,6 +24,7 @@ import {
   type SendOptions
 } from "../Broadcaster.js"
 import { Dedup } from "./dedup.js"
+import { Mailbox } from "./mailbox.js"
 import * as Payload from "./payload.js"
 
 type PeerId = Identity.PeerId
@@ -90,9 +91,9 @@ export const make = (options: BroadcasterOptions) =>
     const others = options.validators.filter((v) => v !== self)
     const admitNonValidators = options.admitNonValidators ?? false
     const dedup = new Dedup(config.dedupWindow, config.maxOrigins)
-    const loopback = yield* Effect.acquireRelease(
-      Queue.bounded<Delivery>(config.loopbackBuffer),
-      Queue.shutdown
+    const mailbox = yield* Effect.acquireRelease(
+      Effect.sync(() => new Mailbox<Delivery>(config.loopbackBuffer)),
+      (m) => Effect.sync(() => m.close())
     )
 
     // Sequence numbers start at the clock (millis << 16), so a restarted origin continues above
@@ -206,7 +207,7 @@ export const make = (options: BroadcasterOptions) =>
           trace: undefined,
           size
         }
-        if (loopback.unsafeOffer(delivery)) return Effect.void
+        if (mailbox.offerLocal(delivery)) return Effect.void
         return Effect.fail(
           new TransportError.Backpressure({
             peer: self,
@@ -449,9 +450,20 @@ export const make = (options: BroadcasterOptions) =>
       )
     }
 
-    const inbound: BroadcasterShape["inbound"] = Stream.merge(
-      manager.inbound.pipe(Stream.mapChunksEffect(handleChunk)),
-      Stream.fromQueue(loopback)
+    // The manager's stream runs in a fiber of the consumer's scope and hands its chunks over through
+    // the mailbox, where own messages join them (see mailbox.ts for why not `Stream.merge`).
+    const inbound: BroadcasterShape["inbound"] = Stream.unwrapScoped(
+      manager.inbound.pipe(
+        Stream.mapChunksEffect(handleChunk),
+        Stream.runForEachChunk((chunk) => mailbox.offerNetwork(chunk)),
+        Effect.onExit((exit) =>
+          Exit.isFailure(exit) && !Exit.isInterrupted(exit)
+            ? Effect.sync(() => mailbox.fail(exit.cause))
+            : Effect.void
+        ),
+        Effect.forkScoped,
+        Effect.as(Stream.repeatEffectChunk(mailbox.take))
+      )
     )
 
     return {
