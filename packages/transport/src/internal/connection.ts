@@ -48,12 +48,50 @@ class ChannelQueue {
     const frame = this.frames[this.head]!
     this.frames[this.head++] = undefined as unknown as Uint8Array
     this.bytes -= frame.length
-    if (this.head > 1024 && this.head * 2 > this.frames.length) {
+    if (this.head === this.frames.length) {
+      // Empty: an idle connection keeps no backing store.
+      this.frames.length = 0
+      this.head = 0
+    } else if (this.head > 1024 && this.head * 2 > this.frames.length) {
       this.frames = this.frames.slice(this.head)
       this.head = 0
     }
     return frame
   }
+}
+
+/** A config's channels by id, and their rank in config order: made once per config, shared by its connections. */
+interface ChannelTable {
+  readonly byId: ReadonlyArray<ChannelConfig | undefined>
+  readonly rank: ReadonlyArray<number>
+}
+
+const tables = new WeakMap<TransportConfig, ChannelTable>()
+
+const channelTable = (config: TransportConfig): ChannelTable => {
+  let table = tables.get(config)
+  if (table === undefined) {
+    const byId: Array<ChannelConfig | undefined> = []
+    const rank: Array<number> = []
+    config.channels.forEach((channel, i) => {
+      byId[channel.id] = channel
+      rank[channel.id] = i
+    })
+    for (let id = 0; id < byId.length; id++) byId[id] ??= undefined
+    table = { byId, rank }
+    tables.set(config, table)
+  }
+  return table
+}
+
+const CONTROL_CONFIG: ChannelConfig = {
+  id: CONTROL_CHANNEL,
+  name: "control",
+  priority: 0,
+  maxQueuedFrames: 64,
+  maxQueuedBytes: 1 << 20,
+  overflow: "reject",
+  compression: "none"
 }
 
 export interface CoreOptions {
@@ -76,18 +114,12 @@ export class ConnectionCore {
   onControl: (message: Uint8Array) => void = () => {}
   private readonly closeListeners: Array<(reason: CloseReason) => void> = []
 
-  // Outbound.
-  private readonly channels: Array<ChannelQueue | undefined> = new Array(256)
+  // Outbound. Queues are made on a channel's first frame: most connections use few channels.
+  private readonly table: ChannelTable
+  private channels: Array<ChannelQueue | undefined> | undefined
+  /** Per priority, the channels' queues in config order (round-robin within a level). */
   private readonly levels: Array<Array<ChannelQueue>> = []
-  private readonly control = new ChannelQueue({
-    id: CONTROL_CHANNEL,
-    name: "control",
-    priority: 0,
-    maxQueuedFrames: 64,
-    maxQueuedBytes: 1 << 20,
-    overflow: "reject",
-    compression: "none"
-  })
+  private readonly control = new ChannelQueue(CONTROL_CONFIG)
   private queuedFrames = 0
   private flushScheduled = false
   private blocked = false
@@ -113,13 +145,7 @@ export class ConnectionCore {
     readonly options: CoreOptions
   ) {
     const { config } = options
-    for (const channel of config.channels) {
-      const queue = new ChannelQueue(channel)
-      this.channels[channel.id] = queue
-      const level = this.levels[channel.priority] ?? []
-      level.push(queue)
-      this.levels[channel.priority] = level
-    }
+    this.table = channelTable(config)
     this.frameOptions = {
       maxFrameBytes: config.maxFrameBytes,
       maxMessagesPerFrame: config.maxMessagesPerFrame,
@@ -154,14 +180,30 @@ export class ConnectionCore {
 
   // ---- outbound ----
 
+  private queueOf(channelId: number): ChannelQueue | undefined {
+    const existing = this.channels?.[channelId]
+    if (existing !== undefined) return existing
+    const config = this.table.byId[channelId]
+    if (config === undefined) return undefined
+    const queue = new ChannelQueue(config)
+    this.channels ??= new Array(this.table.byId.length)
+    this.channels[channelId] = queue
+    const level = this.levels[config.priority] ?? []
+    this.levels[config.priority] = level
+    const rank = this.table.rank[channelId]!
+    let at = level.length
+    while (at > 0 && this.table.rank[level[at - 1]!.config.id]! > rank) at--
+    level.splice(at, 0, queue)
+    return queue
+  }
+
   /** Queues one frame; returns an error instead of queueing when that is what the policy says. */
   send(channelId: number, messages: ReadonlyArray<Uint8Array>): CoreError | undefined {
     if (this.state !== "open") {
       return new ConnectionClosed({ peer: this.remotePeer, reason: this.closeReason?.reason ?? this.state })
     }
-    const queue = this.channels[channelId]
-    if (queue === undefined || channelId === CONTROL_CHANNEL)
-      return new UnknownChannel({ channel: channelId })
+    const queue = channelId === CONTROL_CHANNEL ? undefined : this.queueOf(channelId)
+    if (queue === undefined) return new UnknownChannel({ channel: channelId })
     const encoded = Frame.encode(
       { channel: channelId, messages },
       queue.config.compression === "deflate"
@@ -293,7 +335,7 @@ export class ConnectionCore {
       this.protocolError("application frame before the handshake finished")
       return
     }
-    if (this.channels[frame.channel] === undefined) {
+    if (this.table.byId[frame.channel] === undefined) {
       this.protocolError(`frame on unknown channel ${frame.channel}`)
       return
     }
@@ -440,10 +482,11 @@ export class ConnectionCore {
   stats(): ConnectionStats {
     const dropped: Record<number, number> = {}
     const queued: Record<number, { frames: number; bytes: number }> = {}
-    for (const queue of this.channels) {
-      if (queue === undefined) continue
-      dropped[queue.config.id] = queue.dropped
-      queued[queue.config.id] = { frames: queue.length, bytes: queue.bytes }
+    for (const config of this.table.byId) {
+      if (config === undefined) continue
+      const queue = this.channels?.[config.id]
+      dropped[config.id] = queue?.dropped ?? 0
+      queued[config.id] = { frames: queue?.length ?? 0, bytes: queue?.bytes ?? 0 }
     }
     return {
       framesSent: this.framesSent,

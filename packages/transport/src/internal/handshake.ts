@@ -150,6 +150,15 @@ export interface HandshakeOptions {
   readonly replay: ReplayCache
 }
 
+/** Control messages once open: a goodbye says why the remote closes; anything else is a violation. */
+const afterHandshake =
+  (core: ConnectionCore) =>
+  (message: Uint8Array): void => {
+    const goodbye = decodeGoodbye(message)
+    if (goodbye === undefined) core.protocolError("unexpected control message")
+    else core.remoteClosing(goodbye.reason, goodbye.detail)
+  }
+
 const fail = (reason: HandshakeFailure, detail: string, peer?: PeerId) =>
   Effect.fail(new HandshakeError({ reason, detail, peer }))
 
@@ -278,11 +287,10 @@ export const run = (core: ConnectionCore, options: HandshakeOptions): Effect.Eff
         ))
     const open = () => {
       core.open(hello.peer)
-      core.onControl = (message) => {
-        const goodbye = decodeGoodbye(message)
-        if (goodbye === undefined) return core.protocolError("unexpected control message")
-        core.remoteClosing(goodbye.reason, goodbye.detail)
-      }
+      // Made outside this scope: a closure made here would keep the whole handshake (its fiber
+      // included) alive for as long as the connection.
+      core.onControl = afterHandshake(core)
+      wake = undefined
     }
 
     if (role === "listener") {

@@ -14,7 +14,8 @@ export type Timers = (millis: number, f: () => void) => () => void
 interface Entry {
   readonly at: number
   readonly seq: number
-  readonly f: () => void
+  /** Dropped on cancel: a cancelled entry waits in the heap until its time, holding nothing. */
+  f: (() => void) | undefined
   cancelled: boolean
 }
 
@@ -70,7 +71,7 @@ export const make: Effect.Effect<Timers, never, Scope.Scope> = Effect.gen(functi
     const now = clock.unsafeCurrentTimeMillis()
     while (heap.items.length > 0 && heap.items[0]!.at <= now) {
       const entry = heap.pop()!
-      if (!entry.cancelled) entry.f()
+      if (!entry.cancelled) entry.f?.()
     }
     schedule()
   }
@@ -102,6 +103,7 @@ export const make: Effect.Effect<Timers, never, Scope.Scope> = Effect.gen(functi
     schedule()
     return () => {
       entry.cancelled = true
+      entry.f = undefined
     }
   }
 })
