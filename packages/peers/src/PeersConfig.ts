@@ -71,6 +71,15 @@ export const PeersConfig = Schema.Struct({
   redialCap: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(30) }),
   /** A connection that lasted this long resets the redial schedule. */
   stableAfter: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(10) }),
+  /**
+   * Both sides keep the connection the smaller PeerId dialled, so the larger side gives the peer
+   * this long to dial first, at the start of each disconnected spell, before dialling itself: when
+   * both want a connection at once (a whole network starting), one TLS handshake per pair instead
+   * of two. 0: both dial at once.
+   */
+  dialGrace: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(3) }),
+  /** Dials (TLS handshakes) this node runs at once; the others wait their turn, untimed. */
+  maxConcurrentDials: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 8 }),
   // ---- health ----
   heartbeatInterval: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(1) }),
   /** This many intervals without a Pong: the peer is unhealthy, its connection closed and redialled. */

@@ -125,7 +125,9 @@ describe("PeerManager over TLS, long-running", () => {
         yield* Effect.gen(function* () {
           const [portA, portB] = yield* reservePorts(2)
           const validators = tlsValidators([1, 2], [portA!, portB!])
-          const config = { redialBase: 100, redialCap: 1000 }
+          // B (the larger key) dials A at once instead of giving A's redial a grace: a cycle takes
+          // one handshake, not a backoff.
+          const config = { redialBase: 100, redialCap: 1000, dialGrace: 0 }
           // A stays up throughout; B is started, connects, and is stopped, CYCLES times.
           const a = yield* tlsNode({ n: 1, port: portA!, validators, config })
           const B = identity(2).peerId

@@ -141,7 +141,9 @@ describe("PeerManager over TLS on 127.0.0.1", () => {
                 Effect.sync(() => setInterval(() => (peak = Math.max(peak, openSockets())), 1)),
                 (sampler) => Effect.sync(() => clearInterval(sampler))
               )
-              const nodes = yield* startAll(members, ports, true)
+              // No dial grace: every node dials every other at once, so that the tie-break is what
+              // resolves the duplicates.
+              const nodes = yield* startAll(members, ports, true, { ...lifecycle, dialGrace: 0 })
               yield* awaitStableMesh(nodes, members)
               peaks.push(peak)
             })
@@ -339,12 +341,13 @@ describe("PeerManager over TLS on 127.0.0.1", () => {
         const validators = tlsValidators([1, 2], ports)
         const configA = { ...lifecycle, dataDirectory }
         const a1 = yield* tlsNode({ n: 1, port: ports[0]!, validators, config: configA })
-        // B redials at least every 360 ms, so it knocks on A's door several times below.
+        // B redials at least every 360 ms, so it knocks on A's door several times below (and at once:
+        // B's key is the larger, and the grace it would give A's dial is not what this test is about).
         const b = yield* tlsNode({
           n: 2,
           port: ports[1]!,
           validators,
-          config: { ...lifecycle, redialCap: 300 }
+          config: { ...lifecycle, redialCap: 300, dialGrace: 0 }
         })
         yield* awaitStableMesh([a1, b], [1, 2])
 

@@ -1,14 +1,20 @@
 // PeerManager's machinery. One slot per peer holds its connection (at most one), its heartbeat
-// state and its inbound token buckets (kept across reconnects). Slots are plain objects changed in
-// synchronous steps (no yield between a read and its write), so each change is atomic on the event
-// loop.
+// state, its redial schedule and its inbound token buckets (kept across reconnects). Slots are plain
+// objects changed in synchronous steps (no yield between a read and its write), so each change is
+// atomic on the event loop.
+//
+// Fibers, because a 64-node mesh in one process pays for each: one reader per connection (it also
+// notices the close), and one dialer per peer only while the peer is disconnected. A connection that
+// arrives while the dialer waits (backoff, grace, a dial permit) ends the dialer; one that arrives
+// while it dials lets the dial finish, and the tie-break keeps one of the two.
 import { Transport, TransportConfig, TransportError } from "@hotstuff2/transport"
-import { Codec, Message } from "@hotstuff2/wire"
+import { Codec, type Message } from "@hotstuff2/wire"
 import * as Chunk from "effect/Chunk"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as FiberMap from "effect/FiberMap"
 import * as FiberSet from "effect/FiberSet"
@@ -70,6 +76,12 @@ interface Slot {
   buckets: Map<number, { messages: Bucket; bytes: Bucket }>
   lastRateReport: number
   dropped: number
+  /** Monotonic millis of the last `registry.touch`: at most one per heartbeat interval. */
+  touchedAt: number
+  /** What this peer's dialer fiber does now; "none" while there is none (connected, or not a validator). */
+  dialer: "none" | "waiting" | "dialing"
+  /** The redial schedule, kept across connections (made by the first dialer). */
+  backoff: Schedule.ScheduleDriver<unknown, unknown, never> | undefined
 }
 
 /** Which of two connections between the same peers both sides keep: the one the smaller PeerId dialled. */
@@ -94,12 +106,21 @@ export const make = (options: PeerManagerOptions) =>
     yield* Effect.addFinalizer(() => Effect.sync(() => inbox.close()))
     const perConnection = yield* FiberSet.make<void, never>()
     const dialers = yield* FiberMap.make<PeerId, void, never>()
+    // Runs before the dialers are interrupted (finalizers run in reverse): no dialer restarts then.
+    let closing = false
+    yield* Effect.addFinalizer(() => Effect.sync(() => (closing = true)))
     // Limits given for some channels replace those channels' defaults; the others keep theirs.
     const limits = new Map(PeersConfig.defaultRateLimits.map((l) => [l.channel, l]))
     for (const limit of config.rateLimits) limits.set(limit.channel, limit)
     const heartbeatMillis = Duration.toMillis(config.heartbeatInterval)
     const reportEvery = Duration.toMillis(config.rateLimitReportInterval)
     const stableMillis = Duration.toMillis(config.stableAfter)
+    const graceMillis = Duration.toMillis(config.dialGrace)
+    const dialPermits = yield* Effect.makeSemaphore(config.maxConcurrentDials)
+    const redialSchedule = Schedule.exponential(config.redialBase, config.redialFactor).pipe(
+      Schedule.jittered,
+      Schedule.either(Schedule.spaced(config.redialCap))
+    )
 
     const slotOf = (peer: PeerId): Slot => {
       let slot = slots.get(peer)
@@ -115,7 +136,10 @@ export const make = (options: PeerManagerOptions) =>
           readerBlocked: false,
           buckets: new Map(),
           lastRateReport: Number.NEGATIVE_INFINITY,
-          dropped: 0
+          dropped: 0,
+          touchedAt: Number.NEGATIVE_INFINITY,
+          dialer: "none",
+          backoff: undefined
         }
         slots.set(peer, slot)
       }
@@ -159,10 +183,29 @@ export const make = (options: PeerManagerOptions) =>
     ) =>
       Effect.gen(function* () {
         if (slot.connection === connection) {
+          const connectedAt = slot.connectedAt
           setConnection(slot, undefined)
           yield* registry.setConnection(peer, "disconnected", { reason: `local: ${reason}` })
+          yield* startDialer(peer, slot, connectedAt)
         }
         yield* Effect.forkDaemon(connection.close({ reason, detail }))
+      })
+
+    /** The peer's connection closed: out of its slot, and the dialer starts (after a backoff if it was short). */
+    const onClosed = (
+      peer: PeerId,
+      slot: Slot,
+      connection: Transport.Connection,
+      why: Transport.CloseReason
+    ) =>
+      Effect.gen(function* () {
+        if (slot.connection === connection) {
+          const connectedAt = slot.connectedAt
+          setConnection(slot, undefined)
+          yield* registry.setConnection(peer, "disconnected", { reason: `${why.initiator}: ${why.reason}` })
+          yield* startDialer(peer, slot, connectedAt)
+        }
+        forgetIfIdle(peer, slot)
       })
 
     yield* registry.setValidators([...validators])
@@ -200,44 +243,60 @@ export const make = (options: PeerManagerOptions) =>
       return true
     }
 
+    /**
+     * Answers pings and takes pongs synchronously (a heartbeat costs no fiber step); returns what is
+     * left for the registry, if anything.
+     */
     const onHeartbeat = (
       peer: PeerId,
       slot: Slot,
       connection: Transport.Connection,
       frame: Transport.InboundFrame
-    ) =>
-      Effect.gen(function* () {
-        for (const bytes of frame.messages) {
-          const decoded = Codec.decode(bytes)
-          if (Either.isLeft(decoded)) {
-            yield* registry.report(peer, "InvalidMessage")
-            continue
-          }
-          const message = decoded.right
-          if (message._tag === "Ping") {
-            connection.unsafeSend(HEARTBEAT, [encode(Message.Pong.make({ nonce: message.nonce }))])
-          } else if (message._tag === "Pong") {
-            // A late pong still measures its own ping, and answers every ping sent before it.
-            const sentAt = slot.pings.get(message.nonce)
-            if (sentAt !== undefined) {
-              slot.pings.clear()
-              slot.missed = 0
-              yield* registry.recordRtt(peer, now() - sentAt)
-            }
-          } else {
-            yield* registry.report(peer, "ProtocolViolation")
-          }
+    ): Effect.Effect<unknown> | undefined => {
+      let after: Effect.Effect<unknown> | undefined
+      const then = (effect: Effect.Effect<unknown>) => {
+        after = after === undefined ? effect : Effect.zipRight(after, effect)
+      }
+      for (const bytes of frame.messages) {
+        const decoded = Codec.decode(bytes)
+        if (Either.isLeft(decoded)) {
+          then(registry.report(peer, "InvalidMessage"))
+          continue
         }
-      })
+        const message = decoded.right
+        if (message._tag === "Ping") {
+          connection.unsafeSend(HEARTBEAT, [encode({ _tag: "Pong", nonce: message.nonce })])
+        } else if (message._tag === "Pong") {
+          // A late pong still measures its own ping, and answers every ping sent before it.
+          const sentAt = slot.pings.get(message.nonce)
+          if (sentAt !== undefined) {
+            slot.pings.clear()
+            slot.missed = 0
+            then(registry.recordRtt(peer, now() - sentAt))
+          }
+        } else {
+          then(registry.report(peer, "ProtocolViolation"))
+        }
+      }
+      return after
+    }
 
-    /** Takes frames from one connection while it is the peer's connection. */
+    /**
+     * Takes frames from one connection while it is the peer's connection, and notices its close: it
+     * ends once the connection is closed and drained, or replaced or detached (whoever did that took
+     * care of the slot).
+     */
     const read = (peer: PeerId, slot: Slot, connection: Transport.Connection) =>
       Effect.gen(function* () {
         while (slot.connection === connection) {
           const taken = yield* Effect.either(connection.receive)
-          if (Either.isLeft(taken)) return
+          if (Either.isLeft(taken)) return yield* onClosed(peer, slot, connection, yield* connection.closed)
           const at = now()
-          yield* registry.touch(peer)
+          // Any frame shows the peer alive; the registry hears of it at most once per interval.
+          if (at - slot.touchedAt >= heartbeatMillis) {
+            slot.touchedAt = at
+            yield* registry.touch(peer)
+          }
           for (const frame of taken.right) {
             if (slot.connection !== connection) return // replaced or detached: the rest is dropped
             if (!withinLimits(slot, frame, at)) {
@@ -249,13 +308,22 @@ export const make = (options: PeerManagerOptions) =>
               continue
             }
             if (frame.channel === HEARTBEAT) {
-              yield* onHeartbeat(peer, slot, connection, frame)
+              const after = onHeartbeat(peer, slot, connection, frame)
+              if (after !== undefined) yield* after
               continue
             }
-            // Waiting here is this node's consumer falling behind: it must not count against the peer.
-            slot.readerBlocked = inbox.isFull(peer)
-            yield* inbox.offer({ peer, channel: frame.channel, messages: frame.messages })
-            slot.readerBlocked = false
+            const inboundFrame = { peer, channel: frame.channel, messages: frame.messages }
+            if (inbox.isFull(peer)) {
+              // Waiting here is this node's consumer falling behind: it must not count against the
+              // peer. A close meanwhile is noticed at once (sends fail typed, redial starts).
+              slot.readerBlocked = true
+              const watcher = yield* Effect.fork(
+                Effect.flatMap(connection.closed, (why) => onClosed(peer, slot, connection, why))
+              )
+              yield* inbox.offer(inboundFrame)
+              yield* Fiber.interrupt(watcher)
+              slot.readerBlocked = false
+            } else yield* inbox.offer(inboundFrame)
             slot.missed = 0
           }
         }
@@ -287,87 +355,97 @@ export const make = (options: PeerManagerOptions) =>
           address: connection.remoteAddress,
           direction: connection.direction
         })
-        yield* FiberSet.run(
-          perConnection,
-          // Long-lived fibers are interruptible even when the manager is built in an
-          // uninterruptible region (an acquireRelease acquire): closing its scope must stop them.
-          Effect.interruptible(
-            Effect.gen(function* () {
-              yield* Effect.fork(read(peer, slot, connection))
-              const why = yield* connection.closed
-              if (slot.connection === connection) {
-                setConnection(slot, undefined)
-                yield* registry.setConnection(peer, "disconnected", {
-                  reason: `${why.initiator}: ${why.reason}`
+        // A dialer still waiting has nothing left to do; one in the middle of a dial finishes it.
+        if (slot.dialer === "waiting") yield* FiberMap.remove(dialers, peer)
+        // Long-lived fibers are interruptible even when the manager is built in an uninterruptible
+        // region (an acquireRelease acquire): closing its scope must stop them.
+        yield* FiberSet.run(perConnection, Effect.interruptible(read(peer, slot, connection)))
+      })
+
+    /**
+     * Starts the peer's dialer unless it is connected or has one. `lostAt`: when the connection that
+     * just ended was made (a short one backs off before the redial); undefined at start.
+     */
+    const startDialer = (peer: PeerId, slot: Slot, lostAt: number | undefined): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (!validators.has(peer) || slot.connection !== undefined || slot.dialer !== "none") {
+          return Effect.void
+        }
+        slot.dialer = "waiting"
+        return Effect.asVoid(
+          FiberMap.run(
+            dialers,
+            peer,
+            Effect.interruptible(keepConnected(peer, slot, lostAt)).pipe(
+              // Whatever ended it (a connection, an interruption, a bug), a validator without a
+              // connection keeps a dialer, unless the manager is closing.
+              Effect.ensuring(
+                Effect.suspend(() => {
+                  slot.dialer = "none"
+                  return closing || slot.connection !== undefined
+                    ? Effect.void
+                    : startDialer(peer, slot, now())
                 })
-              }
-              forgetIfIdle(peer, slot)
-            }).pipe(Effect.scoped)
+              )
+            )
           )
         )
       })
 
-    /** Keeps one validator connected: dial when there is no connection, back off on failure or flapping. */
-    const keepConnected = (peer: PeerId) =>
+    /** Dials a validator until it is connected, backing off on failure or flapping; then ends. */
+    const keepConnected = (peer: PeerId, slot: Slot, lostAt: number | undefined) =>
       Effect.gen(function* () {
-        const schedule = Schedule.exponential(config.redialBase, config.redialFactor).pipe(
-          Schedule.jittered,
-          Schedule.either(Schedule.spaced(config.redialCap))
-        )
-        const backoff = yield* Schedule.driver(schedule)
+        if (slot.backoff === undefined) slot.backoff = yield* Schedule.driver(redialSchedule)
+        const backoff = slot.backoff
         const wait = Effect.orElse(backoff.next(undefined), () => Effect.void)
-        const slot = slotOf(peer)
-        for (;;) {
-          if (slot.connection !== undefined) {
-            while (slot.connection !== undefined) {
-              const connectedAt = slot.connectedAt
-              yield* Deferred.await(slot.changed)
-              if (slot.connection !== undefined) continue
-              // The connection ended. A stable one starts the schedule over; a short one backs off
-              // first, so a peer that accepts and drops at once is not redialled in a loop.
-              if (now() - connectedAt >= stableMillis) yield* backoff.reset
-              else yield* wait
-            }
-            continue
-          }
+        if (lostAt !== undefined) {
+          // A stable connection starts the schedule over; a short one backs off first, so a peer
+          // that accepts and drops at once is not redialled in a loop.
+          if (now() - lostAt >= stableMillis) yield* backoff.reset
+          else yield* wait
+        }
+        // The peer's own dial is the one both sides keep: give it the time to arrive first.
+        if (peer < local && graceMillis > 0) yield* Effect.sleep(graceMillis)
+        while (slot.connection === undefined) {
           if (yield* registry.isBanned(peer)) {
             yield* wait
             continue
           }
           const addresses = yield* registry.dialOrder(peer)
-          let connected = false
           for (const address of addresses) {
             if (slot.connection !== undefined) break
             yield* registry.setConnection(peer, "connecting", { address })
             // A defect in one attempt (a bug) is logged and counted as a failed dial: it must not
-            // end this peer's redial loop for good.
-            const dialed = yield* Effect.either(
-              transport.dial(address, peer).pipe(
-                Effect.catchAllDefect((defect) =>
-                  Effect.zipRight(
-                    Effect.logError("dial failed with a defect", defect),
-                    Effect.fail(
-                      new TransportError.DialError({
-                        address,
-                        expectedPeer: peer,
-                        reason: "closed",
-                        detail: `defect: ${String(defect)}`
-                      })
+            // end this peer's redial loop for good. The handshake timeout starts with the permit.
+            const dialed = yield* dialPermits.withPermits(1)(
+              Effect.suspend(() => {
+                slot.dialer = "dialing"
+                return Effect.either(
+                  transport.dial(address, peer).pipe(
+                    Effect.catchAllDefect((defect) =>
+                      Effect.zipRight(
+                        Effect.logError("dial failed with a defect", defect),
+                        Effect.fail(
+                          new TransportError.DialError({
+                            address,
+                            expectedPeer: peer,
+                            reason: "closed",
+                            detail: `defect: ${String(defect)}`
+                          })
+                        )
+                      )
                     )
                   )
                 )
-              )
+              })
             )
             // An address that answers with another key only loses health: whoever is there proved
             // it is not this peer, so the peer itself is not penalised.
             yield* registry.recordDial(peer, address, Either.isRight(dialed))
-            if (Either.isRight(dialed)) {
-              yield* register(dialed.right)
-              connected = true
-              break
-            }
+            if (Either.isRight(dialed)) yield* register(dialed.right)
+            slot.dialer = "waiting"
           }
-          if (!connected && slot.connection === undefined) {
+          if (slot.connection === undefined) {
             yield* registry.setConnection(peer, "disconnected", { reason: "dial failed" })
             yield* wait
           }
@@ -413,7 +491,7 @@ export const make = (options: PeerManagerOptions) =>
         slot.pingNonce++
         slot.pings.set(slot.pingNonce, at)
         if (slot.pings.size > config.missedHeartbeats) slot.pings.delete(slot.pings.keys().next().value!)
-        connection.unsafeSend(HEARTBEAT, [encode(Message.Ping.make({ nonce: slot.pingNonce }))])
+        connection.unsafeSend(HEARTBEAT, [encode({ _tag: "Ping", nonce: slot.pingNonce })])
       }
     }).pipe(
       Effect.repeat(Schedule.spaced(Duration.millis(heartbeatMillis))),
@@ -421,8 +499,7 @@ export const make = (options: PeerManagerOptions) =>
       Effect.forkScoped
     )
 
-    for (const peer of validators)
-      yield* FiberMap.run(dialers, peer, Effect.interruptible(keepConnected(peer)))
+    for (const peer of validators) yield* startDialer(peer, slotOf(peer), undefined)
 
     return {
       localPeer: local,

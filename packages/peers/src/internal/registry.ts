@@ -559,6 +559,29 @@ export const make = (
       yield* Effect.forkScoped(Effect.forever(Effect.zipRight(Queue.take(pending), flush)))
     }
 
+    /**
+     * For frequent updates that never publish, arm a timer or change what is persisted (`touch`,
+     * `recordRtt`): one `Ref.modify`, without the lock, which only orders publications. A peer that is
+     * unknown or has an expired ban to settle (which publishes) takes the locked path.
+     */
+    const quietly = (
+      peer: PeerId,
+      f: (record: PeerRecord, now: number) => PeerRecord,
+      otherwise: Effect.Effect<void>
+    ): Effect.Effect<void> =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.flatMap(
+          Ref.modify(ref, (state) => {
+            const existing = HashMap.get(state.peers, peer)
+            if (Option.isNone(existing)) return [false, state]
+            const record = existing.value
+            if (record.ban !== undefined && record.ban.until <= now) return [false, state]
+            return [true, { ...state, peers: HashMap.set(state.peers, peer, f(record, now)) }]
+          }),
+          (done) => (done ? Effect.void : otherwise)
+        )
+      )
+
     const onPeer = <A>(
       peer: PeerId,
       create: boolean,
@@ -686,17 +709,25 @@ export const make = (
           return [undefined, { ...record, connection }]
         }),
 
-      recordRtt: (peer, millis) =>
-        Number.isFinite(millis) && millis >= 0
-          ? onPeer(peer, true, undefined, (record) => {
-              const rtt =
-                record.rtt === undefined ? millis : record.rtt + settings.rttSmoothing * (millis - record.rtt)
-              return [undefined, { ...record, rtt }]
-            })
-          : Effect.void,
+      recordRtt: (peer, millis) => {
+        if (!(Number.isFinite(millis) && millis >= 0)) return Effect.void
+        const smoothed = (record: PeerRecord): PeerRecord => ({
+          ...record,
+          rtt: record.rtt === undefined ? millis : record.rtt + settings.rttSmoothing * (millis - record.rtt)
+        })
+        return quietly(
+          peer,
+          smoothed,
+          onPeer(peer, true, undefined, (record) => [undefined, smoothed(record)])
+        )
+      },
 
       touch: (peer) =>
-        onPeer(peer, true, undefined, (record, fx) => [undefined, { ...record, lastSeen: fx.now }]),
+        quietly(
+          peer,
+          (record, now) => ({ ...record, lastSeen: now }),
+          onPeer(peer, true, undefined, (record, fx) => [undefined, { ...record, lastSeen: fx.now }])
+        ),
 
       report: (peer, event: ReputationEvent) =>
         onPeer(peer, true, 0, (record, fx) => {
