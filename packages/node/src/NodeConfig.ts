@@ -59,7 +59,13 @@ export const TelemetryConfig = Schema.Struct({
   /** A Prometheus text endpoint (`GET /metrics`) on this address; none by default. */
   prometheus: Schema.optional(Address),
   /** How often metrics are sampled (queue depths, RTT, scores) and pushed over OTLP. */
-  metricsInterval: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(5) })
+  metricsInterval: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(5) }),
+  /**
+   * How long one OTLP export may take, retries included, and how long closing the node waits for the
+   * last spans and metrics: a collector that is down must not hold a closing node for the exporters'
+   * default 10 s of retries.
+   */
+  exportTimeout: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(2) })
 })
 export type TelemetryConfig = typeof TelemetryConfig.Type
 

@@ -391,7 +391,7 @@ it.scopedLive("closing a node whose collector does not answer does not wait out 
       "a metrics export to hang",
       Effect.sync(() => collector.sockets.size > 0)
     )
-    // The exporters' own deadline is 10 s per export; a close is bounded by EXPORT_TIMEOUT (2 s).
+    // The exporters' own deadline is 10 s per export; a close is bounded by telemetry.exportTimeout (2 s by default).
     const closed = yield* node.stop.pipe(Effect.timeoutOption(Duration.seconds(8)))
     assert.isTrue(closed._tag === "Some", "closed within 8 s")
   })

@@ -31,13 +31,6 @@ export interface Telemetry {
 
 const withoutSlash = (url: string) => url.replace(/\/+$/, "")
 
-/**
- * How long one OTLP export may take, retries included, and how long closing the node waits for the
- * last spans and metrics: a collector that is down must not hold a closing node (or a process that
- * wants to exit) for the exporters' default 10 s of retries.
- */
-export const EXPORT_TIMEOUT = Duration.seconds(2)
-
 /** Starts the Prometheus endpoint; fails with `StartFailed` when its address cannot be bound. */
 const servePrometheus = (address: string) =>
   Effect.async<PrometheusExporter, StartFailed>((resume) => {
@@ -69,10 +62,10 @@ export const make = (config: TelemetryConfig, serviceName: string) =>
     const tracing = config.tracing ?? endpoint !== undefined
     const resourceConfig = { serviceName, attributes: { "service.namespace": "hotstuff2" } }
     const resource = resourceFromAttributes(OtelResource.configToAttributes(resourceConfig))
-    const timeoutMillis = Duration.toMillis(EXPORT_TIMEOUT)
+    const timeoutMillis = Duration.toMillis(config.exportTimeout)
 
     // One finalizer for everything made below, registered before any of it: whatever was started is
-    // flushed and stopped together (the Prometheus server always; exports within EXPORT_TIMEOUT).
+    // flushed and stopped together (the Prometheus server always; exports within exportTimeout).
     // Finalizers run uninterruptibly: without `interruptible` the timeout could not cut the wait.
     let provider: BasicTracerProvider | undefined
     const readers: Array<MetricReader> = []
@@ -82,7 +75,7 @@ export const make = (config: TelemetryConfig, serviceName: string) =>
           provider?.shutdown().catch(() => undefined),
           ...readers.map((reader) => reader.shutdown({ timeoutMillis }).catch(() => undefined))
         ])
-      ).pipe(Effect.interruptible, Effect.timeoutOption(EXPORT_TIMEOUT), Effect.asVoid)
+      ).pipe(Effect.interruptible, Effect.timeoutOption(config.exportTimeout), Effect.asVoid)
     )
 
     let tracer: Tracer.Tracer | undefined
