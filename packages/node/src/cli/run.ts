@@ -69,12 +69,23 @@ export const run = (options: RunOptions) =>
               startTimeout: Duration.seconds(30)
             })
           : undefined
+        // Without the driver nobody else reads `messages`: count them, so that peers never stall on us.
+        let received = 0
+        if (driver === undefined) {
+          yield* Effect.forkScoped(
+            Stream.runForEach(net.messages, () =>
+              Effect.sync(() => {
+                received++
+              })
+            )
+          )
+        }
         const status = Effect.gen(function* () {
           const s = yield* snapshot(net, driver)
           const rtt = s.meanRtt === null ? "-" : `${s.meanRtt.toFixed(2)} ms`
           const consensus =
             driver === undefined
-              ? ""
+              ? `, ${received} messages received`
               : `, view ${s.view}, proposals ${s.proposalsSent + s.proposalsReceived}, votes ${s.votesSent + s.votesReceived}, timeouts ${s.timeouts}`
           yield* Effect.logInfo(
             `status: ${s.peersConnected}/${config.validators.filter((v) => v.id !== net.self).length} peers connected, mean rtt ${rtt}${consensus}`
