@@ -220,14 +220,31 @@ export const make = (options: BroadcasterOptions) =>
         )
       })
 
-    const sendBare = (peer: PeerId, message: Message.Message, sendOptions: SendOptions | undefined) =>
+    const sendTraced = (peer: PeerId, message: Message.Message, sendOptions: SendOptions | undefined) =>
       Effect.gen(function* () {
         const { bytes, channel } = yield* encode(message)
         if (peer === self) return yield* sendLoopback(message, channel, bytes.length + 1)
-        const slot = Payload.direct(bytes, tracing ? yield* currentTrace : undefined)
-        if (tracing) yield* Effect.annotateCurrentSpan("size", slot.length)
+        const slot = Payload.direct(bytes, yield* currentTrace)
+        yield* Effect.annotateCurrentSpan("size", slot.length)
         yield* manager.send(peer, channel, [slot], sendOptions)
         observer.sent?.(peer, channel, message._tag, slot.length)
+      })
+
+    // Untraced, the hot path: no generator, one Effect step besides the manager's.
+    const sendBare = (
+      peer: PeerId,
+      message: Message.Message,
+      sendOptions: SendOptions | undefined
+    ): Effect.Effect<void, SendError> =>
+      Effect.suspend((): Effect.Effect<void, SendError> => {
+        const encoded = encode(message)
+        if (Either.isLeft(encoded)) return Effect.fail(encoded.left)
+        const { bytes, channel } = encoded.right
+        if (peer === self) return sendLoopback(message, channel, bytes.length + 1)
+        const slot = Payload.direct(bytes, undefined)
+        return Effect.map(manager.send(peer, channel, [slot], sendOptions), () => {
+          observer.sent?.(peer, channel, message._tag, slot.length)
+        })
       })
 
     const send = (
@@ -236,7 +253,7 @@ export const make = (options: BroadcasterOptions) =>
       sendOptions?: SendOptions
     ): Effect.Effect<void, SendError> =>
       tracing
-        ? withSpan("Broadcaster.send", message, { peer }, sendBare(peer, message, sendOptions))
+        ? withSpan("Broadcaster.send", message, { peer }, sendTraced(peer, message, sendOptions))
         : sendBare(peer, message, sendOptions)
 
     // ---- inbound ----
