@@ -1,8 +1,8 @@
 // What the sender (transport.bench.ts) and the receiver process (receiver.ts) agree on: identities,
 // the transport config, TLS material for the raw baselines, and the IPC messages between them.
 
-import { PerformanceObserver } from "node:perf_hooks"
 import type * as tls from "node:tls"
+import { Bench } from "@hotstuff2/testing"
 import { Frame, Identity } from "@hotstuff2/wire"
 import * as Either from "effect/Either"
 import { TransportConfig } from "../src/index.js"
@@ -40,25 +40,8 @@ export type Report =
     }
   | { readonly type: "error"; readonly detail: string }
 
-/** User plus system CPU time of this process, in microseconds. */
-export const cpuMicros = (): number => {
-  const usage = process.cpuUsage()
-  return usage.user + usage.system
-}
-
-let gcTotal = 0
-let gcObserved = false
-
-/** Milliseconds spent in garbage collection since the first call (a PerformanceObserver on 'gc'). */
-export const gcMillis = (): number => {
-  if (!gcObserved) {
-    gcObserved = true
-    new PerformanceObserver((list) => {
-      for (const entry of list.getEntries()) gcTotal += entry.duration
-    }).observe({ entryTypes: ["gc"] })
-  }
-  return gcTotal
-}
+/** CPU and GC time of this process (shared with the other benchmarks). */
+export const { cpuMicros, gcMillis } = Bench
 
 export const identity = (n: number): Identity.Identity =>
   Either.getOrThrow(Identity.fromSeed(new Uint8Array(32).fill(n)))

@@ -19,12 +19,11 @@
 // to profile it), BENCH_CHILD_NODE_OPTIONS (extra node flags for the receivers, e.g. --cpu-prof).
 // Profiling: `npx tsc -b` then `node --cpu-prof dist/bench/transport.bench.js` runs compiled code
 // (tsx's transpiled code maps poorly in profiles).
-import { type ChildProcess, execFileSync, fork } from "node:child_process"
-import * as net from "node:net"
+import { type ChildProcess, fork } from "node:child_process"
+import type * as net from "node:net"
 import * as os from "node:os"
-import * as tls from "node:tls"
 import { fileURLToPath } from "node:url"
-import { Bench } from "@hotstuff2/testing"
+import { Bench, RawSocket } from "@hotstuff2/testing"
 import { Frame } from "@hotstuff2/wire"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -34,7 +33,7 @@ import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
 import { TcpTransport, TlsTransport, Transport, TransportConfig, TransportError } from "../src/index.js"
 
-const { machine, median, now, percentile, report, round } = Bench
+const { machine, median, now, percentile, pin, report, round } = Bench
 
 import {
   type Command,
@@ -99,15 +98,6 @@ setTimeout(() => {
   process.exit(1)
 }, DEADLINE_MS).unref()
 
-/** Pins with taskset (all threads of the process); false when that is not possible here. */
-const pin = (pid: number, cpu: number): boolean => {
-  try {
-    execFileSync("taskset", ["-a", "-p", "-c", String(cpu), String(pid)], { stdio: "ignore" })
-    return true
-  } catch {
-    return false
-  }
-}
 const pinned = process.env.BENCH_PIN !== "0" && os.cpus().length >= 2 && pin(process.pid, 0)
 
 // Under tsx (npm run bench) the receiver runs from source with the same loader and condition; run as
@@ -214,109 +204,18 @@ class Receiver {
   }
 }
 
-// ---- raw baseline ----
+// ---- raw baseline (the shared RawSocket helpers: same framing, same coalescing) ----
 
 const connectRaw = (kind: "tls" | "tcp", address: string): Promise<net.Socket> =>
-  new Promise((resolve, reject) => {
-    const [host, port] = [address.slice(0, address.lastIndexOf(":")), Number(address.split(":").pop())]
-    const socket =
-      kind === "tls"
-        ? tls.connect({
-            host,
-            port,
-            ...tlsMaterial(senderIdentity),
-            ...tlsVersions,
-            rejectUnauthorized: false
-          })
-        : net.connect({ host, port, noDelay: true })
-    socket.setNoDelay(true)
-    const timer = setTimeout(() => {
-      socket.destroy()
-      reject(new Error(`raw ${kind}: no connection within ${STEP_TIMEOUT_MS} ms`))
-    }, STEP_TIMEOUT_MS)
-    socket.once("error", (error) => {
-      clearTimeout(timer)
-      reject(error)
-    })
-    socket.once(kind === "tls" ? "secureConnect" : "connect", () => {
-      clearTimeout(timer)
-      // After connecting, an error fails whichever step is running through 'close'.
-      socket.on("error", () => {})
-      resolve(socket)
-    })
-  })
+  RawSocket.connect(kind, address, { ...tlsMaterial(senderIdentity), ...tlsVersions }, STEP_TIMEOUT_MS)
 
-/** Resolves on 'drain'; fails if the socket closes first or the step times out. */
-const drained = (socket: net.Socket): Promise<void> =>
-  new Promise((resolve, reject) => {
-    const done = (error?: Error) => {
-      clearTimeout(timer)
-      socket.off("drain", onDrain)
-      socket.off("close", onClose)
-      if (error) reject(error)
-      else resolve()
-    }
-    const onDrain = () => done()
-    const onClose = () => done(new Error("raw socket closed while blocked"))
-    const timer = setTimeout(() => done(new Error("raw socket: no drain in time")), STEP_TIMEOUT_MS)
-    socket.on("drain", onDrain)
-    socket.on("close", onClose)
-  })
-
-const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
-
-/**
- * Sends `count` messages, each its own frame: up to WINDOW per turn, all of one turn in one corked
- * write; when the socket says its buffer is full, waits for 'drain' before the next window.
- */
-const pumpRaw = async (socket: net.Socket, message: Uint8Array, count: number): Promise<number> => {
-  let writes = 0
-  for (let sent = 0; sent < count; ) {
-    if (socket.destroyed) throw new Error("raw socket closed")
-    const end = Math.min(sent + WINDOW, count)
-    let more = true
-    socket.cork()
-    for (; sent < end; sent++) more = socket.write(encodeFrame(message))
-    socket.uncork()
-    writes++
-    await (more ? nextTurn() : drained(socket))
-  }
-  return writes
-}
+/** Sends `count` messages, each its own frame, WINDOW per corked write; waits for 'drain' when full. */
+const pumpRaw = (socket: net.Socket, message: Uint8Array, count: number): Promise<number> =>
+  RawSocket.pump(socket, () => encodeFrame(message), count, { window: WINDOW, timeoutMs: STEP_TIMEOUT_MS })
 
 /** Round-trip times (ns) of `n` messages sent one at a time over a raw socket. */
 const pingPongRaw = (socket: net.Socket, message: Uint8Array, n: number): Promise<Float64Array> =>
-  new Promise((resolve, reject) => {
-    const samples = new Float64Array(n)
-    const decoder = new Frame.FrameDecoder()
-    let i = 0
-    let sentAt = 0n
-    const finish = (error?: Error) => {
-      clearTimeout(timer)
-      socket.off("data", onData)
-      socket.off("close", onClose)
-      if (error) reject(error)
-      else resolve(samples)
-    }
-    const ping = () => {
-      sentAt = now()
-      socket.write(encodeFrame(message))
-    }
-    const onFrame = () => {
-      samples[i++] = Number(now() - sentAt)
-      if (i < n) ping()
-      else finish()
-    }
-    const onData = (chunk: Buffer) => {
-      const error = decoder.push(chunk, onFrame)
-      if (error !== undefined) finish(new Error(`raw decode: ${error._tag}`))
-    }
-    const onClose = () => finish(new Error("raw socket closed during ping-pong"))
-    const timer = setTimeout(() => finish(new Error("raw ping-pong timed out")), STEP_TIMEOUT_MS)
-    socket.on("data", onData)
-    socket.on("close", onClose)
-    ping()
-  })
+  RawSocket.pingPong(socket, () => encodeFrame(message), new Frame.FrameDecoder(), n, STEP_TIMEOUT_MS)
 
 // ---- our transport ----
 
