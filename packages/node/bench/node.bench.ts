@@ -15,7 +15,7 @@
 // (reported, not asserted); progress on stderr.
 //
 // Env: BENCH_ROUNDS (default 7), BENCH_QUICK=1 (a tenth of the work), BENCH_PIN=0 (no taskset),
-// BENCH_CASES=comma-separated subset of "oneway,rtt,broadcast", BENCH_IMPL=raw|node (one side only,
+// BENCH_CASES=comma-separated subset of "oneway,rtt,broadcast", BENCH_VALIDATORS (default "4,16"), BENCH_IMPL=raw|node (one side only,
 // to profile it), BENCH_CHILD_NODE_OPTIONS (extra node flags for the forked peers, e.g. --cpu-prof).
 // Profiling: `npx tsc -b`, then `node --cpu-prof dist/bench/node.bench.js`.
 import { type ChildProcess, fork } from "node:child_process"
@@ -58,7 +58,15 @@ const ROUNDS = Math.max(1, Math.min(15, Number(process.env.BENCH_ROUNDS ?? 7) ||
 const WINDOW = RawSocket.defaultWindow
 const ONE_WAY = { payloadBytes: 1024, count: quick ? 10_000 : 100_000 }
 const PING_PONG = { warmup: quick ? 300 : 2_000, blocks: 4, perBlock: quick ? 300 : 3_000 }
-const BROADCAST = { sizes: [4, 16], warmup: quick ? 30 : 200, blocks: 5, perBlock: quick ? 20 : 200 }
+const BROADCAST = {
+  sizes: (process.env.BENCH_VALIDATORS ?? "4,16")
+    .split(",")
+    .map(Number)
+    .filter((n) => n >= 2),
+  warmup: quick ? 30 : 200,
+  blocks: 5,
+  perBlock: quick ? 20 : 200
+}
 const STEP_TIMEOUT_MS = 60_000
 const DEADLINE_MS = 8 * 60_000
 const selected = new Set((process.env.BENCH_CASES ?? "oneway,rtt,broadcast").split(","))
