@@ -223,8 +223,13 @@ describe("PeerManager under TestClock", () => {
         for (const n of [2, 3]) {
           const state = Option.getOrThrow(yield* a!.registry.get(identity(n).peerId))
           assert.strictEqual(state.score, 0, `node ${n} was penalised for node 1's slowness`)
-          assert.strictEqual(state.connection, "connected")
+          assert.isTrue(Option.isNone(state.ban), `node ${n} is not banned`)
         }
+        // Node 3 stays connected. Node 2's connection may be between cycles: while node 1's reader
+        // waits, node 1's socket from node 2 is paused, node 2's pings go unanswered behind it and
+        // node 2 closes the connection as unhealthy (node 1 redials). That is node 2's view of node 1.
+        const honestState = Option.getOrThrow(yield* a!.registry.get(identity(3).peerId))
+        assert.strictEqual(honestState.connection, "connected")
         // Once node 1 reads, node 3's frames are there, not starved behind node 2's.
         // 40 frames are already waiting (node 2's queue is full, node 3 sent 30): round-robin gives
         // about 20 of each. Delivering more takes simulated time, so the clock moves while reading.

@@ -70,6 +70,8 @@ interface Slot {
   pings: Map<bigint, number>
   /** Heartbeat ticks in a row with a ping unanswered. */
   missed: number
+  /** Monotonic millis of the last ping sent (or of the connection, before the first). */
+  lastPingAt: number
   /** This node's reader waits on this node's own consumer: silence from the peer is not its fault. */
   readerBlocked: boolean
   /** Per channel, kept across reconnects so that reconnecting does not refill them. */
@@ -133,6 +135,7 @@ export const make = (options: PeerManagerOptions) =>
           pingNonce: 0n,
           pings: new Map(),
           missed: 0,
+          lastPingAt: Number.NEGATIVE_INFINITY,
           readerBlocked: false,
           buckets: new Map(),
           lastRateReport: Number.NEGATIVE_INFINITY,
@@ -163,6 +166,7 @@ export const make = (options: PeerManagerOptions) =>
       slot.connection = connection
       slot.connectedAt = now()
       slot.missed = 0
+      slot.lastPingAt = slot.connectedAt
       slot.pings = new Map()
       slot.readerBlocked = false
       const changed = slot.changed
@@ -243,6 +247,15 @@ export const make = (options: PeerManagerOptions) =>
       return true
     }
 
+    /** A ping to the peer, as a message (sent by the caller), remembered for its pong. */
+    const nextPing = (slot: Slot, at: number): Uint8Array => {
+      slot.pingNonce++
+      slot.pings.set(slot.pingNonce, at)
+      if (slot.pings.size > config.missedHeartbeats) slot.pings.delete(slot.pings.keys().next().value!)
+      slot.lastPingAt = at
+      return encode({ _tag: "Ping", nonce: slot.pingNonce })
+    }
+
     /**
      * Answers pings and takes pongs synchronously (a heartbeat costs no fiber step); returns what is
      * left for the registry, if anything.
@@ -265,7 +278,14 @@ export const make = (options: PeerManagerOptions) =>
         }
         const message = decoded.right
         if (message._tag === "Ping") {
-          connection.unsafeSend(HEARTBEAT, [encode({ _tag: "Pong", nonce: message.nonce })])
+          const pong = encode({ _tag: "Pong", nonce: message.nonce })
+          // This node's own ping to the peer rides along with the pong when it is half due: one
+          // frame and one write where there would be two, and this node's ticker then skips the peer.
+          const at = now()
+          connection.unsafeSend(
+            HEARTBEAT,
+            at - slot.lastPingAt >= heartbeatMillis / 2 ? [pong, nextPing(slot, at)] : [pong]
+          )
         } else if (message._tag === "Pong") {
           // A late pong still measures its own ping, and answers every ping sent before it.
           const sentAt = slot.pings.get(message.nonce)
@@ -482,16 +502,23 @@ export const make = (options: PeerManagerOptions) =>
       for (const [peer, slot] of slots) {
         const connection = slot.connection
         if (connection === undefined) continue
-        // Silence while this node's own consumer holds the reader back is not the peer's fault.
-        if (slot.pings.size > 0 && !slot.readerBlocked && ++slot.missed >= config.missedHeartbeats) {
+        // A ping counts as missed once it is half an interval old (one sent with a pong may be
+        // younger than a tick). Silence while this node's own consumer holds the reader back is not
+        // the peer's fault.
+        const oldest = slot.pings.values().next().value
+        if (
+          oldest !== undefined &&
+          at - oldest >= heartbeatMillis / 2 &&
+          !slot.readerBlocked &&
+          ++slot.missed >= config.missedHeartbeats
+        ) {
           yield* registry.report(peer, "Timeout")
           yield* detach(peer, slot, connection, "unhealthy", `${slot.missed} heartbeats without a pong`)
           continue
         }
-        slot.pingNonce++
-        slot.pings.set(slot.pingNonce, at)
-        if (slot.pings.size > config.missedHeartbeats) slot.pings.delete(slot.pings.keys().next().value!)
-        connection.unsafeSend(HEARTBEAT, [encode({ _tag: "Ping", nonce: slot.pingNonce })])
+        // A ping went out within the interval (with a pong), or the connection is that new.
+        if (at - slot.lastPingAt < heartbeatMillis) continue
+        connection.unsafeSend(HEARTBEAT, [nextPing(slot, at)])
       }
     }).pipe(
       Effect.repeat(Schedule.spaced(Duration.millis(heartbeatMillis))),
