@@ -206,14 +206,23 @@ export const devnet = (options: DevnetOptions) =>
         } catch {
           // already gone: the exit event follows
         }
-        const exited = yield* Deferred.await(child.exited).pipe(Effect.timeout(STOP_TIMEOUT), Effect.option)
+        // Interruptible: this runs in a finalizer, where a timeout could not otherwise cut the wait.
+        const exited = yield* Deferred.await(child.exited).pipe(
+          Effect.interruptible,
+          Effect.timeout(STOP_TIMEOUT),
+          Effect.option
+        )
         if (Option.isNone(exited)) {
           child.killed = true
           child.process.kill("SIGKILL")
           failures.push(
             `validator ${child.index} did not exit within ${Duration.format(STOP_TIMEOUT)}; killed`
           )
-          yield* Deferred.await(child.exited).pipe(Effect.timeout(Duration.seconds(2)), Effect.option)
+          yield* Deferred.await(child.exited).pipe(
+            Effect.interruptible,
+            Effect.timeout(Duration.seconds(2)),
+            Effect.option
+          )
         }
       })
 

@@ -105,7 +105,9 @@ export const start = (
     const indexOf = new Map(validators.map((id, i) => [id, i]))
     const leader = (view: bigint) => validators[Number(view % BigInt(n))]!
     const viewTimeout = Duration.toMillis(options.viewTimeout)
-    const minViewTime = Duration.toMillis(options.minViewTime)
+    // A set of one certifies its own views without any I/O: wait at least a timer tick per view, so
+    // that the event loop (IPC, timers, the scope's end) still gets its turns.
+    const minViewTime = Math.max(n === 1 ? 1 : 0, Duration.toMillis(options.minViewTime))
     const startTimeout = Duration.toMillis(options.startTimeout)
     const payload = new Uint8Array(crypto.randomBytes(options.payloadBytes))
     const scope = yield* Effect.scope
@@ -161,7 +163,9 @@ export const start = (
         for (const v of votes.keys()) if (v + 1n < view) votes.delete(v)
         for (const v of newViews.keys()) if (v < view) newViews.delete(v)
         for (const v of certified) if (v + 1n < view) certified.delete(v)
-        if (leader(view) === self) yield* propose(view)
+        // Through the event queue, not at once: a leader that certifies its own views (n = 1) must
+        // still let other events (and the scope's end) in between.
+        if (leader(view) === self) yield* Queue.offer(internal, { _tag: "Propose", view })
       })
 
     const sendTo = (peer: Identity.PeerId, message: Message.Message, size: number) =>
