@@ -7,23 +7,13 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
-import * as TestClock from "effect/TestClock"
 import * as Driver from "../src/cli/driver.js"
 import { NodeNetwork } from "../src/index.js"
 import { configFor, identity, peerId } from "./fixtures/cluster.js"
+import { waitSimulated } from "./fixtures/wait.js"
 
 const addresses = [0, 1, 2, 3].map((n) => `v${n}:9000`)
 const validators = [0, 1, 2, 3].map(peerId)
-
-/** Advances the TestClock 10 ms at a time, for at most 120 simulated seconds. */
-const waitUntil = (what: string, condition: Effect.Effect<boolean>) =>
-  Effect.gen(function* () {
-    for (let step = 0; step < 12_000; step++) {
-      if (yield* condition) return
-      yield* TestClock.adjust("10 millis")
-    }
-    return yield* Effect.fail(new Error(`no ${what} within 120 simulated seconds`))
-  })
 
 it("needs n - f votes for a certificate", () => {
   assert.deepStrictEqual([1, 2, 3, 4, 5, 7, 10, 100].map(Driver.quorum), [1, 2, 3, 3, 4, 5, 7, 67])
@@ -62,7 +52,7 @@ it.scoped(
           (all) => all.every((s) => s.view >= view)
         )
 
-      yield* waitUntil("view 20 on every validator", allAtLeast(20))
+      yield* waitSimulated("view 20 on every validator", allAtLeast(20), { within: "120 seconds" })
       for (const s of yield* stats) {
         assert.strictEqual(s.rejected, 0)
         assert.isAbove(s.certificates, 0)
@@ -74,7 +64,9 @@ it.scoped(
       const survivors = [nodes[0]!, nodes[1]!, nodes[3]!]
       const before = yield* Effect.forEach(survivors, (node) => node.driver.stats)
       const from = Math.max(...before.map((s) => s.view))
-      yield* waitUntil("12 more views without validator 2", allAtLeast(from + 12, survivors))
+      yield* waitSimulated("12 more views without validator 2", allAtLeast(from + 12, survivors), {
+        within: "120 seconds"
+      })
       const after = yield* Effect.forEach(survivors, (node) => node.driver.stats)
       for (const [i, s] of after.entries()) {
         assert.isAbove(s.timeouts, before[i]!.timeouts, `survivor ${i} timed out validator 2's views`)
