@@ -29,11 +29,15 @@ export const connect = (
   new Promise((resolve, reject) => {
     const host = address.slice(0, address.lastIndexOf(":"))
     const port = Number(address.slice(address.lastIndexOf(":") + 1))
-    const socket =
-      kind === "tls"
-        ? tls.connect({ host, port, rejectUnauthorized: false, ...tlsOptions })
-        : net.connect({ host, port, noDelay: true })
-    socket.setNoDelay(true)
+    // `noDelay` at connect: `setNoDelay` on a TLS socket that is not connected yet is lost.
+    const options: tls.ConnectionOptions & Pick<net.TcpNetConnectOpts, "noDelay"> = {
+      host,
+      port,
+      rejectUnauthorized: false,
+      noDelay: true,
+      ...tlsOptions
+    }
+    const socket = kind === "tls" ? tls.connect(options) : net.connect({ host, port, noDelay: true })
     const timer = setTimeout(() => {
       socket.destroy()
       reject(new Error(`raw ${kind}: no connection within ${timeoutMs} ms`))
