@@ -110,6 +110,43 @@ describe("PeerManager under TestClock", () => {
     )
   )
 
+  it.scoped("started at once, only the smaller PeerId of each pair dials: the larger waits its grace", () =>
+    withNetwork(
+      { defaults: { latency: 5 } },
+      Effect.gen(function* () {
+        const members = [1, 2, 3, 4]
+        const nodes = yield* Effect.forEach(members, (n) => startNode(n, members, { dialGrace: 2000 }))
+        yield* TestClock.adjust("500 millis")
+        // Whether a node's registry records a successful dial to the other's address.
+        const dialled = (from: number, to: number) =>
+          Effect.map(nodes[from]!.registry.get(identity(members[to]!).peerId), (state) =>
+            Option.getOrThrow(state).addresses.some((a) => a.lastSuccess !== undefined)
+          )
+        for (let i = 0; i < members.length; i++) {
+          assert.strictEqual((yield* nodes[i]!.manager.connected).length, 3, `node ${members[i]}`)
+          for (let j = i + 1; j < members.length; j++) {
+            const smaller = identity(members[i]!).peerId < identity(members[j]!).peerId ? i : j
+            const larger = smaller === i ? j : i
+            assert.isTrue(yield* dialled(smaller, larger), `${members[smaller]} dialled ${members[larger]}`)
+            assert.isFalse(
+              yield* dialled(larger, smaller),
+              `${members[larger]} did not dial ${members[smaller]}`
+            )
+          }
+        }
+        // Past the grace nothing changes: the larger side found its connection there and never dialled.
+        yield* TestClock.adjust("10 seconds")
+        for (let i = 0; i < members.length; i++) {
+          for (let j = 0; j < members.length; j++) {
+            if (i === j) continue
+            if (identity(members[i]!).peerId > identity(members[j]!).peerId)
+              assert.isFalse(yield* dialled(i, j))
+          }
+        }
+      })
+    )
+  )
+
   it.scoped(
     "keeps exactly one connection per pair when both dial at the same instant, the same one on both sides",
     () =>

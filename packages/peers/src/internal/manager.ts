@@ -118,6 +118,15 @@ export const make = (options: PeerManagerOptions) =>
     const reportEvery = Duration.toMillis(config.rateLimitReportInterval)
     const stableMillis = Duration.toMillis(config.stableAfter)
     const graceMillis = Duration.toMillis(config.dialGrace)
+    // Dialers start in PeerId order, so a smaller peer dials its larger peers in that order too,
+    // `maxConcurrentDials` at a time: this node's dial comes after those of the validators between
+    // the two. The grace given to that peer grows with their number, at most `redialCap`.
+    const sortedValidators = [...validators, local].sort()
+    const graceFor = (peer: PeerId): number => {
+      const before = sortedValidators.indexOf(local) - sortedValidators.indexOf(peer) - 1
+      const turns = 1 + Math.floor(Math.max(0, before) / config.maxConcurrentDials)
+      return Math.min(graceMillis * turns, Math.max(graceMillis, Duration.toMillis(config.redialCap)))
+    }
     const dialPermits = yield* Effect.makeSemaphore(config.maxConcurrentDials)
     const redialSchedule = Schedule.exponential(config.redialBase, config.redialFactor).pipe(
       Schedule.jittered,
@@ -425,7 +434,7 @@ export const make = (options: PeerManagerOptions) =>
           else yield* wait
         }
         // The peer's own dial is the one both sides keep: give it the time to arrive first.
-        if (peer < local && graceMillis > 0) yield* Effect.sleep(graceMillis)
+        if (peer < local && graceMillis > 0) yield* Effect.sleep(graceFor(peer))
         while (slot.connection === undefined) {
           if (yield* registry.isBanned(peer)) {
             yield* wait
@@ -526,7 +535,7 @@ export const make = (options: PeerManagerOptions) =>
       Effect.forkScoped
     )
 
-    for (const peer of validators) yield* startDialer(peer, slotOf(peer), undefined)
+    for (const peer of sortedValidators) if (peer !== local) yield* startDialer(peer, slotOf(peer), undefined)
 
     return {
       localPeer: local,
