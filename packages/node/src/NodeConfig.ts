@@ -12,6 +12,7 @@ import { Identity } from "@hotstuff2/wire"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 
 const { DurationSetting } = TransportConfig
@@ -59,7 +60,12 @@ export const TelemetryConfig = Schema.Struct({
   /** A Prometheus text endpoint (`GET /metrics`) on this address; none by default. */
   prometheus: Schema.optional(Address),
   /** How often metrics are sampled (queue depths, RTT, scores) and pushed over OTLP. */
-  metricsInterval: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(5) }),
+  metricsInterval: Schema.optionalWith(
+    DurationSetting.pipe(
+      Schema.filter((d) => Duration.toMillis(d) >= 100 || "expected at least 100 millis between samples")
+    ),
+    { default: () => Duration.seconds(5) }
+  ),
   /**
    * How long one OTLP export may take, retries included, and how long closing the node waits for the
    * last spans and metrics: a collector that is down must not hold a closing node for the exporters'
@@ -68,6 +74,32 @@ export const TelemetryConfig = Schema.Struct({
   exportTimeout: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(2) })
 })
 export type TelemetryConfig = typeof TelemetryConfig.Type
+
+/** A nested package config: checked field by field by that package's own Schema (see `nestedIssue`). */
+const PlainObject = Schema.Record({ key: Schema.String, value: Schema.Unknown }).annotations({
+  message: () => "expected an object of fields"
+})
+
+/**
+ * Decodes with `onExcessProperty: "error"`: a misspelt field (`admitNonValidator`) is an error, not
+ * a default silently kept. The first issue becomes (dotted path, message).
+ */
+const strict = <A, I>(schema: Schema.Schema<A, I>) => {
+  const decodeEither = Schema.decodeUnknownEither(schema, { onExcessProperty: "error" })
+  return (input: unknown): Either.Either<A, { readonly field: string; readonly detail: string }> =>
+    Either.mapLeft(decodeEither(input), (error) => {
+      const [issue] = ParseResult.ArrayFormatter.formatErrorSync(error)
+      const detail = issue?.message ?? error.message
+      return {
+        field: issue?.path.join(".") || "<root>",
+        detail: detail.startsWith("is unexpected") ? "is not a field of this config (misspelt?)" : detail
+      }
+    })
+}
+
+const decodeLimits = strict(TransportConfig.TransportConfig)
+const decodePeers = strict(PeersConfig.PeersConfig)
+const decodeBroadcast = strict(BroadcastConfig.BroadcastConfig)
 
 const Fields = Schema.Struct({
   identity: IdentitySource,
@@ -91,11 +123,11 @@ const Fields = Schema.Struct({
   /** On close: how long queued messages may take to flush before sockets are cut. */
   shutdownTimeout: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(2) }),
   /** Transport limits and channels (`TransportConfig`, without `networkId`). */
-  limits: Schema.optional(Schema.Object),
+  limits: Schema.optional(PlainObject),
   /** Reputation, bans, redial, heartbeats, rate limits (`PeersConfig`). */
-  peers: Schema.optional(Schema.Object),
+  peers: Schema.optional(PlainObject),
   /** Broadcast strategy and dedup (`BroadcastConfig`). */
-  broadcast: Schema.optional(Schema.Object),
+  broadcast: Schema.optional(PlainObject),
   telemetry: Schema.optionalWith(TelemetryConfig, { default: () => TelemetryConfig.make({}) })
 })
 
@@ -108,9 +140,9 @@ const nestedIssue = (c: typeof Fields.Type): Schema.FilterOutput => {
   }
   const checks: ReadonlyArray<readonly [string, Either.Either<unknown, { field: string; detail: string }>]> =
     [
-      ["limits", TransportConfig.decode({ ...(c.limits as object), networkId: c.networkId })],
-      ["peers", PeersConfig.decode((c.peers ?? {}) as PeersConfig.PeersConfigInput)],
-      ["broadcast", BroadcastConfig.decode((c.broadcast ?? {}) as BroadcastConfig.BroadcastConfigInput)]
+      ["limits", decodeLimits({ ...c.limits, networkId: c.networkId })],
+      ["peers", decodePeers(c.peers ?? {})],
+      ["broadcast", decodeBroadcast(c.broadcast ?? {})]
     ]
   for (const [name, result] of checks) {
     if (Either.isLeft(result)) {
@@ -151,49 +183,82 @@ export class InvalidNodeConfig extends Schema.TaggedError<InvalidNodeConfig>()("
   }
 }
 
-/** Validates and fills in defaults. */
+const decodeNode = strict(NodeConfig as unknown as Schema.Schema<NodeConfig, unknown>)
+
+/** Validates and fills in defaults. Unknown fields are errors, at every level. */
 export const decode = (input: unknown): Either.Either<NodeConfig, InvalidNodeConfig> =>
-  TransportConfig.decodeWith(
-    NodeConfig as unknown as Schema.Schema<NodeConfig, unknown>,
-    (field, detail) => new InvalidNodeConfig({ field, detail })
-  )(input)
+  Either.mapLeft(decodeNode(input), (e) => new InvalidNodeConfig(e))
 
 const PREFIX = "HOTSTUFF2_"
 
 const camel = (segment: string): string =>
   segment.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase())
 
+interface EnvOverride {
+  readonly path: ReadonlyArray<string>
+  readonly raw: string
+  readonly value: unknown
+}
+
+const overridesOf = (env: Readonly<Record<string, string | undefined>>): ReadonlyArray<EnvOverride> =>
+  Object.keys(env)
+    .sort()
+    .flatMap((name) => {
+      const raw = env[name]
+      if (!name.startsWith(PREFIX) || raw === undefined) return []
+      let value: unknown = raw
+      try {
+        value = JSON.parse(raw)
+      } catch {
+        // plain text
+      }
+      return [{ path: name.slice(PREFIX.length).split("__").map(camel), raw, value }]
+    })
+
+const apply = (base: object, overrides: ReadonlyArray<EnvOverride>, asText: ReadonlySet<string>) => {
+  const out = structuredClone(base) as Record<string, unknown>
+  for (const { path, raw, value } of overrides) {
+    let target = out
+    for (const key of path.slice(0, -1)) {
+      const next = target[key]
+      const child = typeof next === "object" && next !== null && !Array.isArray(next) ? next : {}
+      target[key] = child
+      target = child as Record<string, unknown>
+    }
+    target[path[path.length - 1]!] = asText.has(path.join(".")) ? raw : value
+  }
+  return out
+}
+
 /**
- * Applies `HOTSTUFF2_*` environment variables over `base`: `__` nests, each segment in SNAKE_CASE
- * names a camelCase field, and a value that parses as JSON is taken as JSON (else as text). So
- * `HOTSTUFF2_LISTEN=0.0.0.0:9000`, `HOTSTUFF2_TELEMETRY__PROMETHEUS=127.0.0.1:9464`,
+ * Applies `HOTSTUFF2_*` environment variables over `base` (which is not changed): `__` nests, each
+ * segment in SNAKE_CASE names a camelCase field, and a value that parses as JSON is taken as JSON,
+ * else as text. So `HOTSTUFF2_LISTEN=0.0.0.0:9000`, `HOTSTUFF2_TELEMETRY__PROMETHEUS=127.0.0.1:9464`,
  * `HOTSTUFF2_PEERS__HEARTBEAT_INTERVAL="2 seconds"`, `HOTSTUFF2_VALIDATORS='[...]'`.
  */
 export const withEnv = (
   base: object,
   env: Readonly<Record<string, string | undefined>>
-): Record<string, unknown> => {
-  const out = structuredClone(base) as Record<string, unknown>
-  for (const name of Object.keys(env).sort()) {
-    const raw = env[name]
-    if (!name.startsWith(PREFIX) || raw === undefined) continue
-    const path = name.slice(PREFIX.length).split("__").map(camel)
-    let value: unknown = raw
-    try {
-      value = JSON.parse(raw)
-    } catch {
-      // plain text
+): Record<string, unknown> => apply(base, overridesOf(env), new Set())
+
+/**
+ * `decode(withEnv(base, env))`, except that a variable whose JSON reading is refused is read again
+ * as text: `HOTSTUFF2_NETWORK_ID=2024` is the network id "2024", not the number 2024.
+ */
+export const decodeWithEnv = (
+  base: object,
+  env: Readonly<Record<string, string | undefined>>
+): Either.Either<NodeConfig, InvalidNodeConfig> => {
+  const overrides = overridesOf(env)
+  const retriable = new Set(overrides.filter((o) => typeof o.value !== "string").map((o) => o.path.join(".")))
+  const asText = new Set<string>()
+  for (;;) {
+    const result = decode(apply(base, overrides, asText))
+    if (Either.isRight(result) || !retriable.has(result.left.field) || asText.has(result.left.field)) {
+      return result
     }
-    let target = out
-    for (const key of path.slice(0, -1)) {
-      const next = target[key]
-      const child = typeof next === "object" && next !== null ? next : {}
-      target[key] = child
-      target = child as Record<string, unknown>
-    }
-    target[path[path.length - 1]!] = value
+    asText.add(result.left.field)
   }
-  return out
 }
 
 /** Reads a JSON config file, applies the environment's `HOTSTUFF2_*` overrides, and validates it. */
@@ -215,5 +280,5 @@ export const load = (
     if (typeof json !== "object" || json === null || Array.isArray(json)) {
       return yield* new InvalidNodeConfig({ field: "<file>", detail: `${file} must hold a JSON object` })
     }
-    return yield* decode(withEnv(json, env))
+    return yield* decodeWithEnv(json, env)
   })

@@ -79,6 +79,32 @@ describe("NodeConfig.decode", () => {
       { ...base, telemetry: { otlpEndpoint: "jaeger:4318" } },
       "telemetry.otlpEndpoint",
       /URL/
+    ],
+    ["a misspelt field", { ...base, admitNonValidator: true }, "admitNonValidator", /not a field/],
+    [
+      "a misspelt transport limit",
+      { ...base, limits: { maxFrameByte: 1 } },
+      "limits.maxFrameByte",
+      /not a field/
+    ],
+    [
+      "a misspelt peers field",
+      { ...base, peers: { banThreshhold: -5 } },
+      "peers.banThreshhold",
+      /not a field/
+    ],
+    [
+      "a misspelt telemetry field",
+      { ...base, telemetry: { otlpEndpont: "http://x" } },
+      "telemetry.otlpEndpont",
+      /not a field/
+    ],
+    ["limits given as an array", { ...base, limits: [1, 2] }, "limits", /object of fields/],
+    [
+      "a metrics interval of zero",
+      { ...base, telemetry: { metricsInterval: 0 } },
+      "telemetry.metricsInterval",
+      /at least 100/
     ]
   ]
   for (const [name, input, field, form] of cases) {
@@ -109,6 +135,21 @@ describe("NodeConfig.withEnv and load", () => {
     assert.isTrue(config.admitNonValidators)
     assert.strictEqual(config.limits?.maxFrameBytes, 65536)
     assert.strictEqual((base as { listen: string }).listen, addresses[0], "the base is not changed")
+  })
+
+  it("reads an env value as text when its JSON reading does not fit the field", () => {
+    const config = Either.getOrThrow(
+      NodeConfig.decodeWithEnv(base, {
+        HOTSTUFF2_NETWORK_ID: "2024",
+        HOTSTUFF2_TELEMETRY__SERVICE_NAME: "true",
+        HOTSTUFF2_LIMITS__MAX_FRAME_BYTES: "65536"
+      })
+    )
+    assert.strictEqual(config.networkId, "2024")
+    assert.strictEqual(config.telemetry.serviceName, "true")
+    assert.strictEqual(config.limits?.maxFrameBytes, 65536)
+    const error = NodeConfig.decodeWithEnv(base, { HOTSTUFF2_LIMITS__MAX_FRAME_BYTES: "lots" })
+    assert.isTrue(Either.isLeft(error) && error.left.field === "limits.maxFrameBytes")
   })
 
   it.effect("loads a JSON file with env overrides, and names the file when it is not JSON", () =>

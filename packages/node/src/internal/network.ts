@@ -160,7 +160,12 @@ export const make = <R>(
     const broadcaster = Context.get(broadcasterContext, Broadcaster.Broadcaster)
 
     yield* Effect.forkScoped(
-      metrics.sample.pipe(Effect.repeat(Schedule.spaced(config.telemetry.metricsInterval)), Effect.asVoid)
+      metrics.sample.pipe(
+        // A failed sample is logged and the next one still runs: metrics never stop for good.
+        Effect.catchAllCause((cause) => Effect.logWarning("metrics sample failed", cause)),
+        Effect.repeat(Schedule.spaced(config.telemetry.metricsInterval)),
+        Effect.asVoid
+      )
     )
 
     const order = new Map(validators.map((v, i) => [v.id, i]))
