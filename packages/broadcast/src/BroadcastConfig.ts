@@ -20,9 +20,12 @@ export const BroadcastConfig = Schema.Struct({
    * or is older than the newest seen from that origin by more than this window.
    */
   dedupWindow: Schema.optionalWith(Schema.Int.pipe(Schema.between(16, 1 << 20)), { default: () => 4096 }),
-  /** Origins whose windows are kept; past it the least recently heard origin is forgotten. */
-  maxOrigins: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 4096 }),
-  /** Delivered messages waiting for the consumer of `inbound` (loopback sends included). */
+  /**
+   * Origins outside the validator set (admitted with `admitNonValidators`) whose windows are kept;
+   * past it the least recently heard is forgotten. Validators' windows are always kept.
+   */
+  maxOrigins: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 1024 }),
+  /** This node's own messages (`send` to itself) waiting for the consumer of `inbound`. */
   loopbackBuffer: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 1024 })
 })
 export type BroadcastConfig = typeof BroadcastConfig.Type

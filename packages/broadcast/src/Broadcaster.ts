@@ -123,7 +123,9 @@ export interface BroadcasterShape {
   ) => Effect.Effect<void, SendError>
   /**
    * Every message for this node, verified and deduplicated, in order per peer and channel. One
-   * consumer: when it falls behind, peers' sockets pause (backpressure), and nothing is dropped.
+   * consumer (a second concurrent one is a defect): when it falls behind, peers' sockets pause
+   * (backpressure), and nothing is dropped. Chunks are handed out whole: a consumer that stops in
+   * the middle of one (`Stream.take`) drops the rest of it. Ends when the layer closes.
    */
   readonly inbound: Stream.Stream<Delivery>
 }

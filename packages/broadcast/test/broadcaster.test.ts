@@ -4,13 +4,17 @@ import { assert, describe, it } from "@effect/vitest"
 import { PeerManager, PeerRegistry } from "@hotstuff2/peers"
 import { MemoryTransport, SimulatedNetwork, Transport, TransportConfig } from "@hotstuff2/transport"
 import { Codec, Envelope, Identity, Message } from "@hotstuff2/wire"
+import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import { Broadcaster } from "../src/index.js"
@@ -55,33 +59,36 @@ interface Counts {
 }
 
 /** Alice: a full node (registry, manager, broadcaster) whose validators are alice, mallory, carol, bob. */
+const aliceLayer = (counts: Counts, validators = [alice, mallory, carol, bob]) => {
+  const peersConfig = { heartbeatInterval: "1 hour" }
+  return Broadcaster.Broadcaster.layer({
+    identity: alice,
+    networkId: NETWORK,
+    validators: validators.map((v) => v.peerId),
+    config: { dedupWindow: 64 },
+    observer: {
+      duplicate: () => void counts.duplicates++,
+      rejected: (r) => void counts.rejected.push(r),
+      sent: () => void counts.sent++
+    }
+  }).pipe(
+    Layer.provideMerge(
+      PeerManager.PeerManager.layer({
+        identity: alice,
+        listen: addressOf(alice),
+        // Nobody else listens: alice only accepts, so mallory's raw connection is the one kept.
+        validators: validators.map((v) => ({ id: v.peerId, addresses: v === alice ? [addressOf(v)] : [] })),
+        config: peersConfig
+      })
+    ),
+    Layer.provideMerge(MemoryTransport.layer({ identity: alice, config: { networkId: NETWORK } })),
+    Layer.provideMerge(PeerRegistry.PeerRegistry.layer(peersConfig))
+  )
+}
+
 const startAlice = (counts: Counts, validators = [alice, mallory, carol, bob]) =>
   Effect.gen(function* () {
-    const peersConfig = { heartbeatInterval: "1 hour" }
-    const layer = Broadcaster.Broadcaster.layer({
-      identity: alice,
-      networkId: NETWORK,
-      validators: validators.map((v) => v.peerId),
-      config: { dedupWindow: 64 },
-      observer: {
-        duplicate: () => void counts.duplicates++,
-        rejected: (r) => void counts.rejected.push(r),
-        sent: () => void counts.sent++
-      }
-    }).pipe(
-      Layer.provideMerge(
-        PeerManager.PeerManager.layer({
-          identity: alice,
-          listen: addressOf(alice),
-          // Nobody else listens: alice only accepts, so mallory's raw connection is the one kept.
-          validators: validators.map((v) => ({ id: v.peerId, addresses: v === alice ? [addressOf(v)] : [] })),
-          config: peersConfig
-        })
-      ),
-      Layer.provideMerge(MemoryTransport.layer({ identity: alice, config: { networkId: NETWORK } })),
-      Layer.provideMerge(PeerRegistry.PeerRegistry.layer(peersConfig))
-    )
-    const context = yield* Layer.build(layer)
+    const context = yield* Layer.build(aliceLayer(counts, validators))
     const broadcaster = Context.get(context, Broadcaster.Broadcaster)
     const registry = Context.get(context, PeerRegistry.PeerRegistry)
     const inbox = yield* Queue.unbounded<Broadcaster.Delivery>()
@@ -172,13 +179,13 @@ describe("Broadcaster inbound", () => {
           const { inbox, registry } = yield* startAlice(counts)
           const write = yield* rawConnection(mallory)
           const good = (n: bigint) => sealedSlot(mallory, 1000n + n, vote(n, mallory.peerId))
-          const tampered = sealedSlot(mallory, 5n, vote(5n, mallory.peerId))
+          const tampered = sealedSlot(mallory, 2000n, vote(5n, mallory.peerId))
           tampered[tampered.length - 70]! ^= 1 // a payload byte: the signature no longer matches
           const bad: ReadonlyArray<readonly [number, Uint8Array, Broadcaster.Rejection["reason"]]> = [
             [Channel.consensus, tampered, "bad-signature"],
             [
               Channel.consensus,
-              sealedSlot(mallory, 6n, vote(6n, mallory.peerId), "another-network"),
+              sealedSlot(mallory, 2001n, vote(6n, mallory.peerId), "another-network"),
               "bad-signature"
             ],
             [Channel.consensus, sealedSlot(outsider, 1n, vote(7n, outsider.peerId)), "unknown-origin"],
@@ -215,6 +222,89 @@ describe("Broadcaster inbound", () => {
           }
           // Reported: two bad signatures (-50 each) alone reach the ban threshold (-100).
           assert.isTrue(yield* registry.isBanned(mallory.peerId))
+        })
+      )
+  )
+
+  it.scoped("a genuine envelope relayed on the wrong channel does not shadow the origin's own copy", () =>
+    withNetwork(
+      Effect.gen(function* () {
+        const counts: Counts = { duplicates: 0, rejected: [], sent: 0 }
+        const { inbox } = yield* startAlice(counts)
+        const fromMallory = yield* rawConnection(mallory)
+        const fromCarol = yield* rawConnection(carol)
+        const slot = sealedSlot(carol, 7n, vote(2n, carol.peerId))
+        yield* fromMallory(Channel.sync, [slot])
+        yield* settle
+        yield* fromCarol(Channel.consensus, [slot])
+        yield* settle
+        assert.deepStrictEqual(
+          counts.rejected.map((r) => [r.peer, r.reason]),
+          [[mallory.peerId, "wrong-channel"]]
+        )
+        const got = yield* taken(inbox)
+        assert.strictEqual(got.length, 1)
+        assert.strictEqual(got[0]!.from, carol.peerId)
+      })
+    )
+  )
+
+  it.scoped("a copy of a delivered envelope is dropped before its signature is checked", () =>
+    withNetwork(
+      Effect.gen(function* () {
+        const counts: Counts = { duplicates: 0, rejected: [], sent: 0 }
+        const { inbox, registry } = yield* startAlice(counts)
+        const write = yield* rawConnection(mallory)
+        const slot = sealedSlot(carol, 70n, vote(3n, carol.peerId))
+        yield* write(Channel.consensus, [slot])
+        const copy = Uint8Array.from(slot)
+        copy[copy.length - 1]! ^= 1 // a broken signature: only a check would notice
+        yield* write(
+          Channel.consensus,
+          Array.from({ length: 100 }, () => copy)
+        )
+        yield* settle
+        assert.strictEqual((yield* taken(inbox)).length, 1)
+        assert.strictEqual(counts.duplicates, 100)
+        assert.deepStrictEqual(counts.rejected, [])
+        assert.strictEqual(yield* scoreOf(registry, mallory.peerId), 0)
+      })
+    )
+  )
+
+  it.scoped(
+    "one consumer at a time; the next consumer gets what the last left; closing ends the stream",
+    () =>
+      withNetwork(
+        Effect.gen(function* () {
+          const counts: Counts = { duplicates: 0, rejected: [], sent: 0 }
+          const scope = yield* Scope.make()
+          const context = yield* Layer.buildWithScope(aliceLayer(counts), scope)
+          const broadcaster = Context.get(context, Broadcaster.Broadcaster)
+          const write = yield* rawConnection(mallory)
+          const slot = (i: bigint) => sealedSlot(mallory, 500n + i, vote(i, mallory.peerId))
+          const first = yield* Effect.fork(Stream.runCollect(Stream.take(broadcaster.inbound, 1)))
+          yield* settle
+          yield* write(Channel.consensus, [slot(0n)])
+          yield* settle
+          assert.deepStrictEqual(
+            Chunk.toReadonlyArray(yield* Fiber.join(first)).map((d) => d.sequence),
+            [500n]
+          )
+          for (let i = 1n; i < 5n; i++) {
+            yield* write(Channel.consensus, [slot(i)])
+            yield* settle
+          }
+          const rest = yield* Effect.fork(Stream.runCollect(broadcaster.inbound))
+          yield* settle
+          const second = yield* Effect.exit(Stream.runDrain(broadcaster.inbound))
+          assert.isTrue(Exit.isFailure(second) && Cause.isDie(second.cause), "a second consumer is refused")
+          yield* Scope.close(scope, Exit.void)
+          // Without the end of the stream on close, this join would wait forever.
+          assert.deepStrictEqual(
+            Chunk.toReadonlyArray(yield* Fiber.join(rest)).map((d) => d.sequence),
+            [501n, 502n, 503n, 504n]
+          )
         })
       )
   )

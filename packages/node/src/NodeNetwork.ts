@@ -92,7 +92,9 @@ export interface NodeNetworkShape {
   ) => Effect.Effect<BroadcastReceipt, Broadcaster.InvalidOutbound>
   /**
    * Every message for this node: verified, deduplicated, in order per peer and channel. One
-   * consumer (the consensus loop): when it falls behind, peers' sockets pause; nothing is dropped.
+   * consumer (the consensus loop; a second concurrent one is a defect): when it falls behind, peers'
+   * sockets pause and nothing is dropped. Messages come in chunks: a consumer that stops in the
+   * middle of one (`Stream.take`) drops the rest of it. Ends when the layer closes.
    */
   readonly messages: Stream.Stream<Inbound>
   /** Peer events from the moment of subscription. */

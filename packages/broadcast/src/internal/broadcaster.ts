@@ -90,7 +90,9 @@ export const make = (options: BroadcasterOptions) =>
     const validators = new Set(options.validators)
     const others = options.validators.filter((v) => v !== self)
     const admitNonValidators = options.admitNonValidators ?? false
-    const dedup = new Dedup(config.dedupWindow, config.maxOrigins)
+    const dedup = new Dedup(config.dedupWindow, config.maxOrigins, (origin) =>
+      validators.has(origin as PeerId)
+    )
     const mailbox = yield* Effect.acquireRelease(
       Effect.sync(() => new Mailbox<Delivery>(config.loopbackBuffer)),
       (m) => Effect.sync(() => m.close())
@@ -334,12 +336,15 @@ export const make = (options: BroadcasterOptions) =>
           `envelope origin ${envelope.origin.slice(0, 8)} is not a validator`
         )
       }
+      // A copy of what was delivered costs no signature check: replays cannot burn this node's CPU.
+      if (dedup.seen(envelope.origin, envelope.sequence)) return undefined
       const verified = Envelope.verify(envelope, networkId)
       if (Either.isLeft(verified)) return reject(peer, channel, "bad-signature", verified.left.message)
-      // Dedup after the signature: a forged copy must not shadow the real envelope.
-      if (!dedup.admit(envelope.origin, envelope.sequence)) return undefined
       const message = decodeMessage(peer, channel, envelope.payload)
       if (isRefused(message)) return message
+      // Recorded only once verified and delivered: neither a forged copy nor a genuine one sent on
+      // the wrong channel can shadow the real envelope.
+      if (!dedup.admit(envelope.origin, envelope.sequence)) return undefined
       return {
         from: peer,
         origin: envelope.origin,
@@ -469,17 +474,31 @@ export const make = (options: BroadcasterOptions) =>
 
     // The manager's stream runs in a fiber of the consumer's scope and hands its chunks over through
     // the mailbox, where own messages join them (see mailbox.ts for why not `Stream.merge`).
+    let consumers = 0
+    const oneConsumer = Effect.acquireRelease(
+      Effect.suspend(() =>
+        consumers > 0
+          ? Effect.dieMessage(
+              "Broadcaster.inbound (NodeNetwork.messages) has one consumer, and one is running already"
+            )
+          : Effect.sync(() => void consumers++)
+      ),
+      () => Effect.sync(() => void consumers--)
+    )
     const inbound: BroadcasterShape["inbound"] = Stream.unwrapScoped(
-      manager.inbound.pipe(
-        Stream.mapChunksEffect(handleChunk),
-        Stream.runForEachChunk((chunk) => mailbox.offerNetwork(chunk)),
-        Effect.onExit((exit) =>
-          Exit.isFailure(exit) && !Exit.isInterrupted(exit)
-            ? Effect.sync(() => mailbox.fail(exit.cause))
-            : Effect.void
-        ),
-        Effect.forkScoped,
-        Effect.as(Stream.repeatEffectChunk(mailbox.take))
+      Effect.zipRight(
+        oneConsumer,
+        manager.inbound.pipe(
+          Stream.mapChunksEffect(handleChunk),
+          Stream.runForEachChunk((chunk) => mailbox.offerNetwork(chunk)),
+          Effect.onExit((exit) =>
+            Exit.isFailure(exit) && !Exit.isInterrupted(exit)
+              ? Effect.sync(() => mailbox.fail(exit.cause))
+              : Effect.void
+          ),
+          Effect.forkScoped,
+          Effect.as(Stream.repeatEffectChunkOption(mailbox.take))
+        )
       )
     )
 

@@ -1,50 +1,99 @@
-// Duplicate detection by envelope id, which is a function of (origin, sequence): a window of recent
-// sequence numbers per origin. Memory is bounded by `window` per origin and `maxOrigins` origins.
+// Duplicate detection by envelope id, which is a function of (origin, sequence): per origin, the
+// highest sequence seen and a ring of `window` bits for the sequences just below it (512 bytes for
+// the default window). Validators' windows are kept for good; other origins (admitted with
+// `admitNonValidators`) share `maxOrigins` slots, the least recently heard forgotten first.
 
-interface OriginWindow {
-  highest: bigint
-  seen: Set<bigint>
+class OriginWindow {
+  readonly bits: Uint8Array
+  constructor(
+    public highest: bigint,
+    readonly size: bigint
+  ) {
+    this.bits = new Uint8Array(Math.ceil(Number(size) / 8))
+    this.set(highest)
+  }
+  private index(sequence: bigint): number {
+    return Number(sequence % this.size)
+  }
+  has(sequence: bigint): boolean {
+    const i = this.index(sequence)
+    return (this.bits[i >> 3]! & (1 << (i & 7))) !== 0
+  }
+  set(sequence: bigint): void {
+    const i = this.index(sequence)
+    this.bits[i >> 3]! |= 1 << (i & 7)
+  }
+  private clear(sequence: bigint): void {
+    const i = this.index(sequence)
+    this.bits[i >> 3]! &= ~(1 << (i & 7))
+  }
+  /** Moves the top to `sequence`, forgetting the slots that now stand for newer sequences. */
+  advance(sequence: bigint): void {
+    if (sequence - this.highest >= this.size) this.bits.fill(0)
+    else for (let s = this.highest + 1n; s <= sequence; s++) this.clear(s)
+    this.highest = sequence
+    this.set(sequence)
+  }
 }
 
 export class Dedup {
-  private readonly origins = new Map<string, OriginWindow>()
+  private readonly pinned = new Map<string, OriginWindow>()
+  private readonly others = new Map<string, OriginWindow>()
   private readonly window: bigint
 
+  /**
+   * @param isPinned origins whose windows are never forgotten (the validators): a flood of other
+   *   origins cannot evict them and so replay their messages.
+   */
   constructor(
     window: number,
-    private readonly maxOrigins: number
+    private readonly maxOrigins: number,
+    private readonly isPinned: (origin: string) => boolean = () => false
   ) {
     this.window = BigInt(window)
   }
 
-  /** True the first time (origin, sequence) is seen within the window; false for a duplicate or one too old. */
+  private windowOf(origin: string, touch: boolean): OriginWindow | undefined {
+    const w = this.pinned.get(origin)
+    if (w !== undefined) return w
+    const other = this.others.get(origin)
+    if (other !== undefined && touch) {
+      // Maps iterate in insertion order: re-inserting keeps the least recently heard first.
+      this.others.delete(origin)
+      this.others.set(origin, other)
+    }
+    return other
+  }
+
+  /** True when (origin, sequence) was admitted before, or is older than the window: no need to verify it. */
+  seen(origin: string, sequence: bigint): boolean {
+    const w = this.windowOf(origin, false)
+    if (w === undefined || sequence > w.highest) return false
+    return sequence <= w.highest - this.window || w.has(sequence)
+  }
+
+  /** Records (origin, sequence); true the first time, false for a duplicate or one too old. */
   admit(origin: string, sequence: bigint): boolean {
-    let w = this.origins.get(origin)
+    const w = this.windowOf(origin, true)
     if (w === undefined) {
-      w = { highest: sequence, seen: new Set([sequence]) }
-      this.origins.set(origin, w)
-      if (this.origins.size > this.maxOrigins) {
-        // Maps iterate in insertion order, and an origin is re-inserted when heard: the first is the least recent.
-        const oldest = this.origins.keys().next().value as string
-        this.origins.delete(oldest)
+      const fresh = new OriginWindow(sequence, this.window)
+      if (this.isPinned(origin)) this.pinned.set(origin, fresh)
+      else {
+        this.others.set(origin, fresh)
+        if (this.others.size > this.maxOrigins) this.others.delete(this.others.keys().next().value as string)
       }
       return true
     }
-    this.origins.delete(origin)
-    this.origins.set(origin, w)
-    if (sequence <= w.highest - this.window || w.seen.has(sequence)) return false
-    w.seen.add(sequence)
     if (sequence > w.highest) {
-      w.highest = sequence
-      if (w.seen.size > Number(this.window) * 2) {
-        const floor = w.highest - this.window
-        for (const s of w.seen) if (s <= floor) w.seen.delete(s)
-      }
+      w.advance(sequence)
+      return true
     }
+    if (sequence <= w.highest - this.window || w.has(sequence)) return false
+    w.set(sequence)
     return true
   }
 
   get size(): number {
-    return this.origins.size
+    return this.pinned.size + this.others.size
   }
 }

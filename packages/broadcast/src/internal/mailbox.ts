@@ -8,6 +8,7 @@ import * as Chunk from "effect/Chunk"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as FiberId from "effect/FiberId"
+import * as Option from "effect/Option"
 
 export class Mailbox<A> {
   private network: Chunk.Chunk<A> | undefined
@@ -35,13 +36,24 @@ export class Mailbox<A> {
     return true
   }
 
-  /** Hands over a chunk from the network; waits while the previous one has not been taken. */
+  /**
+   * Hands over a chunk from the network; waits while the previous one has not been taken. If the
+   * offering fiber is interrupted while it waits (its consumer went away), the chunk joins the one
+   * waiting, so the next consumer still gets it: the deliveries are already recorded as seen.
+   */
   offerNetwork(chunk: Chunk.Chunk<A>): Effect.Effect<void> {
     return Effect.suspend(() => {
       if (this.shutdown || Chunk.isEmpty(chunk)) return Effect.void
       if (this.network !== undefined) {
         this.space ??= Deferred.unsafeMake<void>(FiberId.none)
-        return Effect.zipRight(Deferred.await(this.space), this.offerNetwork(chunk))
+        return Effect.zipRight(Deferred.await(this.space), this.offerNetwork(chunk)).pipe(
+          Effect.onInterrupt(() =>
+            Effect.sync(() => {
+              if (this.shutdown) return
+              this.network = this.network === undefined ? chunk : Chunk.appendAll(this.network, chunk)
+            })
+          )
+        )
       }
       this.network = chunk
       this.wakeTaker()
@@ -55,9 +67,12 @@ export class Mailbox<A> {
     this.wakeTaker()
   }
 
-  /** Everything waiting: own messages first, then the network chunk; waits for at least one. */
-  take: Effect.Effect<Chunk.Chunk<A>> = Effect.suspend(() => {
-    if (this.shutdown) return Effect.never
+  /**
+   * Everything waiting: own messages first, then the network chunk; waits for at least one. Fails
+   * with `None` (the end of the stream) once the mailbox is closed.
+   */
+  take: Effect.Effect<Chunk.Chunk<A>, Option.Option<never>> = Effect.suspend(() => {
+    if (this.shutdown) return Effect.fail(Option.none())
     const network = this.network
     const local = this.local
     if (network === undefined && local.length === 0) {
@@ -85,13 +100,11 @@ export class Mailbox<A> {
     return Effect.succeed(out)
   })
 
-  /**
-   * Nothing is accepted or handed out any more; takers wait forever, as on the manager's stream
-   * once it is shut down (their fibers end with the consumer's scope).
-   */
+  /** Nothing is accepted or handed out any more: the consumer's stream ends. */
   close(): void {
     this.shutdown = true
     this.local = []
     this.network = undefined
+    this.wakeTaker()
   }
 }
