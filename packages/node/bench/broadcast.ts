@@ -181,9 +181,8 @@ export const nodeHarness = async (n: number, timeoutMs: number): Promise<Harness
         const networks = yield* Effect.forEach(
           addresses,
           (_, i) =>
-            Effect.map(
-              Layer.buildWithScope(NodeNetwork.NodeNetwork.layer(benchConfig(i, addresses)), scope),
-              (c) => Context.get(c, NodeNetwork.NodeNetwork)
+            Effect.map(Layer.buildWithScope(NodeNetwork.layer(benchConfig(i, addresses)), scope), (c) =>
+              Context.get(c, NodeNetwork)
             ),
           { concurrency: "unbounded" }
         )
@@ -206,7 +205,7 @@ export const nodeHarness = async (n: number, timeoutMs: number): Promise<Harness
           scope
         )
         // Every follower connected to the leader (the leader's view and each follower's own).
-        const connected = (network: NodeNetwork.NodeNetworkShape) =>
+        const connected = (network: NodeNetwork.Shape) =>
           Effect.map(network.peers, (peers) => peers.filter((p) => p.state === "connected").map((p) => p.id))
         yield* Effect.gen(function* () {
           for (;;) {

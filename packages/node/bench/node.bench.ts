@@ -190,7 +190,7 @@ class Peer {
 // ---- our side: validator 0 in this process ----
 
 interface Local {
-  readonly network: NodeNetwork.NodeNetworkShape
+  readonly network: NodeNetwork.Shape
   /** Takes the next chunk of `messages` (for ping-pong). */
   readonly pull: Effect.Effect<ReadonlyArray<NodeNetwork.Inbound>>
   readonly close: () => Promise<void>
@@ -200,11 +200,8 @@ const startLocal = async (addresses: ReadonlyArray<string>, remote: NodeNetwork.
   const scope = Effect.runSync(Scope.make())
   const built = await Effect.runPromise(
     Effect.gen(function* () {
-      const context = yield* Layer.buildWithScope(
-        NodeNetwork.NodeNetwork.layer(benchConfig(0, addresses)),
-        scope
-      )
-      const network = Context.get(context, NodeNetwork.NodeNetwork)
+      const context = yield* Layer.buildWithScope(NodeNetwork.layer(benchConfig(0, addresses)), scope)
+      const network = Context.get(context, NodeNetwork)
       const pull = yield* Scope.extend(Stream.toPull(network.messages), scope)
       yield* Effect.gen(function* () {
         for (;;) {
@@ -234,7 +231,7 @@ const yieldTurn = Effect.async<void>((resume) => {
  * Returns how many retries it took.
  */
 const pumpNode = (
-  network: NodeNetwork.NodeNetworkShape,
+  network: NodeNetwork.Shape,
   peer: NodeNetwork.PeerId,
   message: Message.Message,
   count: number

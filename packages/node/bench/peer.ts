@@ -104,8 +104,8 @@ const raw = (): void => {
 /** Validator 1: consumes `messages` a chunk at a time; answers with `send`. */
 const node = (addresses: ReadonlyArray<string>) =>
   Effect.gen(function* () {
-    const context = yield* Layer.build(NodeNetwork.NodeNetwork.layer(benchConfig(1, addresses)))
-    const network = Context.get(context, NodeNetwork.NodeNetwork)
+    const context = yield* Layer.build(NodeNetwork.layer(benchConfig(1, addresses)))
+    const network = Context.get(context, NodeNetwork)
     send({ type: "listening", address: network.address })
     yield* Stream.runForEachChunk(network.messages, (chunk) => {
       if (!state.echo) {

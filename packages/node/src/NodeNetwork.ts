@@ -122,3 +122,19 @@ export class NodeNetwork extends Context.Tag("@hotstuff2/node/NodeNetwork")<Node
   ): Layer.Layer<NodeNetwork, NetworkError, SimulatedNetwork.SimulatedNetwork> =>
     Layer.scoped(NodeNetwork, internal.make(config, internal.simulatedTransport))
 }
+
+/**
+ * The types of the contract under the service's name, so that `import { NodeNetwork }` is all an
+ * application needs: `NodeNetwork.layer(config)`, `yield* NodeNetwork`, `NodeNetwork.Inbound`.
+ */
+export declare namespace NodeNetwork {
+  export type Shape = NodeNetworkShape
+  export type Inbound = import("./NodeNetwork.js").Inbound
+  export type PeerEvent = import("./NodeNetwork.js").PeerEvent
+  export type PeerStatus = import("./NodeNetwork.js").PeerStatus
+  export type PeerId = import("./NodeNetwork.js").PeerId
+  export type SendError = import("./NodeNetwork.js").SendError
+  export type SendOptions = import("./NodeNetwork.js").SendOptions
+  export type BroadcastReceipt = import("./NodeNetwork.js").BroadcastReceipt
+  export type NetworkError = import("./NodeNetwork.js").NetworkError
+}

@@ -18,11 +18,11 @@ it.scoped("four validators under TestClock: the same scenario through NodeNetwor
     )
     const provide = Effect.provide(network)
     yield* run({
-      start: (n) => provide(startNode(n, NodeNetwork.NodeNetwork.layerTest(configFor(n, addresses)))),
+      start: (n) => provide(startNode(n, NodeNetwork.layerTest(configFor(n, addresses)))),
       startOutsider: provide(
         startNode(
           99,
-          NodeNetwork.NodeNetwork.layerTest({
+          NodeNetwork.layerTest({
             ...configFor(0, addresses),
             identity: { seed: OUTSIDER_SEED },
             listen: "outsider:9000"

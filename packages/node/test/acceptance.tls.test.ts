@@ -14,10 +14,10 @@ it.scopedLive(
       const ports = yield* reservePorts(5)
       const addresses = ports.slice(0, 4).map((p) => `127.0.0.1:${p}`)
       yield* run({
-        start: (n) => startNode(n, NodeNetwork.NodeNetwork.layer(configFor(n, addresses))),
+        start: (n) => startNode(n, NodeNetwork.layer(configFor(n, addresses))),
         startOutsider: startNode(
           99,
-          NodeNetwork.NodeNetwork.layer({
+          NodeNetwork.layer({
             ...configFor(0, addresses),
             identity: { seed: OUTSIDER_SEED },
             listen: `127.0.0.1:${ports[4]}`

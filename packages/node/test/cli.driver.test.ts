@@ -29,11 +29,8 @@ it.scoped(
       const nodes = yield* Effect.forEach([0, 1, 2, 3], (n) =>
         Effect.gen(function* () {
           const scope = yield* Scope.make()
-          const context = yield* Layer.buildWithScope(
-            NodeNetwork.NodeNetwork.layerTest(configFor(n, addresses)),
-            scope
-          )
-          const net = Context.get(context, NodeNetwork.NodeNetwork)
+          const context = yield* Layer.buildWithScope(NodeNetwork.layerTest(configFor(n, addresses)), scope)
+          const net = Context.get(context, NodeNetwork)
           const driver = yield* Driver.start(net, {
             validators,
             identity: identity(n),

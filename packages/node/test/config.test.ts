@@ -9,7 +9,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
-import { NodeConfig, NodeNetwork } from "../src/index.js"
+import { NodeConfig, NodeNetwork, type StartFailed } from "../src/index.js"
 import { configFor, peerId } from "./fixtures/cluster.js"
 
 const addresses = ["127.0.0.1:9001", "127.0.0.1:9002"]
@@ -175,7 +175,7 @@ describe("NodeConfig.withEnv and load", () => {
   it.effect("NodeNetwork.layer fails at start with the config error, before opening anything", () =>
     Effect.gen(function* () {
       const exit = yield* Effect.exit(
-        Layer.build(NodeNetwork.NodeNetwork.layer({ ...base, listen: "nowhere" })).pipe(Effect.scoped)
+        Layer.build(NodeNetwork.layer({ ...base, listen: "nowhere" })).pipe(Effect.scoped)
       )
       assert.isTrue(Exit.isFailure(exit))
       if (Exit.isFailure(exit)) {
@@ -189,12 +189,12 @@ describe("NodeConfig.withEnv and load", () => {
   it.effect("a missing key file fails with StartFailed naming the identity", () =>
     Effect.gen(function* () {
       const error = yield* Effect.flip(
-        Layer.build(
-          NodeNetwork.NodeNetwork.layer({ ...base, identity: { keyFile: "/nonexistent/key.pem" } })
-        ).pipe(Effect.scoped)
+        Layer.build(NodeNetwork.layer({ ...base, identity: { keyFile: "/nonexistent/key.pem" } })).pipe(
+          Effect.scoped
+        )
       )
       assert.strictEqual(error._tag, "StartFailed")
-      assert.strictEqual((error as NodeNetwork.StartFailed).what, "identity")
+      assert.strictEqual((error as StartFailed).what, "identity")
     })
   )
 })

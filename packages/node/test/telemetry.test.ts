@@ -9,7 +9,7 @@ import { Identity } from "@hotstuff2/wire"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import { type NodeConfig, NodeNetwork } from "../src/index.js"
+import { type NodeConfig, NodeNetwork, type StartFailed } from "../src/index.js"
 import { reservePorts } from "../src/internal/ports.js"
 import {
   configFor,
@@ -27,7 +27,7 @@ import { waitLive } from "./fixtures/wait.js"
 const short = (n: number) => Identity.shortPeerId(peerId(n))
 
 const start = (n: number, addresses: ReadonlyArray<string>, telemetry: NodeConfigTelemetry) =>
-  startNode(n, NodeNetwork.NodeNetwork.layer(configFor(n, addresses, { telemetry })))
+  startNode(n, NodeNetwork.layer(configFor(n, addresses, { telemetry })))
 
 type NodeConfigTelemetry = NonNullable<NodeConfig.NodeConfigInput["telemetry"]>
 
@@ -414,7 +414,7 @@ it.scopedLive(
         start(0, addresses, { prometheus: `127.0.0.1:${ports[2]}`, otlpEndpoint: "http://127.0.0.1:1" })
       )
       assert.strictEqual(error._tag, "StartFailed")
-      assert.strictEqual((error as NodeNetwork.StartFailed).what, "prometheus")
+      assert.strictEqual((error as StartFailed).what, "prometheus")
       // Nothing of the failed node holds its listen address.
       assert.isTrue(yield* portIsFree(ports[0]!))
       assert.isTrue(taken.listening)
