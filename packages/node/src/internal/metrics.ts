@@ -46,10 +46,19 @@ export const make = (
   registry: PeerRegistry.PeerRegistryShape
 ): NodeMetrics => {
   const nodeLabel = label("node", node)
-  const pairs = new Map<string, readonly [Counter, Counter]>()
-  const pair = (direction: "sent" | "received", channel: number, type: string) => {
-    const key = `${direction}/${channel}/${type}`
-    let found = pairs.get(key)
+  // Per direction, channel and type: looked up without building a key string per message.
+  const pairs = { sent: new Map<number, Map<string, readonly [Counter, Counter]>>(), received: new Map() }
+  const pair = (
+    direction: "sent" | "received",
+    channel: number,
+    type: string
+  ): readonly [Counter, Counter] => {
+    let byType = pairs[direction].get(channel)
+    if (byType === undefined) {
+      byType = new Map()
+      pairs[direction].set(channel, byType)
+    }
+    let found = byType.get(type)
     if (found === undefined) {
       const labels = [nodeLabel, label("channel", String(channel)), label("type", type)]
       found =
@@ -59,7 +68,7 @@ export const make = (
               Metric.taggedWithLabels(messagesReceived, labels),
               Metric.taggedWithLabels(bytesReceived, labels)
             ]
-      pairs.set(key, found)
+      byType.set(type, found)
     }
     return found
   }
