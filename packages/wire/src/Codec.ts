@@ -10,7 +10,8 @@ import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
-import { DecodeFailure, fromFailure, Reader, Writer } from "./internal/binary.js"
+import { allocate, DecodeFailure, fromFailure, Reader, Writer } from "./internal/binary.js"
+import { type CompiledMessage, compileMessage } from "./internal/compiled.js"
 import type { Fields, MessageField } from "./internal/field.js"
 import { compile, type Predicate } from "./internal/validator.js"
 import { definitions, type Message, type MessageTag } from "./Message.js"
@@ -24,6 +25,8 @@ interface Compiled {
   readonly is: Predicate
   /** Effect's validator: run only when `is` says no, for the detailed error. */
   readonly validate: (u: unknown) => Either.Either<unknown, ParseResult.ParseError>
+  /** Reader, size and writer generated for this message type; `definition` is their reference. */
+  readonly fast: CompiledMessage
 }
 
 // Built once at module load: Schema validators are costly to build and cheap to run.
@@ -33,7 +36,8 @@ for (const definition of definitions) {
   const compiled: Compiled = {
     definition,
     is: compile(definition.schema.ast),
-    validate: Schema.validateEither(definition.schema as Schema.Schema<unknown>)
+    validate: Schema.validateEither(definition.schema as Schema.Schema<unknown>),
+    fast: compileMessage(definition.emit)
   }
   byType[definition.type] = compiled
   byTag.set(definition.tag, compiled)
@@ -67,6 +71,39 @@ const check = (compiled: Compiled, value: unknown): Malformed | undefined => {
 }
 
 const writeChecked = (compiled: Compiled, message: Message): Either.Either<Uint8Array, Malformed> => {
+  const invalid = check(compiled, message)
+  if (invalid !== undefined) return Either.left(invalid)
+  const fast = compiled.fast
+  const buf = allocate(1 + fast.size(message))
+  const writer = new Writer(buf)
+  writer.u8(compiled.definition.type)
+  fast.write(writer, message)
+  return Either.right(buf)
+}
+
+const lookup = (message: Message): Compiled | undefined =>
+  byTag.get((message as { _tag?: unknown })?._tag as string)
+
+const unknownTag = () =>
+  Either.left(new Malformed({ what: "Message", path: "_tag", offset: 0, reason: "not a known message type" }))
+
+/**
+ * Encodes a message. The message is validated by its Schema first, so a value the type system
+ * let through (a 31-byte hash, a view above 2^64-1) is a `Malformed` error here rather than bytes
+ * that every peer would refuse.
+ */
+export const encode = (message: Message): Either.Either<Uint8Array, Malformed> => {
+  const compiled = lookup(message)
+  return compiled === undefined ? unknownTag() : writeChecked(compiled, message)
+}
+
+/**
+ * @internal `encode` through the generic field closures of internal/field.ts instead of the generated
+ * writer: the reference the property tests hold `encode` to.
+ */
+export const referenceEncode = (message: Message): Either.Either<Uint8Array, Malformed> => {
+  const compiled = lookup(message)
+  if (compiled === undefined) return unknownTag()
   const definition = compiled.definition
   const invalid = check(compiled, message)
   if (invalid !== undefined) return Either.left(invalid)
@@ -78,25 +115,37 @@ const writeChecked = (compiled: Compiled, message: Message): Either.Either<Uint8
 }
 
 /**
- * Encodes a message. The message is validated by its Schema first, so a value the type system
- * let through (a 31-byte hash, a view above 2^64-1) is a `Malformed` error here rather than bytes
- * that every peer would refuse.
- */
-export const encode = (message: Message): Either.Either<Uint8Array, Malformed> => {
-  const compiled = byTag.get((message as { _tag?: unknown })?._tag as string)
-  if (compiled === undefined) {
-    return Either.left(
-      new Malformed({ what: "Message", path: "_tag", offset: 0, reason: "not a known message type" })
-    )
-  }
-  return writeChecked(compiled, message)
-}
-
-/**
  * Decodes one message from `bytes` (all of them: trailing bytes are an error) and validates it with
  * its Schema. Byte fields of the result are views into `bytes`, which must not be modified after.
  */
 export const decode = (bytes: Uint8Array): Either.Either<Message, UnknownMessageType | Malformed> => {
+  const compiled = bytes.length === 0 ? undefined : byType[bytes[0]!]
+  if (compiled === undefined) return referenceDecode(bytes)
+  const reader = new Reader(bytes, 1, bytes.length)
+  let value: unknown
+  try {
+    value = compiled.fast.read(reader)
+  } catch (e) {
+    // Every error comes from the reference path, which knows the field path of a failure.
+    if (e instanceof DecodeFailure) return referenceDecode(bytes)
+    throw e
+  }
+  if (reader.pos !== reader.end) return referenceDecode(bytes)
+  // The reader guarantees every length, range, count and encoding by construction; what is left to
+  // check (a certificate's signers against its signatures) is `residual`. Failing that, the whole
+  // Schema judges, for the detailed error.
+  if (compiled.fast.residual(value)) return Either.right(value as Message)
+  const invalid = check(compiled, value)
+  return invalid === undefined ? Either.right(value as Message) : Either.left(invalid)
+}
+
+/**
+ * @internal `decode` through the generic field closures of internal/field.ts and the whole Schema:
+ * the reference the property tests hold `decode` to, and the source of `decode`'s errors.
+ */
+export const referenceDecode = (
+  bytes: Uint8Array
+): Either.Either<Message, UnknownMessageType | Malformed> => {
   if (bytes.length === 0) {
     return Either.left(new Malformed({ what: "Message", path: "", offset: 0, reason: "empty input" }))
   }

@@ -4,8 +4,12 @@
 import * as Arbitrary from "effect/Arbitrary"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
+import type * as AST from "effect/SchemaAST"
 import { PeerId } from "../Identity.js"
 import { DecodeFailure, fail, type Reader, u32Size, u64Size, type Writer } from "./binary.js"
+import type { Emitter } from "./compiled.js"
+import { rawPeerId, rememberPeerId } from "./peerIds.js"
+import { compile, type Predicate } from "./validator.js"
 
 export interface Field<S extends Schema.Schema.Any> {
   readonly schema: S
@@ -16,6 +20,8 @@ export interface Field<S extends Schema.Schema.Any> {
   readonly size: (value: Schema.Schema.Type<S>) => number
   readonly write: (writer: Writer, value: Schema.Schema.Type<S>) => void
   readonly read: (reader: Reader) => Schema.Schema.Type<S>
+  /** The same read, size and write as generated code (internal/compiled.ts). */
+  readonly emit: Emitter
 }
 
 export type AnyField = Field<Schema.Schema.Any>
@@ -32,7 +38,13 @@ export const u64: Field<Schema.SchemaClass<bigint>> = {
   minSize: 1,
   size: u64Size,
   write: (w, v) => w.u64(v),
-  read: (r) => r.u64()
+  read: (r) => r.u64(),
+  emit: {
+    read: () => "r.u64()",
+    size: (g, v) => `${g.ref(u64Size)}(${v})`,
+    write: (_, v) => `w.u64(${v});`,
+    residual: () => undefined
+  }
 }
 
 export const u32: Field<Schema.SchemaClass<number>> = {
@@ -44,7 +56,13 @@ export const u32: Field<Schema.SchemaClass<number>> = {
   minSize: 1,
   size: u32Size,
   write: (w, v) => w.u32(v),
-  read: (r) => r.u32()
+  read: (r) => r.u32(),
+  emit: {
+    read: () => "r.u32()",
+    size: (g, v) => `${g.ref(u32Size)}(${v})`,
+    write: (_, v) => `w.u32(${v});`,
+    residual: () => undefined
+  }
 }
 
 const uint8ArrayArbitrary = (minLength: number, maxLength: number) => () => (fc: any) =>
@@ -61,11 +79,42 @@ export const fixedBytes = (length: number, identifier: string): Field<Schema.Sch
   minSize: length,
   size: () => length,
   write: (w, v) => w.bytes(v),
-  read: (r) => r.bytes(length)
+  read: (r) => r.bytes(length),
+  emit: {
+    read: () => `r.bytes(${length})`,
+    fixedSize: length,
+    size: () => String(length),
+    write: (_, v) => `w.bytes(${v});`,
+    residual: () => undefined
+  }
 })
 
 export const hash = fixedBytes(32, "Hash")
 export const signature = fixedBytes(64, "Signature")
+
+// Buffer's own hex routines, called on any Uint8Array: no Buffer view is made per PeerId.
+const hexSlice = (Buffer.prototype as unknown as { hexSlice: (start: number, end: number) => string })
+  .hexSlice
+const hexWrite = (
+  Buffer.prototype as unknown as { hexWrite: (s: string, offset: number, length: number) => number }
+).hexWrite
+
+const readPeerId = (r: Reader): PeerId => {
+  const at = r.skip(32)
+  return hexSlice.call(r.buf, at, at + 32) as PeerId
+}
+
+/** Called only with a PeerId that passed its Schema. */
+const writePeerId = (w: Writer, v: string): void => {
+  const raw = rawPeerId(v)
+  if (raw !== undefined) {
+    w.buf.set(raw, w.pos)
+  } else {
+    hexWrite.call(w.buf, v, w.pos, 32)
+    rememberPeerId(v, w.buf.subarray(w.pos, w.pos + 32))
+  }
+  w.pos += 32
+}
 
 /** A PeerId: 32 raw bytes on the wire, 64 hex characters in memory. */
 export const peerId: Field<typeof PeerId> = {
@@ -73,13 +122,15 @@ export const peerId: Field<typeof PeerId> = {
   spec: "peer_id",
   minSize: 32,
   size: () => 32,
-  write: (w, v) => {
-    w.buf.write(v, w.pos, 32, "hex")
-    w.pos += 32
-  },
-  read: (r) => {
-    const raw = r.bytes(32)
-    return Buffer.from(raw.buffer, raw.byteOffset, 32).toString("hex") as PeerId
+  write: (w, v) => writePeerId(w, v),
+  read: (r) => readPeerId(r),
+  emit: {
+    read: (g) => `${g.ref(readPeerId)}(r)`,
+    fixedSize: 32,
+    size: () => "32",
+    write: (g, v) => `${g.ref(writePeerId)}(w, ${v});`,
+    // 32 bytes always make 64 lowercase hex characters.
+    residual: () => undefined
   }
 }
 
@@ -97,34 +148,29 @@ export const bytes = (
   minSize: 1,
   size: (v) => u32Size(v.length) + v.length,
   write: (w, v) => w.lengthPrefixed(v),
-  read: (r) => r.lengthPrefixed(max)
+  read: (r) => r.lengthPrefixed(max),
+  emit: {
+    read: () => `r.lengthPrefixed(${max})`,
+    size: (g, v) => `(${g.ref(u32Size)}(${v}.length) + ${v}.length)`,
+    write: (_, v) => `w.lengthPrefixed(${v});`,
+    residual: () => undefined
+  }
 })
 
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
 const utf8Encoder = new TextEncoder()
 
 /** A UTF-8 string, length-prefixed, at most `max` bytes once encoded. */
-export const utf8 = (max: number): Field<Schema.SchemaClass<string>> => ({
-  schema: Schema.String.pipe(
-    Schema.filter(
-      (s) =>
-        !wellFormed(s)
-          ? "expected well-formed Unicode (no lone surrogates)"
-          : Buffer.byteLength(s, "utf8") <= max || `expected at most ${max} bytes of UTF-8`,
-      { arbitrary: () => (fc: any) => fc.string({ maxLength: Math.floor(max / 4), unit: "binary" }) }
-    )
-  ) as unknown as Schema.SchemaClass<string>,
-  spec: `utf8 (max ${max} bytes)`,
-  minSize: 1,
-  size: (v) => {
+export const utf8 = (max: number): Field<Schema.SchemaClass<string>> => {
+  const size = (v: string) => {
     const n = Buffer.byteLength(v, "utf8")
     return u32Size(n) + n
-  },
-  write: (w, v) => {
+  }
+  const write = (w: Writer, v: string) => {
     w.u32(Buffer.byteLength(v, "utf8"))
     w.pos += utf8Encoder.encodeInto(v, w.buf.subarray(w.pos)).written
-  },
-  read: (r) => {
+  }
+  const read = (r: Reader) => {
     const at = r.pos
     const raw = r.lengthPrefixed(max)
     try {
@@ -133,7 +179,31 @@ export const utf8 = (max: number): Field<Schema.SchemaClass<string>> => ({
       return fail(at, "invalid UTF-8")
     }
   }
-})
+  return {
+    schema: Schema.String.pipe(
+      Schema.filter(
+        (s) =>
+          !wellFormed(s)
+            ? "expected well-formed Unicode (no lone surrogates)"
+            : Buffer.byteLength(s, "utf8") <= max || `expected at most ${max} bytes of UTF-8`,
+        { arbitrary: () => (fc: any) => fc.string({ maxLength: Math.floor(max / 4), unit: "binary" }) }
+      )
+    ) as unknown as Schema.SchemaClass<string>,
+    spec: `utf8 (max ${max} bytes)`,
+    minSize: 1,
+    size,
+    write,
+    read,
+    emit: {
+      read: (g) => `${g.ref(read)}(r)`,
+      size: (g, v) => `${g.ref(size)}(${v})`,
+      write: (g, v) => `${g.ref(write)}(w, ${v});`,
+      // The fatal decoder accepts only well-formed UTF-8, which decodes to well-formed Unicode that
+      // re-encodes to the same (at most `max`) bytes.
+      residual: () => undefined
+    }
+  }
+}
 
 /** Strings must be well-formed Unicode so that they round-trip byte for byte through UTF-8. */
 const wellFormed = (s: string): boolean => !/\p{Surrogate}/u.test(s)
@@ -181,6 +251,54 @@ export const list = <S extends Schema.Schema.Any>(
       }
     }
     return out
+  },
+  emit: listEmitter(item, max)
+})
+
+const listEmitter = (item: AnyField, max: number): Emitter => ({
+  read: (g) =>
+    `${g.fn(
+      "r",
+      `const at = r.pos
+const count = r.u32()
+if (count > ${max} || count * ${item.minSize} > r.remaining) ${g.ref(fail)}(at, "list count")
+const out = new Array(count)
+for (let i = 0; i < count; i++) out[i] = ${item.emit.read(g)}
+return out`
+    )}(r)`,
+  size: (g, v) => {
+    const fixed = item.emit.fixedSize
+    if (fixed !== undefined) return `(${g.ref(u32Size)}(${v}.length) + ${v}.length * ${fixed})`
+    return `${g.fn(
+      "v",
+      `let n = ${g.ref(u32Size)}(v.length)
+for (let i = 0; i < v.length; i++) {
+  const x = v[i]
+  n += ${item.emit.size(g, "x")}
+}
+return n`
+    )}(${v})`
+  },
+  write: (g, v) =>
+    `${g.fn(
+      "w, v",
+      `w.u32(v.length)
+for (let i = 0; i < v.length; i++) {
+  const x = v[i]
+  ${item.emit.write(g, "x")}
+}`
+    )}(w, ${v});`,
+  residual: (g, v) => {
+    const inner = item.emit.residual(g, "x")
+    if (inner === undefined) return undefined
+    return `${g.fn(
+      "v",
+      `for (let i = 0; i < v.length; i++) {
+  const x = v[i]
+  if (!(${inner})) return false
+}
+return true`
+    )}(${v})`
   }
 })
 
@@ -204,6 +322,36 @@ export const option = <S extends Schema.Schema.Any>(item: Field<S>): Field<Schem
     if (flag === 0) return Option.none()
     if (flag === 1) return Option.some(item.read(r))
     return fail(at, `option flag must be 0 or 1, got ${flag}`)
+  },
+  emit: optionEmitter(item)
+})
+
+const optionEmitter = (item: AnyField): Emitter => ({
+  read: (g) =>
+    `${g.fn(
+      "r",
+      `const at = r.pos
+const flag = r.u8()
+if (flag === 0) return ${g.ref(Option.none)}()
+if (flag === 1) return ${g.ref(Option.some)}(${item.emit.read(g)})
+return ${g.ref(fail)}(at, "option flag")`
+    )}(r)`,
+  size: (g, v) =>
+    `${g.fn("v", `return ${g.ref(Option.isSome)}(v) ? 1 + ${item.emit.size(g, "v.value")} : 1`)}(${v})`,
+  write: (g, v) =>
+    `${g.fn(
+      "w, v",
+      `if (${g.ref(Option.isSome)}(v)) {
+  w.u8(1)
+  ${item.emit.write(g, "v.value")}
+} else {
+  w.u8(0)
+}`
+    )}(w, ${v});`,
+  residual: (g, v) => {
+    const inner = item.emit.residual(g, "v.value")
+    if (inner === undefined) return undefined
+    return `${g.fn("v", `return !${g.ref(Option.isSome)}(v) || (${inner})`)}(${v})`
   }
 })
 
@@ -258,9 +406,77 @@ export const struct = <F extends Fields>(
       const out: Record<string, unknown> = {}
       structRead(fields, names, r, out)
       return out as any
+    },
+    emit: structEmitter(undefined, fields, names, undefined)
+  }
+}
+
+/**
+ * A struct's fields in order, optionally after a `_tag`, and the refinements of its Schema above
+ * the plain struct (`refine`), which no reader can imply.
+ */
+const structEmitter = (
+  tag: string | undefined,
+  fields: Fields,
+  names: ReadonlyArray<string>,
+  refine: Predicate | undefined
+): Emitter => {
+  const key = (name: string) => JSON.stringify(name)
+  let fixedSize: number | undefined = 0
+  for (const name of names) {
+    const f = fields[name]!.emit.fixedSize
+    fixedSize = fixedSize === undefined || f === undefined ? undefined : fixedSize + f
+  }
+  return {
+    fixedSize,
+    read: (g) => {
+      const props = names.map((n) => `${key(n)}: ${fields[n]!.emit.read(g)}`)
+      if (tag !== undefined) props.unshift(`_tag: ${JSON.stringify(tag)}`)
+      // An object literal evaluates its values in order: the fields are read in wire order.
+      return `${g.fn("r", `return { ${props.join(", ")} }`)}(r)`
+    },
+    size: (g, v) => {
+      if (fixedSize !== undefined) return String(fixedSize)
+      let constant = 0
+      const parts: Array<string> = []
+      for (const n of names) {
+        const f = fields[n]!.emit
+        if (f.fixedSize !== undefined) constant += f.fixedSize
+        else parts.push(f.size(g, `v[${key(n)}]`))
+      }
+      return `${g.fn("v", `return ${[String(constant), ...parts].join(" + ")}`)}(${v})`
+    },
+    write: (g, v) =>
+      `${g.fn("w, v", names.map((n) => fields[n]!.emit.write(g, `v[${key(n)}]`)).join("\n"))}(w, ${v});`,
+    residual: (g, v) => {
+      const parts: Array<string> = []
+      for (const n of names) {
+        const part = fields[n]!.emit.residual(g, `v[${key(n)}]`)
+        if (part !== undefined) parts.push(part)
+      }
+      if (refine !== undefined) parts.push(`${g.ref(refine)}(v)`)
+      if (parts.length === 0) return undefined
+      return `${g.fn("v", `return ${parts.join(" && ")}`)}(${v})`
     }
   }
 }
+
+/** The refinements `ast` adds above `base`, as one predicate; the whole Schema if it is not that. */
+const refinementsAbove = (ast: AST.AST, base: AST.AST): Predicate | undefined => {
+  const filters: Array<AST.Refinement> = []
+  let at = ast
+  while (at !== base) {
+    if (at._tag !== "Refinement") return compile(ast)
+    filters.push(at)
+    at = at.from
+  }
+  if (filters.length === 0) return undefined
+  return (u) => {
+    for (const r of filters) if (Option.isSome(r.filter(u, parseOptions, r))) return false
+    return true
+  }
+}
+const parseOptions: AST.ParseOptions = {}
 
 /**
  * A message type: a tagged struct with a one-byte type code. As a top-level message the codec writes
@@ -292,12 +508,13 @@ export const message = <
     tag,
     Object.fromEntries(names.map((n) => [n, fields[n]!.schema])) as SchemaFields<F>
   ).annotations({ identifier: tag })
+  const schema = refineSchema ? refineSchema(base) : (base as unknown as S)
   return {
     tag,
     type,
     fields,
     names,
-    schema: refineSchema ? refineSchema(base) : (base as unknown as S),
+    schema,
     spec: tag,
     minSize,
     size: (v) => structSize(fields, names, v),
@@ -306,6 +523,7 @@ export const message = <
       const out: Record<string, unknown> = { _tag: tag }
       structRead(fields, names, r, out)
       return out as Schema.Schema.Type<S>
-    }
+    },
+    emit: structEmitter(tag, fields, names, refinementsAbove(schema.ast, base.ast))
   }
 }
