@@ -73,9 +73,10 @@ export const PeersConfig = Schema.Struct({
   stableAfter: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(10) }),
   /**
    * Both sides keep the connection the smaller PeerId dialled, so the larger side gives the peer
-   * this long to dial first, at the start of each disconnected spell, before dialling itself: when
-   * both want a connection at once (a whole network starting), one TLS handshake per pair instead
-   * of two. 0: both dial at once.
+   * time to dial first, at the start of each disconnected spell, before dialling itself: when both
+   * want a connection at once (a whole network starting), one TLS handshake per pair instead of
+   * two. This long per `maxConcurrentDials` validators the peer dials before this node (in PeerId
+   * order), at most `redialCap`. 0: both dial at once.
    */
   dialGrace: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(3) }),
   /** Dials (TLS handshakes) this node runs at once; the others wait their turn, untimed. */
