@@ -99,10 +99,17 @@ const hexWrite = (
   Buffer.prototype as unknown as { hexWrite: (s: string, offset: number, length: number) => number }
 ).hexWrite
 
-const readPeerId = (r: Reader): PeerId => {
-  const at = r.skip(32)
-  return hexSlice.call(r.buf, at, at + 32) as PeerId
-}
+// Undocumented in Node's API (present since Node 10): fall back to a Buffer view if it ever goes.
+const readPeerId: (r: Reader) => PeerId =
+  typeof hexSlice === "function"
+    ? (r) => {
+        const at = r.skip(32)
+        return hexSlice.call(r.buf, at, at + 32) as PeerId
+      }
+    : (r) => {
+        const at = r.skip(32)
+        return Buffer.from(r.buf.buffer, r.buf.byteOffset + at, 32).toString("hex") as PeerId
+      }
 
 /** Called only with a PeerId that passed its Schema. */
 const writePeerId = (w: Writer, v: string): void => {
@@ -110,7 +117,8 @@ const writePeerId = (w: Writer, v: string): void => {
   if (raw !== undefined) {
     w.buf.set(raw, w.pos)
   } else {
-    hexWrite.call(w.buf, v, w.pos, 32)
+    if (typeof hexWrite === "function") hexWrite.call(w.buf, v, w.pos, 32)
+    else w.buf.set(Buffer.from(v, "hex"), w.pos)
     rememberPeerId(v, w.buf.subarray(w.pos, w.pos + 32))
   }
   w.pos += 32
