@@ -13,9 +13,9 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { peerIdOfCertificate, selfSignedCertificate } from "./internal/certificate.js"
 import { HandshakeError } from "./internal/handshake.js"
-import { awaitSocket, type SocketFlavor, socketBackend } from "./internal/socketBackend.js"
+import { onceSocket, type SecuredSocket, type SocketFlavor, socketBackend } from "./internal/socketBackend.js"
 import { make } from "./internal/transport.js"
-import { Transport } from "./Transport.js"
+import { type PeerId, Transport } from "./Transport.js"
 import * as TransportConfig from "./TransportConfig.js"
 import type { InvalidTransportConfig } from "./TransportError.js"
 
@@ -34,59 +34,102 @@ const UNREACHABLE = new Set([
   "EADDRNOTAVAIL"
 ])
 
-const tlsFlavor = (context: tls.SecureContext): SocketFlavor => ({
-  kind: "tls",
-  // The certificate proves the key and TLS protects the hellos: no extra signatures needed.
-  signatures: false,
-  accept: (raw) =>
-    Effect.gen(function* () {
-      const socket = new tls.TLSSocket(raw, {
-        isServer: true,
-        secureContext: context,
-        requestCert: true,
-        rejectUnauthorized: false
-      })
-      socket.on("error", () => {}) // reported through awaitSocket and the pipe
-      yield* awaitSocket(socket, "secure", "tls")
-      const pinnedPeer = peerIdOfCertificate(socket.getPeerX509Certificate())
-      if (pinnedPeer === undefined) {
-        return yield* new HandshakeError({ reason: "tls", detail: "no Ed25519 client certificate" })
-      }
-      return { socket, pinnedPeer }
-    }),
-  connect: (host, port, expectedPeer) =>
-    Effect.gen(function* () {
-      // `noDelay` at connect: `setNoDelay` on a TLS socket that is not connected yet is lost, and
-      // Nagle then holds the hello behind the TLS handshake's last flight (about 5 ms a dial).
-      const options: tls.ConnectionOptions & Pick<net.TcpNetConnectOpts, "noDelay"> = {
-        host,
-        port,
-        secureContext: context,
-        rejectUnauthorized: false,
-        minVersion: "TLSv1.3",
-        noDelay: true
-      }
-      const socket = tls.connect(options)
-      socket.on("error", () => {})
-      yield* awaitSocket(socket, "secureConnect", "tls").pipe(
-        Effect.mapError((e) =>
-          UNREACHABLE.has(/E[A-Z]+/.exec(e.detail)?.[0] ?? "")
-            ? new HandshakeError({ ...e, reason: "unreachable" })
-            : e
-        ),
-        Effect.onError(() => Effect.sync(() => socket.destroy()))
+/** The server side of an accepted raw socket; `done` once it is secure (or failed), with the client's key. */
+const acceptTls = (
+  context: tls.SecureContext,
+  raw: net.Socket,
+  done: (result: SecuredSocket | HandshakeError) => void
+): (() => void) => {
+  const socket = new tls.TLSSocket(raw, {
+    isServer: true,
+    secureContext: context,
+    requestCert: true,
+    rejectUnauthorized: false
+  })
+  socket.on("error", () => {}) // reported through onceSocket and the pipe
+  const off = onceSocket(socket, "secure", "tls", (error) => {
+    if (error !== undefined) return done(error)
+    const pinnedPeer = peerIdOfCertificate(socket.getPeerX509Certificate())
+    if (pinnedPeer === undefined) {
+      return done(new HandshakeError({ reason: "tls", detail: "no Ed25519 client certificate" }))
+    }
+    done({ socket, pinnedPeer })
+  })
+  return () => {
+    off()
+    socket.destroy()
+  }
+}
+
+/** A client connection; `done` once it is secure and the server's certificate holds `expectedPeer`'s key. */
+const connectTls = (
+  context: tls.SecureContext,
+  host: string,
+  port: number,
+  expectedPeer: PeerId,
+  done: (result: SecuredSocket | HandshakeError) => void
+): (() => void) => {
+  // `noDelay` at connect: `setNoDelay` on a TLS socket that is not connected yet is lost, and
+  // Nagle then holds the hello behind the TLS handshake's last flight (about 5 ms a dial).
+  const options: tls.ConnectionOptions & Pick<net.TcpNetConnectOpts, "noDelay"> = {
+    host,
+    port,
+    secureContext: context,
+    rejectUnauthorized: false,
+    minVersion: "TLSv1.3",
+    noDelay: true
+  }
+  const socket = tls.connect(options)
+  socket.on("error", () => {})
+  const off = onceSocket(socket, "secureConnect", "tls", (error) => {
+    if (error !== undefined) {
+      socket.destroy()
+      return done(
+        UNREACHABLE.has(/E[A-Z]+/.exec(error.detail)?.[0] ?? "")
+          ? new HandshakeError({ ...error, reason: "unreachable" })
+          : error
       )
-      const pinnedPeer = peerIdOfCertificate(socket.getPeerX509Certificate())
-      if (pinnedPeer !== expectedPeer) {
-        socket.destroy()
-        return yield* new HandshakeError({
+    }
+    const pinnedPeer = peerIdOfCertificate(socket.getPeerX509Certificate())
+    if (pinnedPeer !== expectedPeer) {
+      socket.destroy()
+      return done(
+        new HandshakeError({
           reason: "identity-mismatch",
           detail: `certificate key is ${pinnedPeer?.slice(0, 16) ?? "not Ed25519"}, expected ${expectedPeer.slice(0, 16)}`,
           peer: pinnedPeer
         })
-      }
-      return { socket, pinnedPeer }
-    })
+      )
+    }
+    done({ socket, pinnedPeer })
+  })
+  return () => {
+    off()
+    socket.destroy()
+  }
+}
+
+/** Runs a callback-style step as an Effect; interrupting it cancels the step. */
+const asEffect = (
+  step: (done: (result: SecuredSocket | HandshakeError) => void) => () => void
+): Effect.Effect<SecuredSocket, HandshakeError> =>
+  Effect.async<SecuredSocket, HandshakeError>((resume) => {
+    const cancel = step((result) =>
+      resume(result instanceof HandshakeError ? Effect.fail(result) : Effect.succeed(result))
+    )
+    return Effect.sync(cancel)
+  })
+
+const tlsFlavor = (context: tls.SecureContext): SocketFlavor => ({
+  kind: "tls",
+  // The certificate proves the key and TLS protects the hellos: no extra signatures needed.
+  signatures: false,
+  accept: (raw) => asEffect((done) => acceptTls(context, raw, done)),
+  connect: (host, port, expectedPeer) =>
+    asEffect((done) => connectTls(context, host, port, expectedPeer, done)),
+  // Callbacks: a connection setup costs no fiber of its own.
+  acceptNow: (raw, done) => acceptTls(context, raw, done),
+  connectNow: (host, port, expectedPeer, done) => connectTls(context, host, port, expectedPeer, done)
 })
 
 /** TLS 1.3 with pinned Ed25519 certificates. Closing the layer closes every listener and connection. */

@@ -20,10 +20,12 @@
 // first frames may follow its Auth in the same read, and must find the connection open.
 import * as crypto from "node:crypto"
 import { Identity } from "@hotstuff2/wire"
-import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
+import * as Runtime from "effect/Runtime"
 import type { Authorize, PeerId } from "../Transport.js"
 import type { HandshakeFailure } from "../TransportError.js"
 import type { ConnectionCore } from "./connection.js"
@@ -159,109 +161,130 @@ const afterHandshake =
     else core.remoteClosing(goodbye.reason, goodbye.detail)
   }
 
-const fail = (reason: HandshakeFailure, detail: string, peer?: PeerId) =>
-  Effect.fail(new HandshakeError({ reason, detail, peer }))
+const failure = (reason: HandshakeFailure, detail: string, peer?: PeerId) =>
+  new HandshakeError({ reason, detail, peer })
+
+/** Runs an admission Effect and calls back with its outcome; returns a function that interrupts it. */
+export type RunAuthorize = (
+  effect: Effect.Effect<boolean>,
+  done: (exit: Exit.Exit<boolean>) => void
+) => () => void
+
+/** The handshake's outcome: the authenticated peer, or why it failed. */
+export type HandshakeResult = PeerId | HandshakeError
 
 /**
- * Runs the handshake on a core in state "handshake". On success the core is open and knows its
- * remote peer; on failure the remote has been told why (when it got that far) and the core is
- * closing. The caller bounds it in time (with the TLS handshake before it).
+ * Starts the handshake on a core in state "handshake", as plain callbacks on the core's (a
+ * connection setup costs no fiber of its own). `done` is called once: on success the core is open
+ * and knows its remote peer; on failure the remote has been told why (when it got that far) and the
+ * core is closing or destroyed. The caller bounds it in time (with the TLS handshake before it); the
+ * returned cancel stops it without calling `done` (the caller then cuts the core).
  */
-export const run = (core: ConnectionCore, options: HandshakeOptions): Effect.Effect<PeerId, HandshakeError> =>
-  Effect.gen(function* () {
-    const inbox: Array<Uint8Array> = []
-    let wake: (() => void) | undefined
-    core.onControl = (message) => {
-      if (inbox.length >= 4) return core.protocolError("too many control frames during the handshake")
-      inbox.push(message)
-      wake?.()
-    }
-    const unsubscribe = core.onClosed(() => wake?.())
-    yield* Effect.addFinalizer(() => Effect.sync(unsubscribe))
-    const closedFailure = () => {
-      const why = core.closeReason
-      return why?.reason === "protocol-error"
-        ? new HandshakeError({ reason: "protocol", detail: why.detail })
-        : new HandshakeError({
-            reason: "closed",
-            detail: why ? `${why.reason}: ${why.detail}` : "closed during the handshake"
-          })
-    }
-    /** The next control message; a goodbye or a close fails. */
-    const next = Effect.async<Uint8Array, HandshakeError>((resume) => {
-      const deliver = () => {
-        const message = inbox.shift()
-        if (message !== undefined) {
-          wake = undefined
-          const goodbye = decodeGoodbye(message)
-          resume(
-            goodbye
-              ? fail("refused-by-remote", `${goodbye.reason}: ${goodbye.detail}`)
-              : Effect.succeed(message)
-          )
-        } else if (core.state === "closed") {
-          wake = undefined
-          resume(Effect.fail(closedFailure()))
-        } else wake = deliver
-      }
-      deliver()
-      return Effect.sync(() => {
-        wake = undefined
-      })
-    })
+export const start = (
+  core: ConnectionCore,
+  options: HandshakeOptions,
+  now: () => number,
+  runAuthorize: RunAuthorize,
+  done: (result: HandshakeResult) => void
+): (() => void) => {
+  const { identity, networkId, role } = options
+  const inbox: Array<Uint8Array> = []
+  let finished = false
+  /** What to do with the next control message, once it is there; undefined while none is awaited. */
+  let onMessage: ((message: Uint8Array) => void) | undefined
+  let cancelAuthorize: (() => void) | undefined
+  let unsubscribe: () => void = () => {}
 
-    const { identity, networkId, role } = options
-    const nonce = crypto.randomBytes(NONCE_BYTES).toString("hex")
-    const ownHello = encodeHello({
-      version: PROTOCOL_VERSION,
-      networkId,
-      peer: identity.peerId,
-      nonce,
-      // Whole milliseconds: a TestClock driven by jittered schedules reads fractions.
-      timestamp: Math.floor(yield* Clock.currentTimeMillis)
-    })
-    core.sendControl(ownHello)
+  const settle = (result: HandshakeResult) => {
+    if (finished) return
+    finished = true
+    onMessage = undefined
+    unsubscribe()
+    if (result instanceof HandshakeError && core.state !== "closing") {
+      core.destroy("handshake", "handshake failed")
+    }
+    done(result)
+  }
+  const closedFailure = () => {
+    const why = core.closeReason
+    return why?.reason === "protocol-error"
+      ? failure("protocol", why.detail)
+      : failure("closed", why ? `${why.reason}: ${why.detail}` : "closed during the handshake")
+  }
+  /** Hands the next queued message to `f` (a goodbye fails), now or when it arrives. */
+  const next = (f: (message: Uint8Array) => void) => {
+    const message = inbox.shift()
+    if (message !== undefined) {
+      const goodbye = decodeGoodbye(message)
+      if (goodbye !== undefined) settle(failure("refused-by-remote", `${goodbye.reason}: ${goodbye.detail}`))
+      else f(message)
+    } else if (core.state === "closed") settle(closedFailure())
+    else onMessage = f
+  }
+  core.onControl = (message) => {
+    if (inbox.length >= 4) return core.protocolError("too many control frames during the handshake")
+    inbox.push(message)
+    const f = onMessage
+    if (f !== undefined) {
+      onMessage = undefined
+      next(f)
+    }
+  }
+  unsubscribe = core.onClosed(() => {
+    if (onMessage !== undefined) settle(closedFailure())
+  })
 
-    const remoteHello = yield* next
+  const nonce = crypto.randomBytes(NONCE_BYTES).toString("hex")
+  const ownHello = encodeHello({
+    version: PROTOCOL_VERSION,
+    networkId,
+    peer: identity.peerId,
+    nonce,
+    // Whole milliseconds: a TestClock driven by jittered schedules reads fractions.
+    timestamp: Math.floor(now())
+  })
+  core.sendControl(ownHello)
+
+  const onHello = (remoteHello: Uint8Array) => {
     const hello = decodeHello(remoteHello)
-    if (hello === undefined) return yield* fail("protocol", "expected a Hello")
+    if (hello === undefined) return settle(failure("protocol", "expected a Hello"))
     // Only a key the certificate proved, or a verified signature, may name the peer in a refusal.
     let verified = options.pinnedPeer !== undefined
     const refuse = (reason: HandshakeFailure, detail: string) => {
       core.close("handshake", `${reason}: ${detail}`, encodeGoodbye(reason, detail))
-      return fail(reason, detail, verified ? hello.peer : undefined)
+      settle(failure(reason, detail, verified ? hello.peer : undefined))
     }
     if (hello.version !== PROTOCOL_VERSION) {
-      return yield* refuse("version", `protocol version ${hello.version}, expected ${PROTOCOL_VERSION}`)
+      return refuse("version", `protocol version ${hello.version}, expected ${PROTOCOL_VERSION}`)
     }
     if (hello.networkId !== networkId) {
-      return yield* refuse("wrong-network", `network "${hello.networkId}", expected "${networkId}"`)
+      return refuse("wrong-network", `network "${hello.networkId}", expected "${networkId}"`)
     }
     if (hello.peer === identity.peerId || hello.nonce === nonce) {
-      return yield* refuse("identity-mismatch", "the remote presents this node's own key or nonce")
+      return refuse("identity-mismatch", "the remote presents this node's own key or nonce")
     }
     if (options.pinnedPeer !== undefined && hello.peer !== options.pinnedPeer) {
-      return yield* refuse(
+      return refuse(
         "identity-mismatch",
         `hello names ${hello.peer.slice(0, 16)}, certificate proves ${options.pinnedPeer.slice(0, 16)}`
       )
     }
     if (options.expectedPeer !== undefined && hello.peer !== options.expectedPeer) {
-      return yield* refuse(
+      return refuse(
         "identity-mismatch",
         `remote is ${hello.peer.slice(0, 16)}, expected ${options.expectedPeer.slice(0, 16)}`
       )
     }
     const skew = Duration.toMillis(options.maxClockSkew)
-    const checkedAt = yield* Clock.currentTimeMillis
+    const checkedAt = now()
     if (Math.abs(hello.timestamp - checkedAt) > skew) {
-      return yield* refuse(
+      return refuse(
         "stale-hello",
         `hello timestamp is ${hello.timestamp - checkedAt} ms from this node's clock (max ${skew})`
       )
     }
     if (!options.replay.add(hello.nonce, checkedAt, skew)) {
-      return yield* refuse("replayed-hello", "hello nonce seen before")
+      return refuse("replayed-hello", "hello nonce seen before")
     }
 
     const dialerHello = role === "dialer" ? ownHello : remoteHello
@@ -287,66 +310,90 @@ export const run = (core: ConnectionCore, options: HandshakeOptions): Effect.Eff
         ))
     const open = () => {
       core.open(hello.peer)
-      // Made outside this scope: a closure made here would keep the whole handshake (its fiber
-      // included) alive for as long as the connection.
+      // Made outside this closure: one made here would keep the whole handshake alive for as long
+      // as the connection.
       core.onControl = afterHandshake(core)
-      wake = undefined
+      settle(hello.peer)
     }
 
     if (role === "listener") {
-      const dialerAuth = yield* next
-      if (!authentic(dialerAuth)) return yield* refuse("bad-signature", "handshake signature does not verify")
-      verified = true
-      if (options.authorize !== undefined && !(yield* options.authorize(hello.peer, core.remoteAddress))) {
-        return yield* refuse("not-admitted", "peer not admitted by this node")
-      }
-      if (core.state !== "handshake") return yield* Effect.fail(closedFailure())
-      core.sendControl(auth())
-      open()
-      return hello.peer
+      return next((dialerAuth) => {
+        if (!authentic(dialerAuth)) return refuse("bad-signature", "handshake signature does not verify")
+        verified = true
+        const admitted = () => {
+          if (core.state !== "handshake") return settle(closedFailure())
+          core.sendControl(auth())
+          open()
+        }
+        if (options.authorize === undefined) return admitted()
+        cancelAuthorize = runAuthorize(options.authorize(hello.peer, core.remoteAddress), (exit) => {
+          cancelAuthorize = undefined
+          if (finished) return
+          if (Exit.isSuccess(exit)) {
+            if (exit.value) admitted()
+            else refuse("not-admitted", "peer not admitted by this node")
+          } else settle(failure("closed", "admission interrupted"))
+        })
+      })
     }
 
     // Dialer: be ready for the listener's Auth, and whatever follows it in the same read, first.
-    return yield* Effect.async<PeerId, HandshakeError>((resume) => {
-      const finish = (message: Uint8Array) => {
-        const goodbye = decodeGoodbye(message)
-        if (goodbye !== undefined) {
-          resume(fail("refused-by-remote", `${goodbye.reason}: ${goodbye.detail}`))
-        } else if (!authentic(message)) {
-          resume(refuse("bad-signature", "handshake signature does not verify"))
-        } else if (core.state !== "handshake") {
-          resume(Effect.fail(closedFailure()))
-        } else {
-          verified = true
-          open()
-          resume(Effect.succeed(hello.peer))
-        }
-      }
-      const pending = inbox.shift()
-      if (pending !== undefined) {
-        // Only a goodbye can come before this side's Auth.
-        const goodbye = decodeGoodbye(pending)
-        resume(
-          goodbye
-            ? fail("refused-by-remote", `${goodbye.reason}: ${goodbye.detail}`)
-            : refuse("protocol", "the listener's Auth came before this side's")
-        )
+    const pending = inbox.shift()
+    if (pending !== undefined) {
+      // Only a goodbye can come before this side's Auth.
+      const goodbye = decodeGoodbye(pending)
+      return goodbye
+        ? settle(failure("refused-by-remote", `${goodbye.reason}: ${goodbye.detail}`))
+        : refuse("protocol", "the listener's Auth came before this side's")
+    }
+    core.onControl = (message) => {
+      if (finished) return
+      const goodbye = decodeGoodbye(message)
+      if (goodbye !== undefined) {
+        settle(failure("refused-by-remote", `${goodbye.reason}: ${goodbye.detail}`))
+      } else if (!authentic(message)) {
+        refuse("bad-signature", "handshake signature does not verify")
+      } else if (core.state !== "handshake") {
+        settle(closedFailure())
       } else {
-        core.onControl = finish
-        wake = () => {
-          if (core.state === "closed") resume(Effect.fail(closedFailure()))
-        }
-        core.sendControl(auth())
+        verified = true
+        open()
       }
-      return Effect.sync(() => {
-        wake = undefined
-      })
+    }
+    // A close now fails the handshake, as while a message is awaited.
+    onMessage = () => {}
+    core.sendControl(auth())
+  }
+  next(onHello)
+
+  return () => {
+    if (finished) return
+    finished = true
+    onMessage = undefined
+    unsubscribe()
+    cancelAuthorize?.()
+  }
+}
+
+/**
+ * The handshake as an Effect (for callers that are fibers already): `start` under one
+ * `Effect.async`; interrupting it stops the handshake and leaves the core to the caller.
+ */
+export const run = (core: ConnectionCore, options: HandshakeOptions): Effect.Effect<PeerId, HandshakeError> =>
+  Effect.flatMap(Effect.zip(Effect.runtime<never>(), Effect.clock), ([runtime, clock]) =>
+    Effect.async<PeerId, HandshakeError>((resume) => {
+      const runAuthorize: RunAuthorize = (effect, onExit) => {
+        const fiber = Runtime.runFork(runtime)(effect)
+        fiber.addObserver(onExit)
+        return () => fiber.unsafeInterruptAsFork(FiberId.none)
+      }
+      const cancel = start(
+        core,
+        options,
+        () => clock.unsafeCurrentTimeMillis(),
+        runAuthorize,
+        (result) => resume(result instanceof HandshakeError ? Effect.fail(result) : Effect.succeed(result))
+      )
+      return Effect.sync(cancel)
     })
-  }).pipe(
-    Effect.scoped,
-    Effect.tapError(() =>
-      Effect.sync(() => {
-        if (core.state !== "closing") core.destroy("handshake", "handshake failed")
-      })
-    )
   )

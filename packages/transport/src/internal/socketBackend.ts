@@ -6,21 +6,67 @@ import { formatAddress, type PeerId, parseAddress } from "../Transport.js"
 import { type HandshakeFailure, ListenError } from "../TransportError.js"
 import { HandshakeError } from "./handshake.js"
 import { socketPipe } from "./socketPipe.js"
-import type { Backend } from "./transport.js"
+import type { Accepted, Backend } from "./transport.js"
 
 export interface SocketFlavor {
   readonly kind: "tls" | "tcp"
   readonly signatures: boolean
   /** Server side: the accepted raw socket to a byte stream, and the key its certificate proved (TLS). */
-  readonly accept: (
-    raw: net.Socket
-  ) => Effect.Effect<{ readonly socket: net.Socket; readonly pinnedPeer?: PeerId }, HandshakeError>
+  readonly accept: (raw: net.Socket) => Effect.Effect<SecuredSocket, HandshakeError>
   /** Client side: connect and, for TLS, check the certificate against `expectedPeer` before any byte is read. */
   readonly connect: (
     host: string,
     port: number,
     expectedPeer: PeerId
-  ) => Effect.Effect<{ readonly socket: net.Socket; readonly pinnedPeer?: PeerId }, HandshakeError>
+  ) => Effect.Effect<SecuredSocket, HandshakeError>
+  /** `accept` as callbacks (no fiber): calls `done` once unless cancelled; the cancel cuts the socket. */
+  readonly acceptNow?: (raw: net.Socket, done: (result: SecuredSocket | HandshakeError) => void) => () => void
+  /** `connect` as callbacks (no fiber): calls `done` once unless cancelled; the cancel cuts the socket. */
+  readonly connectNow?: (
+    host: string,
+    port: number,
+    expectedPeer: PeerId,
+    done: (result: SecuredSocket | HandshakeError) => void
+  ) => () => void
+}
+
+/** A socket ready for the handshake, and the key its certificate proved (TLS). */
+export interface SecuredSocket {
+  readonly socket: net.Socket
+  readonly pinnedPeer?: PeerId
+}
+
+/**
+ * Calls `done` on one of a socket's events, or with the failure on 'error' or 'close' first.
+ * Removes its listeners then, or when the returned cancel is called.
+ */
+export const onceSocket = (
+  socket: net.Socket,
+  event: string,
+  failure: HandshakeFailure,
+  done: (error: HandshakeError | undefined) => void
+): (() => void) => {
+  const off = () => {
+    socket.off(event, onEvent)
+    socket.off("error", onError)
+    socket.off("close", onClose)
+  }
+  const onEvent = () => {
+    off()
+    done(undefined)
+  }
+  const onError = (error: Error) => {
+    off()
+    done(new HandshakeError({ reason: failure, detail: error.message }))
+  }
+  const onClose = () => {
+    off()
+    done(new HandshakeError({ reason: "closed", detail: "socket closed" }))
+  }
+  socket.once(event, onEvent)
+  socket.once("error", onError)
+  socket.once("close", onClose)
+  return off
 }
 
 /** Waits for one of a socket's events; fails on 'error' or 'close' first. Removes its listeners. */
@@ -30,27 +76,10 @@ export const awaitSocket = (
   failure: HandshakeFailure
 ): Effect.Effect<void, HandshakeError> =>
   Effect.async<void, HandshakeError>((resume) => {
-    const done = () => {
-      socket.off(event, onEvent)
-      socket.off("error", onError)
-      socket.off("close", onClose)
-    }
-    const onEvent = () => {
-      done()
-      resume(Effect.void)
-    }
-    const onError = (error: Error) => {
-      done()
-      resume(Effect.fail(new HandshakeError({ reason: failure, detail: error.message })))
-    }
-    const onClose = () => {
-      done()
-      resume(Effect.fail(new HandshakeError({ reason: "closed", detail: "socket closed" })))
-    }
-    socket.once(event, onEvent)
-    socket.once("error", onError)
-    socket.once("close", onClose)
-    return Effect.sync(done)
+    const off = onceSocket(socket, event, failure, (error) =>
+      resume(error === undefined ? Effect.void : Effect.fail(error))
+    )
+    return Effect.sync(off)
   })
 
 /**
@@ -79,6 +108,25 @@ export const socketBackend = (flavor: SocketFlavor): Backend => {
     // A socket without an 'error' listener takes the process down on error.
     socket.on("error", () => {})
   }
+  const connectNow =
+    (connect: NonNullable<SocketFlavor["connectNow"]>): NonNullable<Backend["connectNow"]> =>
+    (address, expectedPeer, done) => {
+      const parsed = parseAddress(address)
+      if (parsed === undefined) {
+        done(new HandshakeError({ reason: "unreachable", detail: "not a host:port address" }))
+        return () => {}
+      }
+      return connect(parsed.host, parsed.port, expectedPeer, (result) => {
+        if (result instanceof HandshakeError) return done(result)
+        const { socket, pinnedPeer } = result
+        track(socket)
+        done({
+          pipe: socketPipe(socket, address),
+          destroy: () => socket.destroy(),
+          ...(pinnedPeer !== undefined ? { pinnedPeer } : {})
+        })
+      })
+    }
   return {
     kind: flavor.kind,
     signatures: flavor.signatures,
@@ -90,16 +138,26 @@ export const socketBackend = (flavor: SocketFlavor): Backend => {
         const server = net.createServer({ noDelay: true }, (raw) => {
           track(raw)
           const remoteAddress = formatAddress(raw.remoteAddress ?? "unknown", raw.remotePort ?? 0)
+          const accepted = ({ socket, pinnedPeer }: SecuredSocket) => {
+            if (socket !== raw) track(socket)
+            return {
+              pipe: socketPipe(socket, remoteAddress),
+              ...(pinnedPeer !== undefined ? { pinnedPeer } : {})
+            }
+          }
+          const acceptNow = flavor.acceptNow
           onInbound({
             remoteAddress,
             remoteHost: limitKey(raw.remoteAddress ?? "unknown"),
-            accept: Effect.map(flavor.accept(raw), ({ socket, pinnedPeer }) => {
-              if (socket !== raw) track(socket)
-              return {
-                pipe: socketPipe(socket, remoteAddress),
-                ...(pinnedPeer !== undefined ? { pinnedPeer } : {})
-              }
-            }),
+            accept: Effect.map(flavor.accept(raw), accepted),
+            ...(acceptNow !== undefined
+              ? {
+                  acceptNow: (done: (result: Accepted | HandshakeError) => void) =>
+                    acceptNow(raw, (result) =>
+                      done(result instanceof HandshakeError ? result : accepted(result))
+                    )
+                }
+              : {}),
             destroy: () => raw.destroy()
           })
         })
@@ -139,6 +197,7 @@ export const socketBackend = (flavor: SocketFlavor): Backend => {
           ...(pinnedPeer !== undefined ? { pinnedPeer } : {})
         }
       }),
+    ...(flavor.connectNow !== undefined ? { connectNow: connectNow(flavor.connectNow) } : {}),
     shutdown: Effect.sync(() => {
       for (const socket of sockets) socket.destroy()
     })

@@ -5,6 +5,7 @@ import type { Identity } from "@hotstuff2/wire"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
 import * as FiberSet from "effect/FiberSet"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
@@ -36,7 +37,25 @@ export interface InboundAttempt {
     { readonly pipe: Pipe; readonly pinnedPeer?: PeerId },
     Handshake.HandshakeError
   >
+  /**
+   * `accept` as callbacks, for backends that can (sockets): no fiber per attempt. Calls `done` once
+   * unless cancelled; the cancel cuts what the attempt opened.
+   */
+  readonly acceptNow?: (done: (result: Accepted | Handshake.HandshakeError) => void) => () => void
   /** Cuts the attempt at once. */
+  readonly destroy: () => void
+}
+
+/** What `accept` gives: the byte stream, and the key a certificate proved. */
+export interface Accepted {
+  readonly pipe: Pipe
+  readonly pinnedPeer?: PeerId
+}
+
+/** What `connect` gives: the byte stream, the key a certificate proved, and how to cut it. */
+export interface Connected {
+  readonly pipe: Pipe
+  readonly pinnedPeer?: PeerId
   readonly destroy: () => void
 }
 
@@ -61,6 +80,15 @@ export interface Backend {
     { readonly pipe: Pipe; readonly pinnedPeer?: PeerId; readonly destroy: () => void },
     Handshake.HandshakeError
   >
+  /**
+   * `connect` as callbacks, for backends that can (sockets): the dial then runs in the caller's
+   * fiber with no fiber of its own. Calls `done` once unless cancelled; the cancel cuts the attempt.
+   */
+  readonly connectNow?: (
+    address: string,
+    expectedPeer: PeerId,
+    done: (result: Connected | Handshake.HandshakeError) => void
+  ) => () => void
   /** Cuts whatever the backend still holds, at shutdown after connections had their goodbye. */
   readonly shutdown: Effect.Effect<void>
 }
@@ -121,7 +149,89 @@ export const make = (
       detail: `no authenticated connection within ${Duration.format(config.handshakeTimeout)}`
     })
 
-    const dial = (address: string, expectedPeer: PeerId): Effect.Effect<Connection, DialError> => {
+    const clock = yield* Effect.clock
+    const now = () => clock.unsafeCurrentTimeMillis()
+    /** Admission runs as a fiber of this transport; its outcome comes back as a callback. */
+    const runAuthorize: Handshake.RunAuthorize = (effect, done) => {
+      const fiber = run(effect)
+      fiber.addObserver(done)
+      return () => {
+        fiber.unsafeInterruptAsFork(FiberId.none)
+      }
+    }
+    /** Handshakes set up as callbacks, cut when the transport closes (after connections had their goodbye). */
+    const settingUp = new Set<() => void>()
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        for (const abort of settingUp) abort()
+      })
+    )
+
+    const dialFailure = (address: string, expectedPeer: PeerId, e: Handshake.HandshakeError) =>
+      new DialError({ address, expectedPeer, reason: e.reason, detail: e.detail })
+
+    /**
+     * Connect, TLS and the handshake as callbacks under one `Effect.async`, bounded by one timer: a
+     * dial costs the caller's fiber a single suspension.
+     */
+    const dialNow = (
+      connectNow: NonNullable<Backend["connectNow"]>,
+      address: string,
+      expectedPeer: PeerId
+    ): Effect.Effect<Connection, DialError> =>
+      Effect.async<Connection, DialError>((resume) => {
+        let finished = false
+        let cancelConnect: (() => void) | undefined
+        let cancelHandshake: (() => void) | undefined
+        let destroy: (() => void) | undefined
+        let core: ConnectionCore | undefined
+        const fail = (e: Handshake.HandshakeError) => {
+          if (finished) return
+          finished = true
+          cancelTimer()
+          cancelConnect?.()
+          cancelHandshake?.()
+          // Cut the stream, unless a goodbye telling the listener why is still being flushed.
+          if (core?.state !== "closing") destroy?.()
+          resume(Effect.fail(dialFailure(address, expectedPeer, e)))
+        }
+        const cancelTimer = timers(handshakeMillis, () => fail(timeoutFailure))
+        cancelConnect = connectNow(address, expectedPeer, (connected) => {
+          cancelConnect = undefined
+          if (finished) {
+            if (!(connected instanceof Handshake.HandshakeError)) connected.destroy()
+            return
+          }
+          if (connected instanceof Handshake.HandshakeError) return fail(connected)
+          destroy = connected.destroy
+          const opened = open(connected.pipe, "outbound")
+          core = opened
+          cancelHandshake = Handshake.start(
+            opened,
+            { ...handshakeOptions("dialer"), expectedPeer, pinnedPeer: connected.pinnedPeer },
+            now,
+            runAuthorize,
+            (result) => {
+              cancelHandshake = undefined
+              if (result instanceof Handshake.HandshakeError) return fail(result)
+              if (finished) return
+              finished = true
+              cancelTimer()
+              resume(Effect.succeed(makeConnection(opened)))
+            }
+          )
+        })
+        return Effect.sync(() => {
+          if (finished) return
+          finished = true
+          cancelTimer()
+          cancelConnect?.()
+          cancelHandshake?.()
+          if (core?.state !== "closing") destroy?.()
+        })
+      })
+
+    const dialEffect = (address: string, expectedPeer: PeerId): Effect.Effect<Connection, DialError> => {
       let destroy: (() => void) | undefined
       let core: ConnectionCore | undefined
       return Effect.gen(function* () {
@@ -140,12 +250,21 @@ export const make = (
         Effect.onExit((exit) =>
           Effect.sync(() => Exit.isSuccess(exit) || core?.state === "closing" || destroy?.())
         ),
-        Effect.mapError((e) => new DialError({ address, expectedPeer, reason: e.reason, detail: e.detail })),
-        Effect.withSpan("Transport.dial", {
-          attributes: { address, peer: expectedPeer, transport: backend.kind }
-        })
+        Effect.mapError((e) => dialFailure(address, expectedPeer, e))
       )
     }
+
+    const dial = (address: string, expectedPeer: PeerId): Effect.Effect<Connection, DialError> =>
+      (backend.connectNow !== undefined
+        ? dialNow(backend.connectNow, address, expectedPeer)
+        : dialEffect(address, expectedPeer)
+      ).pipe(
+        // No stack trace: capturing one costs more than the rest of the span.
+        Effect.withSpan("Transport.dial", {
+          attributes: { address, peer: expectedPeer, transport: backend.kind },
+          captureStackTrace: false
+        })
+      )
 
     const listen = (
       address: string,
@@ -212,6 +331,24 @@ export const make = (
           // Counted from the attempt until it is refused, or until the accepted connection closes.
           perHost.set(host, fromHost + 1)
           handshaking++
+          const failed = (e: Handshake.HandshakeError, core: ConnectionCore | undefined) => {
+            // A refused connection still flushing its goodbye holds its place until it closes.
+            if (core?.state === "closing") core.onClosed(() => release(host))
+            else release(host)
+            return refuse(attempt, e.reason, e.detail, e.peer, core)
+          }
+          const accepted = (core: ConnectionCore) => {
+            inbound++
+            core.onClosed(() => {
+              inbound--
+              release(host)
+            })
+            return makeConnection(core)
+          }
+          if (attempt.acceptNow !== undefined) {
+            acceptNow(attempt.acceptNow)
+            return
+          }
           let core: ConnectionCore | undefined
           run(
             Effect.gen(function* () {
@@ -227,24 +364,61 @@ export const make = (
               Timers.deadline(timers, handshakeMillis, () => timeoutFailure),
               Effect.ensuring(Effect.sync(() => handshaking--)),
               Effect.matchEffect({
-                onFailure: (e) => {
-                  // A refused connection still flushing its goodbye holds its place until it closes.
-                  if (core?.state === "closing") core.onClosed(() => release(host))
-                  else release(host)
-                  return refuse(attempt, e.reason, e.detail, e.peer, core)
-                },
-                onSuccess: (core) => {
-                  inbound++
-                  core.onClosed(() => {
-                    inbound--
-                    release(host)
-                  })
-                  return Queue.offer(connections, makeConnection(core))
-                }
+                onFailure: (e) => failed(e, core),
+                onSuccess: (core) => Queue.offer(connections, accepted(core))
               }),
               Effect.onInterrupt(() => Effect.sync(() => attempt.destroy()))
             )
           )
+
+          /** TLS and the handshake as callbacks, bounded by one timer: no fiber per attempt. */
+          function acceptNow(start: NonNullable<InboundAttempt["acceptNow"]>) {
+            let finished = false
+            let core: ConnectionCore | undefined
+            let cancelAccept: (() => void) | undefined
+            let cancelHandshake: (() => void) | undefined
+            const finish = () => {
+              finished = true
+              cancelTimer()
+              handshaking--
+              settingUp.delete(abort)
+              cancelAccept?.()
+              cancelHandshake?.()
+            }
+            const fail = (e: Handshake.HandshakeError) => {
+              if (finished) return
+              finish()
+              run(failed(e, core))
+            }
+            // The transport is closing: cut the attempt, as an interrupted handshake fiber would.
+            const abort = () => {
+              if (finished) return
+              finish()
+              attempt.destroy()
+            }
+            settingUp.add(abort)
+            const cancelTimer = timers(handshakeMillis, () => fail(timeoutFailure))
+            cancelAccept = start((result) => {
+              cancelAccept = undefined
+              if (finished) return
+              if (result instanceof Handshake.HandshakeError) return fail(result)
+              const opened = open(result.pipe, "inbound")
+              core = opened
+              cancelHandshake = Handshake.start(
+                opened,
+                { ...handshakeOptions("listener"), authorize, pinnedPeer: result.pinnedPeer },
+                now,
+                runAuthorize,
+                (outcome) => {
+                  cancelHandshake = undefined
+                  if (outcome instanceof Handshake.HandshakeError) return fail(outcome)
+                  if (finished) return
+                  finish()
+                  if (!Queue.unsafeOffer(connections, accepted(opened))) attempt.destroy()
+                }
+              )
+            })
+          }
         }
 
         const bound = yield* backend.listen(address, onInbound)
