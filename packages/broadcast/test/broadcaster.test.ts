@@ -59,13 +59,13 @@ interface Counts {
 }
 
 /** Alice: a full node (registry, manager, broadcaster) whose validators are alice, mallory, carol, bob. */
-const aliceLayer = (counts: Counts, validators = [alice, mallory, carol, bob]) => {
+const aliceLayer = (counts: Counts, validators = [alice, mallory, carol, bob], loopbackBuffer = 1024) => {
   const peersConfig = { heartbeatInterval: "1 hour" }
   return Broadcaster.Broadcaster.layer({
     identity: alice,
     networkId: NETWORK,
     validators: validators.map((v) => v.peerId),
-    config: { dedupWindow: 64 },
+    config: { dedupWindow: 64, loopbackBuffer },
     observer: {
       duplicate: () => void counts.duplicates++,
       rejected: (r) => void counts.rejected.push(r),
@@ -352,6 +352,35 @@ describe("Broadcaster outbound", () => {
             } as Message.Message)
           )
           assert.strictEqual(invalid._tag, "InvalidOutbound")
+        })
+      )
+  )
+
+  it.scoped(
+    "own messages wait for the consumer up to loopbackBuffer, then Backpressure; they come before the network's",
+    () =>
+      withNetwork(
+        Effect.gen(function* () {
+          const counts: Counts = { duplicates: 0, rejected: [], sent: 0 }
+          const context = yield* Layer.build(aliceLayer(counts, undefined, 2))
+          const broadcaster = Context.get(context, Broadcaster.Broadcaster)
+          const write = yield* rawConnection(mallory)
+          yield* write(Channel.consensus, [sealedSlot(mallory, 9n, vote(9n, mallory.peerId))])
+          yield* settle
+          yield* broadcaster.send(alice.peerId, vote(1n, alice.peerId))
+          yield* broadcaster.send(alice.peerId, vote(2n, alice.peerId))
+          const full = yield* Effect.flip(broadcaster.send(alice.peerId, vote(3n, alice.peerId)))
+          assert.strictEqual(full._tag, "Backpressure")
+          const got = yield* Stream.runCollect(Stream.take(broadcaster.inbound, 3))
+          assert.deepStrictEqual(
+            Chunk.toReadonlyArray(got).map((d) => [d.from, (d.message as Message.Vote).view]),
+            [
+              [alice.peerId, 1n],
+              [alice.peerId, 2n],
+              [mallory.peerId, 9n]
+            ]
+          )
+          yield* broadcaster.send(alice.peerId, vote(3n, alice.peerId))
         })
       )
   )

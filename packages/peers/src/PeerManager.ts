@@ -73,10 +73,27 @@ export interface PeerManagerShape {
     options?: SendOptions
   ) => Effect.Effect<void, PeerSendError>
   /**
+   * `send` without an Effect and without waiting, for hot paths: queues the frame and returns
+   * undefined, or returns what `send` would fail with (`PeerNotConnected` at once to a peer that is
+   * not connected).
+   */
+  readonly unsafeSend: (
+    peer: PeerId,
+    channel: number,
+    messages: ReadonlyArray<Uint8Array>
+  ) => PeerSendError | undefined
+  /**
    * Frames from every peer, after rate limiting (heartbeats are handled here and not included).
    * One consumer. When it falls behind, readers stop taking frames and each peer's socket pauses.
    */
   readonly inbound: Stream.Stream<InboundFrame>
+  /**
+   * `inbound` without a Stream, for a consumer that runs its own loop (the Broadcaster): takes up to
+   * `max` frames now, none when nothing waits. The same one consumer as `inbound`.
+   */
+  readonly unsafePoll: (max: number) => ReadonlyArray<InboundFrame>
+  /** Calls `listener` once, when the next frame arrives (a later call replaces it). */
+  readonly unsafeOnInbound: (listener: () => void) => void
   /** Peers connected now. */
   readonly connected: Effect.Effect<ReadonlyArray<PeerId>>
   /** The connection to a peer, if any. */

@@ -1,14 +1,17 @@
 // The Broadcaster: seals outbound broadcasts once, queues them to each peer's own queues, and turns
 // the manager's inbound frames into deliveries (verify, dedup) synchronously per chunk of frames:
 // one Effect per chunk on the fast path, one per message only for traced messages (their spans).
+// The consumer of `inbound` does that work in its own fiber, taking straight from the manager's
+// inbox (no fiber or queue in between); `send` queues its frame synchronously.
 import { PeerManager, PeerRegistry } from "@hotstuff2/peers"
 import { TransportConfig, TransportError } from "@hotstuff2/transport"
 import { Codec, Envelope, type Identity, type Message } from "@hotstuff2/wire"
 import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as Tracer from "effect/Tracer"
@@ -24,7 +27,6 @@ import {
   type SendOptions
 } from "../Broadcaster.js"
 import { Dedup } from "./dedup.js"
-import { Mailbox } from "./mailbox.js"
 import * as Payload from "./payload.js"
 
 type PeerId = Identity.PeerId
@@ -93,9 +95,25 @@ export const make = (options: BroadcasterOptions) =>
     const dedup = new Dedup(config.dedupWindow, config.maxOrigins, (origin) =>
       validators.has(origin as PeerId)
     )
-    const mailbox = yield* Effect.acquireRelease(
-      Effect.sync(() => new Mailbox<Delivery>(config.loopbackBuffer)),
-      (m) => Effect.sync(() => m.close())
+    // The consumer of `inbound` takes from the manager's inbox itself and handles each chunk of
+    // frames in its own fiber: one fiber hand-off per received message (the peer's reader to the
+    // consumer). This node's own messages wait here, bounded, and go out before the network's.
+    let local: Array<Delivery> = []
+    let waiter: Deferred.Deferred<void> | undefined
+    let closed = false
+    const wake = () => {
+      const w = waiter
+      if (w !== undefined) {
+        waiter = undefined
+        Deferred.unsafeDone(w, Effect.void)
+      }
+    }
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        closed = true
+        local = []
+        wake()
+      })
     )
 
     // Sequence numbers start at the clock (millis << 16), so a restarted origin continues above
@@ -209,7 +227,11 @@ export const make = (options: BroadcasterOptions) =>
           trace: undefined,
           size
         }
-        if (mailbox.offerLocal(delivery)) return Effect.void
+        if (!closed && local.length < config.loopbackBuffer) {
+          local.push(delivery)
+          wake()
+          return Effect.void
+        }
         return Effect.fail(
           new TransportError.Backpressure({
             peer: self,
@@ -232,7 +254,7 @@ export const make = (options: BroadcasterOptions) =>
         observer.sent?.(peer, channel, message._tag, slot.length)
       })
 
-    // Untraced, the hot path: no generator, one Effect step besides the manager's.
+    // Untraced, the hot path: no generator, one Effect step, the frame queued synchronously.
     const sendBare = (
       peer: PeerId,
       message: Message.Message,
@@ -244,6 +266,13 @@ export const make = (options: BroadcasterOptions) =>
         const { bytes, channel } = encoded.right
         if (peer === self) return sendLoopback(message, channel, bytes.length + 1)
         const slot = Payload.direct(bytes, undefined)
+        const error = manager.unsafeSend(peer, channel, [slot])
+        if (error === undefined) {
+          observer.sent?.(peer, channel, message._tag, slot.length)
+          return Effect.void
+        }
+        if (error._tag !== "PeerNotConnected" || sendOptions?.waitForConnection === undefined)
+          return Effect.fail(error)
         return Effect.map(manager.send(peer, channel, [slot], sendOptions), () => {
           observer.sent?.(peer, channel, message._tag, slot.length)
         })
@@ -427,53 +456,94 @@ export const make = (options: BroadcasterOptions) =>
       }
     }
 
-    const handleChunk = (
-      frames: Chunk.Chunk<PeerManager.InboundFrame>
-    ): Effect.Effect<Chunk.Chunk<Delivery>> => {
-      const out: Array<Delivery> = []
+    /**
+     * The deliveries of `frames`, after `before` (own messages): an array when every message was
+     * handled synchronously, else an Effect (receive spans, reputation reports) that must not be cut
+     * short: the messages are recorded as seen already.
+     */
+    const handleFrames = (
+      frames: ReadonlyArray<PeerManager.InboundFrame>,
+      before: Array<Delivery>
+    ): Array<Delivery> | Effect.Effect<Array<Delivery>> => {
+      const out = before
       const rejected: Array<Rejection> = []
       let traced: Array<Effect.Effect<void>> | undefined
-      for (const frame of frames) {
-        for (const slot of frame.messages) {
-          const opened = open(frame.peer, frame.channel, slot)
+      for (let f = 0; f < frames.length; f++) {
+        const frame = frames[f]!
+        const peer = frame.peer
+        const channel = frame.channel
+        const messages = frame.messages
+        for (let m = 0; m < messages.length; m++) {
+          const slot = messages[m]!
+          const opened = open(peer, channel, slot)
           if ("reason" in opened) {
-            settle(opened, frame.peer, frame.channel, out, rejected)
+            settle(opened, peer, channel, out, rejected)
             continue
           }
           const trace = tracing ? traceOf(opened) : undefined
-          const run = () => process(frame.peer, frame.channel, slot, opened.parsed, opened.envelope)
           if (trace === undefined && traced === undefined) {
-            settle(run(), frame.peer, frame.channel, out, rejected)
+            const outcome = process(peer, channel, slot, opened.parsed, opened.envelope)
+            if (outcome === undefined) observer.duplicate?.(peer, channel)
+            else if (isRejection(outcome)) settle(outcome, peer, channel, out, rejected)
+            else {
+              out.push(outcome)
+              observer.delivered?.(outcome)
+            }
           } else {
             // Keep order: once one message needs a span, the rest of the chunk goes through Effects.
+            const run = () => process(peer, channel, slot, opened.parsed, opened.envelope)
             traced ??= []
             traced.push(
               trace === undefined
-                ? Effect.sync(() => settle(run(), frame.peer, frame.channel, out, rejected))
-                : Effect.map(receiveSpan(frame.peer, frame.channel, slot, trace, run), (o) =>
-                    settle(o, frame.peer, frame.channel, out, rejected)
+                ? Effect.sync(() => settle(run(), peer, channel, out, rejected))
+                : Effect.map(receiveSpan(peer, channel, slot, trace, run), (o) =>
+                    settle(o, peer, channel, out, rejected)
                   )
             )
           }
         }
       }
-      const report = () =>
-        rejected.length === 0
-          ? Effect.void
-          : Effect.forEach(rejected, (r) => registry.report(r.peer, reputationOf[r.reason]), {
-              discard: true
-            })
-      const done = () => Chunk.unsafeFromArray(out)
-      if (traced === undefined)
-        return rejected.length === 0 ? Effect.succeed(done()) : Effect.map(report(), done)
-      return Effect.all(traced, { discard: true }).pipe(
-        Effect.zipRight(Effect.suspend(report)),
-        Effect.map(done)
+      if (traced === undefined && rejected.length === 0) return out
+      const report = Effect.suspend(() =>
+        Effect.forEach(rejected, (r) => registry.report(r.peer, reputationOf[r.reason]), { discard: true })
+      )
+      return Effect.uninterruptible(
+        (traced === undefined ? report : Effect.zipRight(Effect.all(traced, { discard: true }), report)).pipe(
+          Effect.as(out)
+        )
       )
     }
 
-    // The manager's stream runs in a fiber of the consumer's scope and hands its chunks over through
-    // the mailbox, where own messages join them (see mailbox.ts for why not `Stream.merge`).
+    const MAX_FRAMES = 256
+
+    /** The next chunk for the consumer: own messages first, then the network's; waits for one. */
+    const pull: Effect.Effect<Chunk.Chunk<Delivery>, Option.Option<never>> = Effect.suspend(
+      (): Effect.Effect<Chunk.Chunk<Delivery>, Option.Option<never>> => {
+        for (;;) {
+          if (closed) return Effect.fail(Option.none())
+          const frames = manager.unsafePoll(MAX_FRAMES)
+          if (frames.length === 0 && local.length === 0) {
+            waiter ??= Deferred.unsafeMake<void>(FiberId.none)
+            manager.unsafeOnInbound(wake)
+            return Effect.zipRight(Deferred.await(waiter), pull)
+          }
+          let before: Array<Delivery> = []
+          if (local.length > 0) {
+            before = local
+            local = []
+          }
+          const handled = handleFrames(frames, before)
+          if (!Array.isArray(handled)) {
+            return Effect.flatMap(handled, (out) =>
+              out.length === 0 ? pull : Effect.succeed(Chunk.unsafeFromArray(out))
+            )
+          }
+          // All duplicates or refused: look again rather than hand out an empty chunk.
+          if (handled.length > 0) return Effect.succeed(Chunk.unsafeFromArray(handled))
+        }
+      }
+    )
+
     let consumers = 0
     const oneConsumer = Effect.acquireRelease(
       Effect.suspend(() =>
@@ -486,20 +556,7 @@ export const make = (options: BroadcasterOptions) =>
       () => Effect.sync(() => void consumers--)
     )
     const inbound: BroadcasterShape["inbound"] = Stream.unwrapScoped(
-      Effect.zipRight(
-        oneConsumer,
-        manager.inbound.pipe(
-          Stream.mapChunksEffect(handleChunk),
-          Stream.runForEachChunk((chunk) => mailbox.offerNetwork(chunk)),
-          Effect.onExit((exit) =>
-            Exit.isFailure(exit) && !Exit.isInterrupted(exit)
-              ? Effect.sync(() => mailbox.fail(exit.cause))
-              : Effect.void
-          ),
-          Effect.forkScoped,
-          Effect.as(Stream.repeatEffectChunkOption(mailbox.take))
-        )
-      )
+      Effect.as(oneConsumer, Stream.repeatEffectChunkOption(pull))
     )
 
     return {

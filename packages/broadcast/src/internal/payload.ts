@@ -12,9 +12,27 @@ export const ENVELOPE = 0x02
 
 const TRACE_BYTES = 25
 
+// Slots up to 4 KiB are carved from 64 KiB slabs: a slot lives only until the connection copies it
+// into its frame, and Node's 8 KiB pool holds five 1 KiB slots (an allocation and a GC sweep per five).
+const SLAB_BYTES = 64 * 1024
+const MAX_CARVED = 4096
+let slab = new ArrayBuffer(SLAB_BYTES)
+let slabOffset = 0
+
+const allocate = (size: number): Uint8Array => {
+  if (size > MAX_CARVED) return new Uint8Array(size)
+  if (slabOffset + size > SLAB_BYTES) {
+    slab = new ArrayBuffer(SLAB_BYTES)
+    slabOffset = 0
+  }
+  const out = new Uint8Array(slab, slabOffset, size)
+  slabOffset = (slabOffset + size + 7) & ~7
+  return out
+}
+
 export const direct = (encoded: Uint8Array, trace: Envelope.TraceContext | undefined): Uint8Array => {
   if (trace === undefined) {
-    const out = Buffer.allocUnsafe(1 + encoded.length)
+    const out = allocate(1 + encoded.length)
     out[0] = DIRECT
     out.set(encoded, 1)
     return out

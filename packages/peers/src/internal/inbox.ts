@@ -25,6 +25,7 @@ export class FairInbox {
   /** Peers with frames waiting, in the order they will be served. */
   private ready: Array<PeerId> = []
   private taker: Deferred.Deferred<void> | undefined
+  private listener: (() => void) | undefined
   private shutdown = false
 
   constructor(
@@ -50,26 +51,68 @@ export class FairInbox {
     )
   }
 
+  /** Adds a frame now and returns true, or returns false when the peer's queue is full (or closed). */
+  tryOffer(frame: InboundFrame): boolean {
+    if (this.shutdown || this.isFull(frame.peer)) return false
+    const queue = this.queueOf(frame.peer)
+    if (queue.frames.length === queue.head) this.ready.push(frame.peer)
+    queue.frames.push(frame)
+    queue.bytes += sizeOf(frame)
+    const taker = this.taker
+    if (taker !== undefined) {
+      this.taker = undefined
+      Deferred.unsafeDone(taker, Effect.void)
+    }
+    const listener = this.listener
+    if (listener !== undefined) {
+      this.listener = undefined
+      listener()
+    }
+    return true
+  }
+
   /** Adds a frame; waits while the peer's queue is full. */
   offer(frame: InboundFrame): Effect.Effect<void> {
     return Effect.suspend(() => {
-      if (this.shutdown) return Effect.void
-      if (this.isFull(frame.peer)) {
-        const queue = this.queueOf(frame.peer)
-        queue.space ??= Deferred.unsafeMake<void>(FiberId.none)
-        return Effect.zipRight(Deferred.await(queue.space), this.offer(frame))
-      }
+      if (this.shutdown || this.tryOffer(frame)) return Effect.void
       const queue = this.queueOf(frame.peer)
-      if (queue.frames.length === queue.head) this.ready.push(frame.peer)
-      queue.frames.push(frame)
-      queue.bytes += sizeOf(frame)
-      const taker = this.taker
-      if (taker !== undefined) {
-        this.taker = undefined
-        Deferred.unsafeDone(taker, Effect.void)
-      }
-      return Effect.void
+      queue.space ??= Deferred.unsafeMake<void>(FiberId.none)
+      return Effect.zipRight(Deferred.await(queue.space), this.offer(frame))
     })
+  }
+
+  /** Calls `listener` once, at the next frame offered (replacing a listener set before). */
+  onReady(listener: () => void): void {
+    this.listener = listener
+  }
+
+  /** Takes up to `max` frames, one per peer per round, without waiting: none when nothing is queued. */
+  poll(max: number): Array<InboundFrame> {
+    const out: Array<InboundFrame> = []
+    while (out.length < max && this.ready.length > 0) {
+      const round = this.ready
+      this.ready = []
+      for (const peer of round) {
+        const queue = this.queues.get(peer)!
+        if (out.length >= max) {
+          this.ready.push(peer)
+          continue
+        }
+        const frame = queue.frames[queue.head++]!
+        queue.bytes -= sizeOf(frame)
+        out.push(frame)
+        if (queue.head === queue.frames.length) {
+          queue.frames = []
+          queue.head = 0
+        } else this.ready.push(peer)
+        if (queue.space !== undefined && !this.isFull(peer)) {
+          const space = queue.space
+          queue.space = undefined
+          Deferred.unsafeDone(space, Effect.void)
+        }
+      }
+    }
+    return out
   }
 
   /** Takes up to `max` frames, one per peer per round, waiting for at least one. */
@@ -80,31 +123,7 @@ export class FairInbox {
         this.taker ??= Deferred.unsafeMake<void>(FiberId.none)
         return Effect.zipRight(Deferred.await(this.taker), this.take(max))
       }
-      const out: Array<InboundFrame> = []
-      while (out.length < max && this.ready.length > 0) {
-        const round = this.ready
-        this.ready = []
-        for (const peer of round) {
-          const queue = this.queues.get(peer)!
-          if (out.length >= max) {
-            this.ready.push(peer)
-            continue
-          }
-          const frame = queue.frames[queue.head++]!
-          queue.bytes -= sizeOf(frame)
-          out.push(frame)
-          if (queue.head === queue.frames.length) {
-            queue.frames = []
-            queue.head = 0
-          } else this.ready.push(peer)
-          if (queue.space !== undefined && !this.isFull(peer)) {
-            const space = queue.space
-            queue.space = undefined
-            Deferred.unsafeDone(space, Effect.void)
-          }
-        }
-      }
-      return Effect.succeed(out)
+      return Effect.succeed(this.poll(max))
     })
   }
 

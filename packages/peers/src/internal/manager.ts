@@ -342,7 +342,7 @@ export const make = (options: PeerManagerOptions) =>
               continue
             }
             const inboundFrame = { peer, channel: frame.channel, messages: frame.messages }
-            if (inbox.isFull(peer)) {
+            if (!inbox.tryOffer(inboundFrame)) {
               // Waiting here is this node's consumer falling behind: it must not count against the
               // peer. A close meanwhile is noticed at once (sends fail typed, redial starts).
               slot.readerBlocked = true
@@ -352,7 +352,7 @@ export const make = (options: PeerManagerOptions) =>
               yield* inbox.offer(inboundFrame)
               yield* Fiber.interrupt(watcher)
               slot.readerBlocked = false
-            } else yield* inbox.offer(inboundFrame)
+            }
             slot.missed = 0
           }
         }
@@ -537,46 +537,62 @@ export const make = (options: PeerManagerOptions) =>
 
     for (const peer of sortedValidators) if (peer !== local) yield* startDialer(peer, slotOf(peer), undefined)
 
+    /** Queues on `connection`, or on the peer's current one if `connection` lost a duplicate tie-break since. */
+    const sendOn = (
+      peer: PeerId,
+      connection: Transport.Connection,
+      channel: number,
+      messages: ReadonlyArray<Uint8Array>
+    ) => {
+      const error = connection.unsafeSend(channel, messages)
+      if (error?._tag !== "ConnectionClosed") return error
+      const current = slots.get(peer)?.connection
+      return current !== undefined && current !== connection ? current.unsafeSend(channel, messages) : error
+    }
+
+    const notConnected = (peer: PeerId) =>
+      new PeerNotConnected({ peer, detail: "not connected (pass waitForConnection to wait)" })
+
     return {
       localPeer: local,
       address: listener.address,
+      unsafeSend: (peer, channel, messages) => {
+        const connection = slots.get(peer)?.connection
+        return connection === undefined ? notConnected(peer) : sendOn(peer, connection, channel, messages)
+      },
       send: (peer, channel, messages, sendOptions) =>
-        Effect.gen(function* () {
-          let connection = slots.get(peer)?.connection
-          if (connection === undefined && sendOptions?.waitForConnection !== undefined) {
-            const target = slotOf(peer)
-            target.waiting++
-            connection = yield* Effect.gen(function* () {
-              while (target.connection === undefined) yield* Deferred.await(target.changed)
-              return target.connection
-            }).pipe(
-              Effect.timeoutFail({
-                duration: sendOptions.waitForConnection,
-                onTimeout: () => new PeerNotConnected({ peer, detail: "no connection within the wait" })
-              }),
-              Effect.ensuring(
-                Effect.sync(() => {
-                  target.waiting--
-                  forgetIfIdle(peer, target)
-                })
-              )
-            )
+        Effect.suspend(() => {
+          const connection = slots.get(peer)?.connection
+          if (connection !== undefined) {
+            const error = sendOn(peer, connection, channel, messages)
+            return error === undefined ? Effect.void : Effect.fail(error)
           }
-          if (connection === undefined) {
-            return yield* new PeerNotConnected({
-              peer,
-              detail: "not connected (pass waitForConnection to wait)"
+          if (sendOptions?.waitForConnection === undefined) return Effect.fail(notConnected(peer))
+          const target = slotOf(peer)
+          target.waiting++
+          return Effect.gen(function* () {
+            while (target.connection === undefined) yield* Deferred.await(target.changed)
+            return target.connection
+          }).pipe(
+            Effect.timeoutFail({
+              duration: sendOptions.waitForConnection,
+              onTimeout: () => new PeerNotConnected({ peer, detail: "no connection within the wait" })
+            }),
+            Effect.ensuring(
+              Effect.sync(() => {
+                target.waiting--
+                forgetIfIdle(peer, target)
+              })
+            ),
+            Effect.flatMap((connected) => {
+              const error = sendOn(peer, connected, channel, messages)
+              return error === undefined ? Effect.void : Effect.fail(error)
             })
-          }
-          let error = connection.unsafeSend(channel, messages)
-          // The connection lost a duplicate tie-break since: send on the one that won.
-          const current = slots.get(peer)?.connection
-          if (error?._tag === "ConnectionClosed" && current !== undefined && current !== connection) {
-            error = current.unsafeSend(channel, messages)
-          }
-          if (error !== undefined) return yield* Effect.fail(error)
+          )
         }),
       inbound: Stream.repeatEffectChunk(Effect.map(inbox.take(256), Chunk.unsafeFromArray)),
+      unsafePoll: (max) => inbox.poll(max),
+      unsafeOnInbound: (listener) => inbox.onReady(listener),
       connected: Effect.sync(() =>
         [...slots].filter(([, s]) => s.connection !== undefined).map(([peer]) => peer)
       ),
