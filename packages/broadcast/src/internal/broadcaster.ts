@@ -475,6 +475,25 @@ export const make = (options: BroadcasterOptions) =>
         const messages = frame.messages
         for (let m = 0; m < messages.length; m++) {
           const slot = messages[m]!
+          // A bare message (the common case for `send`): no parse or open records.
+          if (slot[0] === Payload.DIRECT && traced === undefined) {
+            const message = decodeMessage(peer, channel, slot.subarray(1))
+            if (isRefused(message)) settle(message, peer, channel, out, rejected)
+            else {
+              const delivery: Delivery = {
+                from: peer,
+                origin: peer,
+                message,
+                channel,
+                sequence: undefined,
+                trace: undefined,
+                size: slot.length
+              }
+              out.push(delivery)
+              observer.delivered?.(delivery)
+            }
+            continue
+          }
           const opened = open(peer, channel, slot)
           if ("reason" in opened) {
             settle(opened, peer, channel, out, rejected)

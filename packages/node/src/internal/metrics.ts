@@ -8,10 +8,9 @@ import * as Metric from "effect/Metric"
 import * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 
-type Counter = Metric.Metric.Counter<number>
 type Gauge = Metric.Metric.Gauge<number>
 
-const counter = (name: string, description: string): Counter =>
+const counter = (name: string, description: string): Metric.Metric.Counter<number> =>
   Metric.counter(name, { description, incremental: true })
 const gauge = (name: string, description: string): Gauge => Metric.gauge(name, { description })
 
@@ -33,6 +32,7 @@ const score = gauge("hotstuff2_peer_score", "Reputation score per peer (0 neutra
 const banned = gauge("hotstuff2_peers_banned", "Peers under a ban now")
 
 const label = MetricLabel.make
+type LabelSet = ReadonlyArray<MetricLabel.MetricLabel>
 
 export interface NodeMetrics {
   readonly observer: Broadcaster.Observer
@@ -46,58 +46,53 @@ export const make = (
   registry: PeerRegistry.PeerRegistryShape
 ): NodeMetrics => {
   const nodeLabel = label("node", node)
-  // Per direction, channel and type: looked up without building a key string per message.
-  const pairs = { sent: new Map<number, Map<string, readonly [Counter, Counter]>>(), received: new Map() }
-  const pair = (
-    direction: "sent" | "received",
-    channel: number,
-    type: string
-  ): readonly [Counter, Counter] => {
-    let byType = pairs[direction].get(channel)
+  // Per direction, channel and type: looked up without building a key string per message. Each
+  // counter is updated with the same labels array every time: Effect finds a metric's hook for a set
+  // of labels by the array's identity (`Metric.taggedWithLabels` makes a new array per update, and
+  // so a new metric key and a registry lookup).
+  const labelsOf = {
+    sent: new Map<number, Map<string, LabelSet>>(),
+    received: new Map<number, Map<string, LabelSet>>()
+  }
+  const labelsFor = (direction: "sent" | "received", channel: number, type: string): LabelSet => {
+    let byType = labelsOf[direction].get(channel)
     if (byType === undefined) {
       byType = new Map()
-      pairs[direction].set(channel, byType)
+      labelsOf[direction].set(channel, byType)
     }
     let found = byType.get(type)
     if (found === undefined) {
-      const labels = [nodeLabel, label("channel", String(channel)), label("type", type)]
-      found =
-        direction === "sent"
-          ? [Metric.taggedWithLabels(messagesSent, labels), Metric.taggedWithLabels(bytesSent, labels)]
-          : [
-              Metric.taggedWithLabels(messagesReceived, labels),
-              Metric.taggedWithLabels(bytesReceived, labels)
-            ]
+      found = [nodeLabel, label("channel", String(channel)), label("type", type)]
       byType.set(type, found)
     }
     return found
   }
-  const rejectedBy = new Map<string, Counter>()
-  const duplicate = Metric.taggedWithLabels(duplicates, [nodeLabel])
-  const none: ReadonlyArray<MetricLabel.MetricLabel> = []
-  const channelsSeen = new Set<number>()
+  const rejectedBy = new Map<string, LabelSet>()
+  const nodeOnly: LabelSet = [nodeLabel]
 
   const observer: Broadcaster.Observer = {
     sent: (_peer, channel, type, size) => {
-      const [messages, bytes] = pair("sent", channel, type)
-      messages.unsafeUpdate(1, none)
-      bytes.unsafeUpdate(size, none)
+      const labels = labelsFor("sent", channel, type)
+      messagesSent.unsafeUpdate(1, labels)
+      bytesSent.unsafeUpdate(size, labels)
     },
     delivered: (delivery) => {
-      const [messages, bytes] = pair("received", delivery.channel, delivery.message._tag)
-      messages.unsafeUpdate(1, none)
-      bytes.unsafeUpdate(delivery.size, none)
+      const labels = labelsFor("received", delivery.channel, delivery.message._tag)
+      messagesReceived.unsafeUpdate(1, labels)
+      bytesReceived.unsafeUpdate(delivery.size, labels)
     },
     rejected: (rejection) => {
-      let c = rejectedBy.get(rejection.reason)
-      if (c === undefined) {
-        c = Metric.taggedWithLabels(rejected, [nodeLabel, label("reason", rejection.reason)])
-        rejectedBy.set(rejection.reason, c)
+      let labels = rejectedBy.get(rejection.reason)
+      if (labels === undefined) {
+        labels = [nodeLabel, label("reason", rejection.reason)]
+        rejectedBy.set(rejection.reason, labels)
       }
-      c.unsafeUpdate(1, none)
+      rejected.unsafeUpdate(1, labels)
     },
-    duplicate: () => duplicate.unsafeUpdate(1, none)
+    duplicate: () => duplicates.unsafeUpdate(1, nodeOnly)
   }
+
+  const channelsSeen = new Set<number>()
 
   const sample = Effect.gen(function* () {
     const peers = yield* manager.connected
