@@ -1,7 +1,9 @@
 // The pure TLS cost of a mesh on this machine: every pair of the same identities opens one mutual
 // TLS 1.3 connection with raw node:tls (the certificates TlsTransport makes, the same secure-context
-// options, each side pinning the other's key), all at once, in this process. No framing, no hello,
+// options, session tickets off included, each side pinning the other's key), all at once, in this
+// process. No framing, no hello,
 // no Effect: what is left of the mesh time once this is taken away is ours.
+import * as crypto from "node:crypto"
 import type * as net from "node:net"
 import * as tls from "node:tls"
 import type { Identity } from "@hotstuff2/wire"
@@ -16,16 +18,21 @@ const certificates: CertificateModule = await import(
 
 const DAY = 24 * 60 * 60 * 1000
 
-/** Key and certificate per identity, as TlsTransport makes them at start. */
+/** Key and certificate per identity, and the context options, as TlsTransport makes them at start. */
 const material = (
   identity: Identity.Identity
-): Pick<tls.SecureContextOptions, "key" | "cert" | "minVersion"> => {
+): Pick<tls.SecureContextOptions, "key" | "cert" | "minVersion" | "secureOptions"> => {
   const now = Date.now()
   const certificate = certificates.selfSignedCertificate(identity, {
     notBefore: new Date(now - DAY),
     notAfter: new Date(now + 3650 * DAY)
   })
-  return { key: certificate.keyPem, cert: certificate.certPem, minVersion: "TLSv1.3" }
+  return {
+    key: certificate.keyPem,
+    cert: certificate.certPem,
+    minVersion: "TLSv1.3",
+    secureOptions: crypto.constants.SSL_OP_NO_TICKET
+  }
 }
 
 export interface RawMeshResult {
@@ -50,7 +57,7 @@ const settledGc = async (gc: () => void) => {
 
 // tls.createServer ignores a `secureContext` option: it builds its own from `key` and `cert`.
 const listen = (
-  options: Pick<tls.SecureContextOptions, "key" | "cert" | "minVersion">,
+  options: Pick<tls.SecureContextOptions, "key" | "cert" | "minVersion" | "secureOptions">,
   onSecure: (socket: tls.TLSSocket) => void
 ) =>
   new Promise<tls.Server>((resolve, reject) => {
