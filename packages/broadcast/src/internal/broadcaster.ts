@@ -6,6 +6,7 @@
 import { PeerManager, PeerRegistry } from "@hotstuff2/peers"
 import { TransportConfig, TransportError } from "@hotstuff2/transport"
 import { Codec, Envelope, type Identity, type Message } from "@hotstuff2/wire"
+import * as EffectChannel from "effect/Channel"
 import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
@@ -563,20 +564,40 @@ export const make = (options: BroadcasterOptions) =>
       }
     )
 
+    // The stream is a plain channel loop over `pull` (Stream.repeatEffectChunkOption and
+    // Stream.unwrapScoped wrap every chunk in several more Effect and channel steps).
     let consumers = 0
-    const oneConsumer = Effect.acquireRelease(
-      Effect.suspend(() =>
-        consumers > 0
-          ? Effect.dieMessage(
+    const pullOrEnd: Effect.Effect<Chunk.Chunk<Delivery> | undefined> = Effect.catchAll(pull, () =>
+      Effect.succeed(undefined)
+    )
+    let loop: EffectChannel.Channel<Chunk.Chunk<Delivery>, unknown, never, unknown, void, unknown>
+    const next = EffectChannel.suspend(() => loop)
+    loop = EffectChannel.flatMap(EffectChannel.fromEffect(pullOrEnd), (chunk) =>
+      chunk === undefined ? EffectChannel.void : EffectChannel.zipRight(EffectChannel.write(chunk), next)
+    )
+    const inbound: BroadcasterShape["inbound"] = Stream.suspend(() => {
+      // One consumer at a time: this run counts as one from its first pull to its end.
+      let counted = false
+      const first = EffectChannel.fromEffect(
+        Effect.suspend(() => {
+          if (consumers > 0) {
+            return Effect.dieMessage(
               "Broadcaster.inbound (NodeNetwork.messages) has one consumer, and one is running already"
             )
-          : Effect.sync(() => void consumers++)
-      ),
-      () => Effect.sync(() => void consumers--)
-    )
-    const inbound: BroadcasterShape["inbound"] = Stream.unwrapScoped(
-      Effect.as(oneConsumer, Stream.repeatEffectChunkOption(pull))
-    )
+          }
+          consumers++
+          counted = true
+          return Effect.void
+        })
+      )
+      return Stream.fromChannel(EffectChannel.zipRight(first, loop)).pipe(
+        Stream.ensuring(
+          Effect.sync(() => {
+            if (counted) consumers--
+          })
+        )
+      )
+    })
 
     return {
       self,
