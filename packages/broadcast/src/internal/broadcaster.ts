@@ -9,10 +9,8 @@ import { Codec, Envelope, type Identity, type Message } from "@hotstuff2/wire"
 import * as EffectChannel from "effect/Channel"
 import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
-import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as Tracer from "effect/Tracer"
@@ -100,15 +98,24 @@ export const make = (options: BroadcasterOptions) =>
     // frames in its own fiber: one fiber hand-off per received message (the peer's reader to the
     // consumer). This node's own messages wait here, bounded, and go out before the network's.
     let local: Array<Delivery> = []
-    let waiter: Deferred.Deferred<void> | undefined
+    let resume: ((effect: Effect.Effect<void>) => void) | undefined
     let closed = false
     const wake = () => {
-      const w = waiter
-      if (w !== undefined) {
-        waiter = undefined
-        Deferred.unsafeDone(w, Effect.void)
+      const r = resume
+      if (r !== undefined) {
+        resume = undefined
+        r(Effect.void)
       }
     }
+    // Effect.async rather than a Deferred: `Deferred.unsafeMake` copies a prototype into a fresh
+    // object, about 2 us, once per wait.
+    const waitForInbound = Effect.async<void>((callback) => {
+      resume = callback
+      manager.unsafeOnInbound(wake)
+      return Effect.sync(() => {
+        if (resume === callback) resume = undefined
+      })
+    })
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         closed = true
@@ -536,6 +543,11 @@ export const make = (options: BroadcasterOptions) =>
 
     const MAX_FRAMES = 256
 
+    const waitThenPull = Effect.zipRight(
+      waitForInbound,
+      Effect.suspend(() => pull)
+    )
+
     /** The next chunk for the consumer: own messages first, then the network's; waits for one. */
     const pull: Effect.Effect<Chunk.Chunk<Delivery>, Option.Option<never>> = Effect.suspend(
       (): Effect.Effect<Chunk.Chunk<Delivery>, Option.Option<never>> => {
@@ -543,9 +555,7 @@ export const make = (options: BroadcasterOptions) =>
           if (closed) return Effect.fail(Option.none())
           const frames = manager.unsafePoll(MAX_FRAMES)
           if (frames.length === 0 && local.length === 0) {
-            waiter ??= Deferred.unsafeMake<void>(FiberId.none)
-            manager.unsafeOnInbound(wake)
-            return Effect.zipRight(Deferred.await(waiter), pull)
+            return waitThenPull
           }
           let before: Array<Delivery> = []
           if (local.length > 0) {
