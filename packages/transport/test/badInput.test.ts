@@ -240,6 +240,27 @@ for (const harness of [tlsHarness, tcpHarness]) {
       })
     )
 
+    it.scopedLive(
+      "an admission function that throws refuses the peer; the process and the listener go on",
+      () =>
+        Effect.gen(function* () {
+          const server = yield* buildTransport(harness, identity(1), config)
+          const listener = yield* server.listen("127.0.0.1:0", {
+            authorize: (peer) => {
+              if (peer === identity(3).peerId) throw new Error("a bug in the application's authorize")
+              return Effect.succeed(true)
+            }
+          })
+          const stranger = yield* buildTransport(harness, identity(3), config)
+          const error = yield* Effect.flip(stranger.dial(listener.address, identity(1).peerId))
+          assert.match(error.detail, /not-admitted/)
+          assert.strictEqual((yield* nextRefusal(listener)).reason, "not-admitted")
+          const friend = yield* buildTransport(harness, identity(2), config)
+          const connection = yield* friend.dial(listener.address, identity(1).peerId)
+          assert.strictEqual(connection.remotePeer, identity(1).peerId)
+        })
+    )
+
     it.scopedLive("a hello naming a key the client does not hold", () =>
       Effect.gen(function* () {
         const { listener, stillWorks } = yield* setup()

@@ -326,14 +326,21 @@ export const start = (
           open()
         }
         if (options.authorize === undefined) return admitted()
-        cancelAuthorize = runAuthorize(options.authorize(hello.peer, core.remoteAddress), (exit) => {
-          cancelAuthorize = undefined
-          if (finished) return
-          if (Exit.isSuccess(exit)) {
-            if (exit.value) admitted()
-            else refuse("not-admitted", "peer not admitted by this node")
-          } else settle(failure("closed", "admission interrupted"))
-        })
+        const authorize = options.authorize
+        // Suspended: this runs in a socket's data handler, where a throw in `authorize` would
+        // otherwise escape as an uncaught exception and end the process.
+        cancelAuthorize = runAuthorize(
+          Effect.suspend(() => authorize(hello.peer, core.remoteAddress)),
+          (exit) => {
+            cancelAuthorize = undefined
+            if (finished) return
+            if (Exit.isSuccess(exit)) {
+              if (exit.value) admitted()
+              else refuse("not-admitted", "peer not admitted by this node")
+            } else if (Exit.isInterrupted(exit)) settle(failure("closed", "admission interrupted"))
+            else refuse("not-admitted", "admission failed on this node")
+          }
+        )
       })
     }
 

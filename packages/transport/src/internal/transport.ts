@@ -303,8 +303,10 @@ export const make = (
               refusals,
               new InboundRefused({ remoteAddress: remote, reason, detail, ...(peer ? { peer } : {}) })
             )
-            if (core?.state !== "closing") attempt.destroy()
-          })
+          }).pipe(
+            // Cut even when the offer is interrupted (the listener's queue shut down with its scope).
+            Effect.ensuring(Effect.sync(() => core?.state !== "closing" && attempt.destroy()))
+          )
 
         const overLimit = (): string | undefined => {
           if (handshaking >= config.maxConcurrentHandshakes) {
