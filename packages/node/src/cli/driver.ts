@@ -30,6 +30,20 @@ export interface DriverOptions {
   readonly startTimeout: Duration.DurationInput
 }
 
+/** Every counter at zero: a driver's start, and the stats of a node without one. */
+export const noCounters = () => ({
+  proposalsSent: 0,
+  proposalsReceived: 0,
+  votesSent: 0,
+  votesReceived: 0,
+  certificates: 0,
+  timeouts: 0,
+  bytesIn: 0,
+  bytesOut: 0,
+  rejected: 0,
+  sendFailures: 0
+})
+
 /** Cumulative counters of one validator's driver. */
 export interface DriverStats {
   /** The view this validator is in (0 before the first). */
@@ -114,18 +128,7 @@ export const start = (
     const internal = yield* Queue.unbounded<Event>()
 
     // Owned by the one fiber that handles events; `stats` only copies it.
-    const counters = {
-      proposalsSent: 0,
-      proposalsReceived: 0,
-      votesSent: 0,
-      votesReceived: 0,
-      certificates: 0,
-      timeouts: 0,
-      bytesIn: 0,
-      bytesOut: 0,
-      rejected: 0,
-      sendFailures: 0
-    }
+    const counters = noCounters()
     let view = 0n
     let viewStartedAt = yield* Clock.currentTimeMillis
     const createdAt = viewStartedAt

@@ -2,9 +2,7 @@
 import { Identity, type WireError } from "@hotstuff2/wire"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
-import type { IdentitySource } from "../NodeConfig.js"
-import { StartFailed } from "../NodeNetwork.js"
+import { loadIdentity } from "../internal/network.js"
 
 /** Generates an Ed25519 identity, writes it to `file` (0600, never over an existing file), prints its PeerId. */
 export const keygen = (file: string): Effect.Effect<void, WireError.IdentityFileError> =>
@@ -18,13 +16,4 @@ export const keygen = (file: string): Effect.Effect<void, WireError.IdentityFile
   })
 
 /** The identity a config's `identity` field names, as NodeNetwork loads it. */
-export const identityOf = (source: IdentitySource): Effect.Effect<Identity.Identity, StartFailed> =>
-  "seed" in source
-    ? Either.mapLeft(
-        Identity.fromSeed(Buffer.from(source.seed, "hex")),
-        (e) => new StartFailed({ what: "identity", detail: e.message })
-      )
-    : Effect.mapError(
-        Identity.load(source.keyFile),
-        (e) => new StartFailed({ what: "identity", detail: e.message })
-      )
+export const identityOf = loadIdentity

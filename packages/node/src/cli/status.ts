@@ -2,24 +2,10 @@
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import type { NodeNetworkShape } from "../NodeNetwork.js"
-import type { Driver } from "./driver.js"
+import { type Driver, noCounters } from "./driver.js"
 import type { Snapshot } from "./protocol.js"
 
-const idle: Driver = {
-  stats: Effect.succeed({
-    view: 0,
-    proposalsSent: 0,
-    proposalsReceived: 0,
-    votesSent: 0,
-    votesReceived: 0,
-    certificates: 0,
-    timeouts: 0,
-    bytesIn: 0,
-    bytesOut: 0,
-    rejected: 0,
-    sendFailures: 0
-  })
-}
+const idle: Driver = { stats: Effect.succeed({ view: 0, ...noCounters() }) }
 
 /** Counters now; without a driver they are all zero. */
 export const snapshot = (net: NodeNetworkShape, driver: Driver = idle): Effect.Effect<Snapshot> =>

@@ -25,7 +25,10 @@ import { type NetworkError, type NodeNetworkShape, type PeerStatus, StartFailed 
 import * as Metrics from "./metrics.js"
 import * as Telemetry from "./telemetry.js"
 
-const loadIdentity = (source: NodeConfig.IdentitySource) =>
+/** The identity a config's `identity` field names: from its seed, or from its key file. */
+export const loadIdentity = (
+  source: NodeConfig.IdentitySource
+): Effect.Effect<Identity.Identity, StartFailed> =>
   "seed" in source
     ? Either.mapLeft(
         Identity.fromSeed(Buffer.from(source.seed, "hex")),
