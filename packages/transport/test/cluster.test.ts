@@ -180,6 +180,8 @@ describe("MemoryTransport clusters under TestClock", () => {
         assert.strictEqual(first.stats.lostWrites, 0)
         const second = yield* Effect.scoped(mesh(42))
         assert.deepStrictEqual(second.stats, first.stats, "same seed, same traffic: same network counters")
-      })
+      }),
+    // Bounded work, not a timing check: room for a loaded 2-core CI machine.
+    180_000
   )
 })
