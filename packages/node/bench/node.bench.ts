@@ -18,11 +18,9 @@
 // BENCH_CASES=comma-separated subset of "oneway,rtt,broadcast", BENCH_VALIDATORS (default "4,16"), BENCH_IMPL=raw|node (one side only,
 // to profile it), BENCH_CHILD_NODE_OPTIONS (extra node flags for the forked peers, e.g. --cpu-prof).
 // Profiling: `npx tsc -b`, then `node --cpu-prof dist/bench/node.bench.js`.
-import { type ChildProcess, fork } from "node:child_process"
 import type * as net from "node:net"
 import * as os from "node:os"
-import { fileURLToPath } from "node:url"
-import { Bench, RawSocket } from "@hotstuff2/testing"
+import { Bench, BenchProcess, RawSocket } from "@hotstuff2/testing"
 import { Frame, type Message } from "@hotstuff2/wire"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -37,7 +35,6 @@ import { reservePorts } from "../src/internal/ports.js"
 import { type Side as BroadcastSide, type Harness, nodeHarness, type Round, rawHarness } from "./broadcast.js"
 import {
   benchConfig,
-  type Command,
   directSlot,
   encodeFrame,
   identity,
@@ -76,115 +73,19 @@ const sides: ReadonlyArray<Side> = (["raw", "node"] as const).filter(
   (side) => (process.env.BENCH_IMPL ?? side) === side
 )
 
-const log = (text: string): void => {
-  process.stderr.write(`[node.bench] ${text}\n`)
-}
+const { log, pinned, start } = BenchProcess.supervise("node.bench", {
+  deadlineMs: DEADLINE_MS,
+  stepTimeoutMs: STEP_TIMEOUT_MS
+})
 
 // ---- processes ----
 
-const children = new Set<ChildProcess>()
-const killChildren = (): void => {
-  for (const child of children)
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
-  children.clear()
-}
-process.on("exit", killChildren)
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.on(signal, () => {
-    killChildren()
-    process.exit(130)
-  })
-}
-setTimeout(() => {
-  log(`deadline of ${DEADLINE_MS / 1000} s passed: stopping`)
-  killChildren()
-  process.exit(1)
-}, DEADLINE_MS).unref()
+/** A forked peer process (bench/peer.ts) and where it listens. */
+type Peer = BenchProcess.BenchChild<Report> & { readonly address: string }
 
-const pinned = process.env.BENCH_PIN !== "0" && os.cpus().length >= 2 && pin(process.pid, 0)
-
-const fromSource = import.meta.url.endsWith(".ts")
-const peerScript = fileURLToPath(new URL(fromSource ? "./peer.ts" : "./peer.js", import.meta.url))
-const childExecArgv = [
-  ...(fromSource ? ["--import", "tsx", "--conditions=@hotstuff2/source"] : []),
-  ...(process.env.BENCH_CHILD_NODE_OPTIONS ?? "").split(" ").filter((a) => a.length > 0)
-]
-
-/** A forked peer process and its IPC reports, one awaited at a time. */
-class Peer {
-  private waiter: { readonly type: Report["type"]; readonly settle: (r: Report | Error) => void } | undefined
-  private exited: Error | undefined
-  address = ""
-
-  constructor(
-    readonly mode: Mode,
-    readonly child: ChildProcess
-  ) {
-    child.on("message", (message: Report) => {
-      if (message.type === "error") return this.settle(new Error(`${mode}: ${message.detail}`))
-      if (this.waiter?.type === message.type) this.settle(message)
-    })
-    child.on("exit", (code, signal) => {
-      children.delete(child)
-      this.exited = new Error(`${mode} peer exited (code ${code}, signal ${signal})`)
-      this.settle(this.exited)
-    })
-  }
-
-  static async start(mode: Mode, args: ReadonlyArray<string>): Promise<Peer> {
-    const child = fork(peerScript, [mode, ...args], {
-      execArgv: childExecArgv,
-      stdio: ["ignore", 2, 2, "ipc"]
-    })
-    children.add(child)
-    const peer = new Peer(mode, child)
-    const listening = await peer.next("listening")
-    if (pinned && child.pid !== undefined) pin(child.pid, 1)
-    if (listening.type === "listening") peer.address = listening.address
-    return peer
-  }
-
-  private settle(result: Report | Error): void {
-    const waiter = this.waiter
-    this.waiter = undefined
-    waiter?.settle(result)
-  }
-
-  next(type: Report["type"], timeoutMs = STEP_TIMEOUT_MS): Promise<Report> {
-    if (this.exited !== undefined) return Promise.reject(this.exited)
-    if (this.waiter !== undefined) return Promise.reject(new Error(`${this.mode}: already waiting`))
-    return new Promise<Report>((resolve, reject) => {
-      const timer = setTimeout(
-        () => this.settle(new Error(`${this.mode}: no '${type}' in ${timeoutMs} ms`)),
-        timeoutMs
-      )
-      this.waiter = {
-        type,
-        settle: (r) => {
-          clearTimeout(timer)
-          if (r instanceof Error) reject(r)
-          else resolve(r)
-        }
-      }
-    })
-  }
-
-  async command(command: Command): Promise<Report> {
-    const ready = this.next("ready")
-    this.child.send(command)
-    return await ready
-  }
-
-  /** Lets the peer exit by itself (so a profiler in it can write); kills it after 5 s. */
-  async stop(): Promise<void> {
-    const child = this.child
-    if (child.exitCode !== null || child.signalCode !== null) return
-    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
-    if (child.connected) child.disconnect()
-    const timer = setTimeout(() => child.kill("SIGKILL"), 5_000)
-    await exited
-    clearTimeout(timer)
-  }
+const startPeer = async (mode: Mode, args: ReadonlyArray<string>): Promise<Peer> => {
+  const { child, first } = await start<Report>(import.meta.url, "peer", [mode, ...args], "listening")
+  return Object.assign(child, { address: first.type === "listening" ? first.address : "" })
 }
 
 // ---- our side: validator 0 in this process ----
@@ -522,7 +423,7 @@ const main = async () => {
   if (selected.has("oneway") || selected.has("rtt")) {
     const addresses = (await Effect.runPromise(reservePorts(2))).map((port) => `127.0.0.1:${port}`)
     log("starting the peers")
-    const [rawPeer, nodePeer] = await Promise.all([Peer.start("raw", []), Peer.start("node", addresses)])
+    const [rawPeer, nodePeer] = await Promise.all([startPeer("raw", []), startPeer("node", addresses)])
     let socket: net.Socket | undefined
     let local: Local | undefined
     try {
@@ -563,12 +464,10 @@ const main = async () => {
 
 main().then(
   () => {
-    killChildren()
     process.exit(0)
   },
   (error: unknown) => {
     log(`failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`)
-    killChildren()
     process.exit(1)
   }
 )

@@ -19,11 +19,8 @@
 // to profile it), BENCH_CHILD_NODE_OPTIONS (extra node flags for the receivers, e.g. --cpu-prof).
 // Profiling: `npx tsc -b` then `node --cpu-prof dist/bench/transport.bench.js` runs compiled code
 // (tsx's transpiled code maps poorly in profiles).
-import { type ChildProcess, fork } from "node:child_process"
 import type * as net from "node:net"
-import * as os from "node:os"
-import { fileURLToPath } from "node:url"
-import { Bench, RawSocket } from "@hotstuff2/testing"
+import { Bench, BenchProcess, RawSocket } from "@hotstuff2/testing"
 import { Frame } from "@hotstuff2/wire"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -33,10 +30,9 @@ import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
 import { TcpTransport, TlsTransport, Transport, TransportConfig, TransportError } from "../src/index.js"
 
-const { machine, median, now, percentile, pin, report, round } = Bench
+const { machine, median, now, percentile, report, round } = Bench
 
 import {
-  type Command,
   cpuMicros,
   encodeFrame,
   gcMillis,
@@ -71,137 +67,19 @@ const DEADLINE_MS = 6 * 60_000
 const kinds = (["tls", "tcp"] as const).filter((k) => (process.env.BENCH_ONLY ?? k) === k)
 const selected = new Set((process.env.BENCH_CASES ?? "1KiB,128B,rtt").split(","))
 
-const log = (text: string): void => {
-  process.stderr.write(`[transport.bench] ${text}\n`)
-}
+const { log, pinned, start } = BenchProcess.supervise("transport.bench", {
+  deadlineMs: DEADLINE_MS,
+  stepTimeoutMs: STEP_TIMEOUT_MS
+})
 
 // ---- processes ----
 
-const children = new Set<ChildProcess>()
+/** A forked receiver process (bench/receiver.ts) and where it listens. */
+type Receiver = BenchProcess.BenchChild<Report> & { readonly address: string }
 
-const killChildren = (): void => {
-  for (const child of children)
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
-  children.clear()
-}
-
-process.on("exit", killChildren)
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.on(signal, () => {
-    killChildren()
-    process.exit(130)
-  })
-}
-setTimeout(() => {
-  log(`deadline of ${DEADLINE_MS / 1000} s passed: stopping`)
-  killChildren()
-  process.exit(1)
-}, DEADLINE_MS).unref()
-
-const pinned = process.env.BENCH_PIN !== "0" && os.cpus().length >= 2 && pin(process.pid, 0)
-
-// Under tsx (npm run bench) the receiver runs from source with the same loader and condition; run as
-// compiled JavaScript (node dist/bench/transport.bench.js, e.g. to profile), it runs compiled too.
-const fromSource = import.meta.url.endsWith(".ts")
-const receiverScript = fileURLToPath(new URL(fromSource ? "./receiver.ts" : "./receiver.js", import.meta.url))
-const childExecArgv = [
-  ...(fromSource ? ["--import", "tsx", "--conditions=@hotstuff2/source"] : []),
-  ...(process.env.BENCH_CHILD_NODE_OPTIONS ?? "").split(" ").filter((a) => a.length > 0)
-]
-
-/** A forked receiver process and its IPC reports. */
-class Receiver {
-  private waiter:
-    | {
-        readonly type: Report["type"]
-        readonly resolve: (r: Report) => void
-        readonly reject: (e: Error) => void
-      }
-    | undefined
-  private exited: Error | undefined
-
-  constructor(
-    readonly mode: Mode,
-    readonly child: ChildProcess
-  ) {
-    child.on("message", (message: Report) => {
-      if (message.type === "error") return this.failWaiter(new Error(`${mode}: ${message.detail}`))
-      const waiter = this.waiter
-      if (waiter !== undefined && waiter.type === message.type) {
-        this.waiter = undefined
-        waiter.resolve(message)
-      }
-    })
-    child.on("exit", (code, signal) => {
-      children.delete(child)
-      this.exited = new Error(`${mode} receiver exited (code ${code}, signal ${signal})`)
-      this.failWaiter(this.exited)
-    })
-  }
-
-  static async start(mode: Mode): Promise<Receiver> {
-    const child = fork(receiverScript, [mode], {
-      execArgv: childExecArgv,
-      // The receiver's stdout goes to our stderr: stdout carries only result lines.
-      stdio: ["ignore", 2, 2, "ipc"]
-    })
-    children.add(child)
-    const receiver = new Receiver(mode, child)
-    const listening = await receiver.next("listening")
-    if (pinned && child.pid !== undefined) pin(child.pid, 1)
-    if (listening.type === "listening") receiver.address = listening.address
-    return receiver
-  }
-
-  /** Where the receiver listens, `host:port`. */
-  address = ""
-
-  private failWaiter(error: Error): void {
-    const waiter = this.waiter
-    this.waiter = undefined
-    waiter?.reject(error)
-  }
-
-  /** The next report of this type, or a failure on timeout, error report or exit. */
-  next(type: Report["type"], timeoutMs = STEP_TIMEOUT_MS): Promise<Report> {
-    if (this.exited !== undefined) return Promise.reject(this.exited)
-    if (this.waiter !== undefined) return Promise.reject(new Error(`${this.mode}: already waiting`))
-    return new Promise<Report>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiter = undefined
-        reject(new Error(`${this.mode}: no '${type}' within ${timeoutMs} ms`))
-      }, timeoutMs)
-      this.waiter = {
-        type,
-        resolve: (r) => {
-          clearTimeout(timer)
-          resolve(r)
-        },
-        reject: (e) => {
-          clearTimeout(timer)
-          reject(e)
-        }
-      }
-    })
-  }
-
-  /** Sends a command and waits until the receiver has applied it (its report has its CPU and GC time). */
-  async command(command: Command): Promise<Report> {
-    const ready = this.next("ready")
-    this.child.send(command)
-    return await ready
-  }
-
-  /** Lets the receiver exit by itself (closing IPC), so a profiler in it can write; kills it after 5 s. */
-  async stop(): Promise<void> {
-    const child = this.child
-    if (child.exitCode !== null || child.signalCode !== null) return
-    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
-    if (child.connected) child.disconnect()
-    const timer = setTimeout(() => child.kill("SIGKILL"), 5_000)
-    await exited
-    clearTimeout(timer)
-  }
+const startReceiver = async (mode: Mode): Promise<Receiver> => {
+  const { child, first } = await start<Report>(import.meta.url, "receiver", [mode], "listening")
+  return Object.assign(child, { address: first.type === "listening" ? first.address : "" })
 }
 
 // ---- raw baseline (the shared RawSocket helpers: same framing, same coalescing) ----
@@ -497,8 +375,8 @@ const runPingPong = async (
 const runKind = async (kind: "tls" | "tcp") => {
   log(`${kind}: starting receivers`)
   const [rawReceiver, ourReceiver] = await Promise.all([
-    Receiver.start(`raw-${kind}`),
-    Receiver.start(`transport-${kind}`)
+    startReceiver(`raw-${kind}`),
+    startReceiver(`transport-${kind}`)
   ])
   let socket: net.Socket | undefined
   let link: Link | undefined
@@ -542,13 +420,11 @@ const main = async () => {
 
 main().then(
   () => {
-    killChildren()
     process.exit(0)
   },
   (error: unknown) => {
     log(`failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`)
     if (error instanceof TransportError.DialError) log(JSON.stringify(error))
-    killChildren()
     process.exit(1)
   }
 )
