@@ -40,7 +40,6 @@ import {
   identity,
   type Mode,
   proposal,
-  type Report,
   tlsMaterial,
   vote
 } from "./setup.js"
@@ -81,10 +80,10 @@ const { log, pinned, start } = BenchProcess.supervise("node.bench", {
 // ---- processes ----
 
 /** A forked peer process (bench/peer.ts) and where it listens. */
-type Peer = BenchProcess.BenchChild<Report> & { readonly address: string }
+type Peer = BenchProcess.BenchChild & { readonly address: string }
 
 const startPeer = async (mode: Mode, args: ReadonlyArray<string>): Promise<Peer> => {
-  const { child, first } = await start<Report>(import.meta.url, "peer", [mode, ...args], "listening")
+  const { child, first } = await start(import.meta.url, "peer", [mode, ...args], "listening")
   return Object.assign(child, { address: first.type === "listening" ? first.address : "" })
 }
 

@@ -5,66 +5,16 @@
 // one Vote (`echo`). Exits when the parent goes away.
 import type * as net from "node:net"
 import * as tls from "node:tls"
-import { Bench } from "@hotstuff2/testing"
+import { BenchProcess } from "@hotstuff2/testing"
 import { Frame } from "@hotstuff2/wire"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
 import { NodeNetwork } from "../src/index.js"
-import {
-  benchConfig,
-  type Command,
-  directSlot,
-  encodeFrame,
-  identity,
-  isMode,
-  type Report,
-  tlsMaterial,
-  vote
-} from "./setup.js"
+import { benchConfig, directSlot, encodeFrame, identity, isMode, tlsMaterial, vote } from "./setup.js"
 
-const { cpuMicros, gcMillis, now } = Bench
-gcMillis() // starts counting
-
-const send = (report: Report): void => {
-  process.send?.(report)
-}
-
-const fail = (detail: string): never => {
-  send({ type: "error", detail })
-  process.exit(1)
-}
-
-/** What the parent last asked for; the data paths read it on every delivery. */
-const state = { echo: false, target: 0, received: 0, batches: 0 }
-
-/** Counts `n` messages delivered together; reports `done` once the target is reached. */
-const count = (n: number): void => {
-  if (state.target === 0) return
-  state.received += n
-  state.batches++
-  if (state.received >= state.target) {
-    send({
-      type: "done",
-      at: now().toString(),
-      received: state.received,
-      batches: state.batches,
-      cpuMicros: cpuMicros(),
-      gcMillis: gcMillis()
-    })
-    state.target = 0
-  }
-}
-
-process.on("message", (command: Command) => {
-  state.echo = command.type === "echo"
-  state.received = 0
-  state.batches = 0
-  state.target = command.type === "sink" ? command.count : 0
-  send({ type: "ready", cpuMicros: cpuMicros(), gcMillis: gcMillis() })
-})
-process.on("disconnect", () => process.exit(0))
+const { send, fail, echoing, count } = BenchProcess.peerSide()
 
 const me = identity(1)
 /** The answer to a ping: a Vote of this validator. */
@@ -80,7 +30,7 @@ const raw = (): void => {
     const decoder = new Frame.FrameDecoder()
     let messages = 0
     const onFrame = (frame: Frame.Frame) => {
-      if (state.echo) socket.write(encodeFrame(replySlot))
+      if (echoing()) socket.write(encodeFrame(replySlot))
       else messages += frame.messages.length
     }
     socket.on("data", (chunk: Buffer) => {
@@ -108,7 +58,7 @@ const node = (addresses: ReadonlyArray<string>) =>
     const network = Context.get(context, NodeNetwork)
     send({ type: "listening", address: network.address })
     yield* Stream.runForEachChunk(network.messages, (chunk) => {
-      if (!state.echo) {
+      if (!echoing()) {
         count(chunk.length)
         return Effect.void
       }

@@ -21,29 +21,6 @@ const certificates: CertificateModule = await import(
 export type Mode = "raw" | "node"
 export const isMode = (s: string | undefined): s is Mode => s === "raw" || s === "node"
 
-/** Parent to peer. */
-export type Command =
-  /** Count messages from now on and report `done` once `count` have arrived. */
-  | { readonly type: "sink"; readonly count: number }
-  /** Answer every message with one Vote (`reply`). */
-  | { readonly type: "echo" }
-
-/** Peer to parent. */
-export type Report =
-  | { readonly type: "listening"; readonly address: string }
-  /** The command was applied. `cpuMicros`, `gcMillis`: this process's totals so far. */
-  | { readonly type: "ready"; readonly cpuMicros: number; readonly gcMillis: number }
-  /** `at`: monotonic ns (decimal) when the last expected message arrived; `batches`: deliveries. */
-  | {
-      readonly type: "done"
-      readonly at: string
-      readonly received: number
-      readonly batches: number
-      readonly cpuMicros: number
-      readonly gcMillis: number
-    }
-  | { readonly type: "error"; readonly detail: string }
-
 const MiB = 1024 * 1024
 
 /**

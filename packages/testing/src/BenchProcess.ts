@@ -4,13 +4,30 @@
 import { type ChildProcess, fork } from "node:child_process"
 import * as os from "node:os"
 import { fileURLToPath } from "node:url"
-import { pin } from "./Bench.js"
+import { cpuMicros, gcMillis, now, pin } from "./Bench.js"
 
-/** What a forked peer reports: `type` names it; an `error` report fails whoever waits. */
-export interface Report {
-  readonly type: string
-  readonly detail?: string
-}
+/** Parent to forked peer. */
+export type Command =
+  /** Count messages from now on and report `done` once `count` have arrived. */
+  | { readonly type: "sink"; readonly count: number }
+  /** Answer every message (each benchmark says with what). */
+  | { readonly type: "echo" }
+
+/** Forked peer to parent; an `error` report fails whoever waits. */
+export type Report =
+  | { readonly type: "listening"; readonly address: string }
+  /** The command was applied: the parent may start sending. CPU and GC time of the peer so far. */
+  | { readonly type: "ready"; readonly cpuMicros: number; readonly gcMillis: number }
+  /** `at`: monotonic ns (decimal) when the last expected message arrived; `batches`: deliveries. */
+  | {
+      readonly type: "done"
+      readonly at: string
+      readonly received: number
+      readonly batches: number
+      readonly cpuMicros: number
+      readonly gcMillis: number
+    }
+  | { readonly type: "error"; readonly detail: string }
 
 export interface Supervisor {
   readonly log: (text: string) => void
@@ -20,12 +37,12 @@ export interface Supervisor {
    * Forks `script` (a file beside `from`, `.ts` under tsx or `.js` compiled, as the caller runs)
    * with an IPC channel, and waits for its first report of type `firstReport`.
    */
-  readonly start: <R extends Report>(
+  readonly start: (
     from: string,
     script: string,
     args: ReadonlyArray<string>,
-    firstReport: R["type"]
-  ) => Promise<{ readonly child: BenchChild<R>; readonly first: R }>
+    firstReport: Report["type"]
+  ) => Promise<{ readonly child: BenchChild; readonly first: Report }>
 }
 
 /**
@@ -60,11 +77,11 @@ export const supervise = (
 
   const pinned = process.env.BENCH_PIN !== "0" && os.cpus().length >= 2 && pin(process.pid, 0)
 
-  const start = async <R extends Report>(
+  const start = async (
     from: string,
     script: string,
     args: ReadonlyArray<string>,
-    firstReport: R["type"]
+    firstReport: Report["type"]
   ) => {
     // Under tsx the child runs from source with the same loader and condition; compiled, compiled.
     const fromSource = from.endsWith(".ts")
@@ -77,7 +94,7 @@ export const supervise = (
     const forked = fork(file, [...args], { execArgv, stdio: ["ignore", 2, 2, "ipc"] })
     children.add(forked)
     forked.once("exit", () => children.delete(forked))
-    const child = new BenchChild<R>(`${script} ${args[0] ?? ""}`.trim(), forked, options.stepTimeoutMs)
+    const child = new BenchChild(`${script} ${args[0] ?? ""}`.trim(), forked, options.stepTimeoutMs)
     const first = await child.next(firstReport)
     if (pinned && forked.pid !== undefined) pin(forked.pid, 1)
     return { child, first }
@@ -87,8 +104,8 @@ export const supervise = (
 }
 
 /** A forked peer and its IPC reports, one awaited at a time. */
-export class BenchChild<R extends Report> {
-  private waiter: { readonly type: R["type"]; readonly settle: (r: R | Error) => void } | undefined
+export class BenchChild {
+  private waiter: { readonly type: Report["type"]; readonly settle: (r: Report | Error) => void } | undefined
   private exited: Error | undefined
 
   constructor(
@@ -96,7 +113,7 @@ export class BenchChild<R extends Report> {
     readonly child: ChildProcess,
     readonly stepTimeoutMs: number
   ) {
-    child.on("message", (message: R) => {
+    child.on("message", (message: Report) => {
       if (message.type === "error") return this.settle(new Error(`${name}: ${message.detail}`))
       if (this.waiter?.type === message.type) this.settle(message)
     })
@@ -106,17 +123,17 @@ export class BenchChild<R extends Report> {
     })
   }
 
-  private settle(result: R | Error): void {
+  private settle(result: Report | Error): void {
     const waiter = this.waiter
     this.waiter = undefined
     waiter?.settle(result)
   }
 
   /** The next report of this type; fails on timeout, on an error report, or when the child exits. */
-  next(type: R["type"], timeoutMs = this.stepTimeoutMs): Promise<R> {
+  next(type: Report["type"], timeoutMs = this.stepTimeoutMs): Promise<Report> {
     if (this.exited !== undefined) return Promise.reject(this.exited)
     if (this.waiter !== undefined) return Promise.reject(new Error(`${this.name}: already waiting`))
-    return new Promise<R>((resolve, reject) => {
+    return new Promise<Report>((resolve, reject) => {
       const timer = setTimeout(
         () => this.settle(new Error(`${this.name}: no '${type}' within ${timeoutMs} ms`)),
         timeoutMs
@@ -133,9 +150,9 @@ export class BenchChild<R extends Report> {
   }
 
   /** Sends a command and waits for the child's `ready` report (which carries its CPU and GC time). */
-  async command(command: unknown): Promise<R> {
-    const ready = this.next("ready" as R["type"])
-    this.child.send(command as object)
+  async command(command: Command): Promise<Report> {
+    const ready = this.next("ready")
+    this.child.send(command)
     return await ready
   }
 
@@ -149,4 +166,54 @@ export class BenchChild<R extends Report> {
     await exited
     clearTimeout(timer)
   }
+}
+
+/** The forked peer's side: reports, the parent's last command, and the message count. */
+export interface PeerSide {
+  readonly send: (report: Report) => void
+  /** Reports an error and exits. */
+  readonly fail: (detail: string) => never
+  /** Whether the parent asked for echoes (read on every delivery). */
+  readonly echoing: () => boolean
+  /** Counts `n` messages delivered together; reports `done` once the sink's count is reached. */
+  readonly count: (n: number) => void
+}
+
+/** Runs in the forked peer: answers commands with `ready`, exits when the parent goes. */
+export const peerSide = (): PeerSide => {
+  gcMillis() // starts counting
+  const send = (report: Report): void => {
+    process.send?.(report)
+  }
+  const fail = (detail: string): never => {
+    send({ type: "error", detail })
+    process.exit(1)
+  }
+  const state = { echo: false, target: 0, received: 0, batches: 0 }
+  const count = (n: number): void => {
+    if (state.target === 0) return
+    state.received += n
+    state.batches++
+    if (state.received >= state.target) {
+      send({
+        type: "done",
+        at: now().toString(),
+        received: state.received,
+        batches: state.batches,
+        cpuMicros: cpuMicros(),
+        gcMillis: gcMillis()
+      })
+      state.target = 0
+    }
+  }
+  process.on("message", (command: Command) => {
+    state.echo = command.type === "echo"
+    state.received = 0
+    state.batches = 0
+    state.target = command.type === "sink" ? command.count : 0
+    send({ type: "ready", cpuMicros: cpuMicros(), gcMillis: gcMillis() })
+  })
+  // The parent died or finished: nothing left to do.
+  process.on("disconnect", () => process.exit(0))
+  return { send, fail, echoing: () => state.echo, count }
 }

@@ -4,7 +4,7 @@
 // has arrived (`sink`), or sends every frame straight back (`echo`). Exits when the parent goes away.
 import * as net from "node:net"
 import * as tls from "node:tls"
-import { Bench } from "@hotstuff2/testing"
+import { BenchProcess } from "@hotstuff2/testing"
 import { Frame } from "@hotstuff2/wire"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
@@ -12,16 +12,10 @@ import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
 import { TcpTransport, TlsTransport, Transport, TransportConfig } from "../src/index.js"
 
-const { now } = Bench
-
 import {
-  type Command,
-  cpuMicros,
   encodeFrame,
-  gcMillis,
   isMode,
   type Mode,
-  type Report,
   receiverIdentity,
   tlsMaterial,
   tlsVersions,
@@ -29,52 +23,7 @@ import {
 } from "./setup.js"
 
 const { consensus } = TransportConfig.Channel
-gcMillis() // starts counting
-
-const send = (report: Report): void => {
-  process.send?.(report)
-}
-
-const fail = (detail: string): never => {
-  send({ type: "error", detail })
-  process.exit(1)
-}
-
-/** What the parent last asked for; the data paths read it on every frame. */
-const state = { echo: false, target: 0, received: 0, batches: 0 }
-
-/** Counts `n` messages delivered together; reports `done` once the target is reached. */
-const count = (n: number): void => {
-  if (state.target === 0) return
-  state.received += n
-  state.batches++
-  if (state.received >= state.target) {
-    send({
-      type: "done",
-      at: now().toString(),
-      received: state.received,
-      batches: state.batches,
-      cpuMicros: cpuMicros(),
-      gcMillis: gcMillis()
-    })
-    state.target = 0
-  }
-}
-
-process.on("message", (command: Command) => {
-  if (command.type === "sink") {
-    state.echo = false
-    state.received = 0
-    state.batches = 0
-    state.target = command.count
-  } else {
-    state.echo = true
-    state.target = 0
-  }
-  send({ type: "ready", cpuMicros: cpuMicros(), gcMillis: gcMillis() })
-})
-// The parent died or finished: nothing left to do.
-process.on("disconnect", () => process.exit(0))
+const { send, fail, echoing, count } = BenchProcess.peerSide()
 
 const LISTEN = { host: "127.0.0.1", port: 0 }
 
@@ -87,7 +36,7 @@ const raw = (kind: "tls" | "tcp"): void => {
     const decoder = new Frame.FrameDecoder()
     let messages = 0
     const onFrame = (frame: Frame.Frame) => {
-      if (state.echo) {
+      if (echoing()) {
         // Re-encoded, as the transport's echo re-encodes through `send`.
         for (const message of frame.messages) socket.write(encodeFrame(message))
       } else {
@@ -139,7 +88,7 @@ const transport = (kind: "tls" | "tcp") =>
       const taken = yield* Effect.either(connection.receive)
       if (taken._tag === "Left") return // the parent closed the connection: done
       const frames = taken.right
-      if (state.echo) {
+      if (echoing()) {
         for (const frame of frames) connection.unsafeSend(consensus, frame.messages)
       } else {
         let n = 0

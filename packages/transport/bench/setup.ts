@@ -14,32 +14,6 @@ export const modes: ReadonlyArray<Mode> = ["raw-tls", "raw-tcp", "transport-tls"
 
 export const isMode = (s: string | undefined): s is Mode => modes.includes(s as Mode)
 
-/** Parent to receiver. */
-export type Command =
-  /** Count messages from now on and report `done` once `count` have arrived. */
-  | { readonly type: "sink"; readonly count: number }
-  /** Send every frame straight back on the same channel. */
-  | { readonly type: "echo" }
-
-/** Receiver to parent. */
-export type Report =
-  | { readonly type: "listening"; readonly address: string }
-  /** The command was applied: the parent may start sending. `cpuMicros`: CPU time used so far. */
-  | { readonly type: "ready"; readonly cpuMicros: number; readonly gcMillis: number }
-  /**
-   * `at`: monotonic ns (decimal) when the last expected message was received; `batches`: how many
-   * deliveries they came in ('data' events for the raw socket, chunks of `connection.frames`).
-   */
-  | {
-      readonly type: "done"
-      readonly at: string
-      readonly received: number
-      readonly batches: number
-      readonly cpuMicros: number
-      readonly gcMillis: number
-    }
-  | { readonly type: "error"; readonly detail: string }
-
 /** CPU and GC time of this process (shared with the other benchmarks). */
 export const { cpuMicros, gcMillis } = Bench
 

@@ -38,7 +38,6 @@ import {
   gcMillis,
   type Mode,
   payload,
-  type Report,
   receiverIdentity,
   senderIdentity,
   tlsMaterial,
@@ -75,10 +74,10 @@ const { log, pinned, start } = BenchProcess.supervise("transport.bench", {
 // ---- processes ----
 
 /** A forked receiver process (bench/receiver.ts) and where it listens. */
-type Receiver = BenchProcess.BenchChild<Report> & { readonly address: string }
+type Receiver = BenchProcess.BenchChild & { readonly address: string }
 
 const startReceiver = async (mode: Mode): Promise<Receiver> => {
-  const { child, first } = await start<Report>(import.meta.url, "receiver", [mode], "listening")
+  const { child, first } = await start(import.meta.url, "receiver", [mode], "listening")
   return Object.assign(child, { address: first.type === "listening" ? first.address : "" })
 }
 
