@@ -86,14 +86,18 @@ const aliceLayer = (counts: Counts, validators = [alice, mallory, carol, bob], l
   )
 }
 
-const startAlice = (counts: Counts, validators = [alice, mallory, carol, bob]) =>
+const noCounts = (): Counts => ({ duplicates: 0, rejected: [], sent: 0 })
+
+/** Alice started in the test's scope, with what her observer counted. */
+const startAlice = (validators = [alice, mallory, carol, bob]) =>
   Effect.gen(function* () {
+    const counts = noCounts()
     const context = yield* Layer.build(aliceLayer(counts, validators))
     const broadcaster = Context.get(context, Broadcaster.Broadcaster)
     const registry = Context.get(context, PeerRegistry.PeerRegistry)
     const inbox = yield* Queue.unbounded<Broadcaster.Delivery>()
     yield* Effect.forkScoped(Stream.runForEach(broadcaster.inbound, (d) => Queue.offer(inbox, d)))
-    return { broadcaster, registry, inbox }
+    return { broadcaster, registry, inbox, counts }
   })
 
 /** A raw, authenticated connection from `who` to alice, to write any slot on any channel. */
@@ -128,8 +132,7 @@ describe("Broadcaster inbound", () => {
     () =>
       withNetwork(
         Effect.gen(function* () {
-          const counts: Counts = { duplicates: 0, rejected: [], sent: 0 }
-          const { inbox, registry } = yield* startAlice(counts)
+          const { inbox, registry, counts } = yield* startAlice()
           const write = yield* rawConnection(mallory)
           const slot = sealedSlot(mallory, 100n, vote(1n, mallory.peerId))
           yield* write(Channel.consensus, [slot, slot])
@@ -152,8 +155,7 @@ describe("Broadcaster inbound", () => {
   it.scoped("keeps a relayed envelope's origin, and drops the origin's own copy after it", () =>
     withNetwork(
       Effect.gen(function* () {
-        const counts: Counts = { duplicates: 0, rejected: [], sent: 0 }
-        const { inbox } = yield* startAlice(counts)
+        const { inbox, counts } = yield* startAlice()
         const fromMallory = yield* rawConnection(mallory)
         const fromCarol = yield* rawConnection(carol)
         const slot = sealedSlot(carol, 7n, vote(2n, carol.peerId))
@@ -175,8 +177,7 @@ describe("Broadcaster inbound", () => {
     () =>
       withNetwork(
         Effect.gen(function* () {
-          const counts: Counts = { duplicates: 0, rejected: [], sent: 0 }
-          const { inbox, registry } = yield* startAlice(counts)
+          const { inbox, registry, counts } = yield* startAlice()
           const write = yield* rawConnection(mallory)
           const good = (n: bigint) => sealedSlot(mallory, 1000n + n, vote(n, mallory.peerId))
           const tampered = sealedSlot(mallory, 2000n, vote(5n, mallory.peerId))
@@ -229,8 +230,7 @@ describe("Broadcaster inbound", () => {
   it.scoped("a genuine envelope relayed on the wrong channel does not shadow the origin's own copy", () =>
     withNetwork(
       Effect.gen(function* () {
-        const counts: Counts = { duplicates: 0, rejected: [], sent: 0 }
-        const { inbox } = yield* startAlice(counts)
+        const { inbox, counts } = yield* startAlice()
         const fromMallory = yield* rawConnection(mallory)
         const fromCarol = yield* rawConnection(carol)
         const slot = sealedSlot(carol, 7n, vote(2n, carol.peerId))
@@ -252,8 +252,7 @@ describe("Broadcaster inbound", () => {
   it.scoped("a copy of a delivered envelope is dropped before its signature is checked", () =>
     withNetwork(
       Effect.gen(function* () {
-        const counts: Counts = { duplicates: 0, rejected: [], sent: 0 }
-        const { inbox, registry } = yield* startAlice(counts)
+        const { inbox, registry, counts } = yield* startAlice()
         const write = yield* rawConnection(mallory)
         const slot = sealedSlot(carol, 70n, vote(3n, carol.peerId))
         yield* write(Channel.consensus, [slot])
@@ -277,7 +276,7 @@ describe("Broadcaster inbound", () => {
     () =>
       withNetwork(
         Effect.gen(function* () {
-          const counts: Counts = { duplicates: 0, rejected: [], sent: 0 }
+          const counts = noCounts()
           const scope = yield* Scope.make()
           const context = yield* Layer.buildWithScope(aliceLayer(counts), scope)
           const broadcaster = Context.get(context, Broadcaster.Broadcaster)
@@ -312,8 +311,7 @@ describe("Broadcaster inbound", () => {
   it.scoped("drops envelopes older than the dedup window as duplicates", () =>
     withNetwork(
       Effect.gen(function* () {
-        const counts: Counts = { duplicates: 0, rejected: [], sent: 0 }
-        const { inbox } = yield* startAlice(counts)
+        const { inbox, counts } = yield* startAlice()
         const write = yield* rawConnection(mallory)
         yield* write(Channel.consensus, [sealedSlot(mallory, 1000n, vote(1n, mallory.peerId))])
         yield* write(Channel.consensus, [sealedSlot(mallory, 1000n - 64n, vote(2n, mallory.peerId))])
@@ -335,8 +333,7 @@ describe("Broadcaster outbound", () => {
     () =>
       withNetwork(
         Effect.gen(function* () {
-          const counts: Counts = { duplicates: 0, rejected: [], sent: 0 }
-          const { broadcaster, inbox } = yield* startAlice(counts)
+          const { broadcaster, inbox } = yield* startAlice()
           yield* broadcaster.send(alice.peerId, vote(3n, alice.peerId))
           yield* settle
           const got = yield* taken(inbox)
@@ -361,7 +358,7 @@ describe("Broadcaster outbound", () => {
     () =>
       withNetwork(
         Effect.gen(function* () {
-          const counts: Counts = { duplicates: 0, rejected: [], sent: 0 }
+          const counts = noCounts()
           const context = yield* Layer.build(aliceLayer(counts, undefined, 2))
           const broadcaster = Context.get(context, Broadcaster.Broadcaster)
           const write = yield* rawConnection(mallory)
@@ -388,8 +385,7 @@ describe("Broadcaster outbound", () => {
   it.scoped("a broadcast lists who took it and who did not, and never waits for an absent peer", () =>
     withNetwork(
       Effect.gen(function* () {
-        const counts: Counts = { duplicates: 0, rejected: [], sent: 0 }
-        const { broadcaster } = yield* startAlice(counts)
+        const { broadcaster, counts } = yield* startAlice()
         yield* rawConnection(mallory)
         yield* settle
         const receipt = yield* broadcaster.broadcast(vote(4n, alice.peerId))
@@ -411,18 +407,13 @@ describe("Broadcaster outbound", () => {
   it.scoped("sequence numbers start from the clock, so a restarted origin is not taken for a duplicate", () =>
     withNetwork(
       Effect.gen(function* () {
-        const counts: Counts = { duplicates: 0, rejected: [], sent: 0 }
         yield* TestClock.adjust("5 seconds")
         const first = yield* Effect.scoped(
-          Effect.flatMap(startAlice(counts), ({ broadcaster }) =>
-            broadcaster.broadcast(vote(1n, alice.peerId))
-          )
+          Effect.flatMap(startAlice(), ({ broadcaster }) => broadcaster.broadcast(vote(1n, alice.peerId)))
         )
         yield* TestClock.adjust("1 millis")
         const second = yield* Effect.scoped(
-          Effect.flatMap(startAlice(counts), ({ broadcaster }) =>
-            broadcaster.broadcast(vote(1n, alice.peerId))
-          )
+          Effect.flatMap(startAlice(), ({ broadcaster }) => broadcaster.broadcast(vote(1n, alice.peerId)))
         )
         assert.strictEqual(first.sequence, 5000n << 16n)
         assert.isTrue(second.sequence > first.sequence)
