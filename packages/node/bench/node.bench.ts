@@ -264,23 +264,11 @@ const runOneWay = async (setup: Setup) => {
 }
 
 const latency = (samples: ReadonlyArray<Float64Array>) => {
-  const all = new Float64Array(samples.reduce((n, s) => n + s.length, 0))
-  let at = 0
-  for (const s of samples) {
-    all.set(s, at)
-    at += s.length
-  }
-  const mean = all.reduce((a, b) => a + b, 0) / all.length
-  const blockP50s = samples.map((s) => round(percentile(Float64Array.from(s).sort(), 50) / 1e3, 1))
-  all.sort()
+  const { count, meanNanos: _, ...percentiles } = Bench.latency(samples)
   return {
-    samples: all.length,
-    blockP50Us: blockP50s,
-    p50Us: round(percentile(all, 50) / 1e3, 1),
-    p90Us: round(percentile(all, 90) / 1e3, 1),
-    p99Us: round(percentile(all, 99) / 1e3, 1),
-    meanUs: round(mean / 1e3, 1),
-    maxUs: round(all[all.length - 1]! / 1e3, 1)
+    samples: count,
+    blockP50Us: samples.map((s) => round(percentile(Float64Array.from(s).sort(), 50) / 1e3, 1)),
+    ...percentiles
   }
 }
 

@@ -97,3 +97,27 @@ export const pin = (pid: number, cpu: number | string): boolean => {
     return false
   }
 }
+
+/**
+ * Latency samples (nanoseconds, in blocks) summarised in microseconds: percentiles, mean and max
+ * over all blocks together. The merged samples come back sorted, for callers' own figures.
+ */
+export const latency = (blocks: ReadonlyArray<Float64Array>) => {
+  const all = new Float64Array(blocks.reduce((n, s) => n + s.length, 0))
+  let at = 0
+  for (const s of blocks) {
+    all.set(s, at)
+    at += s.length
+  }
+  const mean = all.reduce((a, b) => a + b, 0) / all.length
+  all.sort()
+  return {
+    count: all.length,
+    meanNanos: mean,
+    p50Us: round(percentile(all, 50) / 1e3, 1),
+    p90Us: round(percentile(all, 90) / 1e3, 1),
+    p99Us: round(percentile(all, 99) / 1e3, 1),
+    meanUs: round(mean / 1e3, 1),
+    maxUs: round(all[all.length - 1]! / 1e3, 1)
+  }
+}

@@ -30,7 +30,7 @@ import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
 import { TcpTransport, TlsTransport, Transport, TransportConfig, TransportError } from "../src/index.js"
 
-const { machine, median, now, percentile, report, round } = Bench
+const { machine, median, now, report, round } = Bench
 
 import {
   cpuMicros,
@@ -308,24 +308,12 @@ const runOneWay = async (
 }
 
 const latency = (samples: ReadonlyArray<Float64Array>) => {
-  const all = new Float64Array(samples.reduce((n, s) => n + s.length, 0))
-  let at = 0
-  for (const s of samples) {
-    all.set(s, at)
-    at += s.length
-  }
-  const blockRates = samples.map((s) => Math.round(s.length / (s.reduce((a, b) => a + b, 0) / 1e9)))
-  const mean = all.reduce((a, b) => a + b, 0) / all.length
-  all.sort()
+  const { count, meanNanos, ...percentiles } = Bench.latency(samples)
   return {
-    opsPerSec: Math.round(1e9 / mean),
-    rounds: blockRates,
-    roundTrips: all.length,
-    p50Us: round(percentile(all, 50) / 1e3, 1),
-    p90Us: round(percentile(all, 90) / 1e3, 1),
-    p99Us: round(percentile(all, 99) / 1e3, 1),
-    meanUs: round(mean / 1e3, 1),
-    maxUs: round(all[all.length - 1]! / 1e3, 1)
+    opsPerSec: Math.round(1e9 / meanNanos),
+    rounds: samples.map((s) => Math.round(s.length / (s.reduce((a, b) => a + b, 0) / 1e9))),
+    roundTrips: count,
+    ...percentiles
   }
 }
 
