@@ -130,6 +130,10 @@ export class ConnectionCore {
   private inbound: Array<InboundFrame> = []
   private inboundBytes = 0
   private waiter: ((frames: Array<InboundFrame> | undefined) => void) | undefined
+  /** Takes frames in the data callback itself while none are queued (see `setReceiver`). */
+  private receiver: ((frame: InboundFrame) => boolean) | undefined
+  /** What the receiver threw, for `receive` to report. */
+  receiverFailure: { readonly error: unknown } | undefined
   private paused = false
 
   // Counters.
@@ -242,7 +246,7 @@ export class ConnectionCore {
     }
     queue.push(frame)
     this.queuedFrames++
-    this.scheduleFlush()
+    this.flushSoon()
     return undefined
   }
 
@@ -256,14 +260,28 @@ export class ConnectionCore {
     this.scheduleFlush()
   }
 
+  /**
+   * The first frame of a turn is written at once (a lone message, a reply, waits for nothing); the
+   * ones queued after it in the same synchronous run, and in the microtasks before the turn's end,
+   * leave together in one write at the end of the turn.
+   */
+  private flushSoon(): void {
+    if (this.flushScheduled || this.blocked) return
+    this.flush()
+    this.flushScheduled = true
+    queueMicrotask(this.endTurn)
+  }
+
+  private readonly endTurn = (): void => {
+    this.flushScheduled = false
+    this.flush()
+  }
+
   private scheduleFlush(): void {
     if (this.flushScheduled || this.blocked) return
     this.flushScheduled = true
     // A microtask: frames queued in the same synchronous run leave in one write, with no timer delay.
-    queueMicrotask(() => {
-      this.flushScheduled = false
-      this.flush()
-    })
+    queueMicrotask(this.endTurn)
   }
 
   /** Writes queued frames: control first, then by priority level, round-robin within a level. */
@@ -340,6 +358,7 @@ export class ConnectionCore {
       return
     }
     this.framesReceived++
+    if (this.receiver !== undefined && this.inbound.length === 0 && this.offerToReceiver(frame)) return
     this.inbound.push(frame)
     for (const message of frame.messages) this.inboundBytes += message.length
     const { maxInboundFrames, maxInboundBytes } = this.options.config
@@ -350,6 +369,28 @@ export class ConnectionCore {
     ) {
       this.paused = true
       this.pipe.pause()
+    }
+  }
+
+  /**
+   * Hands each frame to `receiver` synchronously as it is decoded, while no frame is queued for
+   * `take`; a frame it returns false for is queued, and so is every frame after it until `take` has
+   * emptied the queue, so the order is kept. `undefined` removes it.
+   */
+  setReceiver(receiver: ((frame: InboundFrame) => boolean) | undefined): void {
+    this.receiver = receiver
+  }
+
+  private offerToReceiver(frame: InboundFrame): boolean {
+    try {
+      return this.receiver!(frame)
+    } catch (e) {
+      // A bug in the receiver must not escape the socket's data callback (that would end the
+      // process): it is removed, this frame and the rest go through `take`, and `receive` dies
+      // with the error once.
+      this.receiver = undefined
+      this.receiverFailure = { error: e }
+      return false
     }
   }
 

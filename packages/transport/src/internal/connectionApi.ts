@@ -29,6 +29,12 @@ export const shutdownCore = (core: ConnectionCore, reason: string, detail: strin
 
 export const makeConnection = (core: ConnectionCore): Connection => {
   const receive = Effect.async<ReadonlyArray<InboundFrame>, ConnectionClosed>((resume) => {
+    const failure = core.receiverFailure
+    if (failure !== undefined) {
+      core.receiverFailure = undefined
+      resume(Effect.die(failure.error))
+      return
+    }
     const callback = (frames: Array<InboundFrame> | undefined) =>
       resume(
         frames === undefined
@@ -57,6 +63,7 @@ export const makeConnection = (core: ConnectionCore): Connection => {
         return error === undefined ? Effect.void : Effect.fail(error)
       }),
     unsafeSend,
+    unsafeReceive: (receiver) => core.setReceiver(receiver),
     frames: Stream.repeatEffectChunkOption(
       Effect.mapBoth(receive, { onFailure: () => Option.none(), onSuccess: Chunk.unsafeFromArray })
     ),
