@@ -358,6 +358,23 @@ export const make = (options: PeerManagerOptions) =>
         }
       })
 
+    /**
+     * The reader's work for one frame, done in the connection's data callback when it needs no
+     * Effect: the peer is not due a registry touch, the frame is within its rate limits and not a
+     * heartbeat, and the inbox has room. Anything else (false) goes to the reader fiber, in order.
+     */
+    const receiverFor =
+      (peer: PeerId, slot: Slot, connection: Transport.Connection) =>
+      (frame: Transport.InboundFrame): boolean => {
+        if (slot.connection !== connection || frame.channel === HEARTBEAT || inbox.isFull(peer)) return false
+        const at = now()
+        if (at - slot.touchedAt >= heartbeatMillis || !withinLimits(slot, frame, at)) return false
+        // Cannot fail: the queue has room, and after shutdown the frame is dropped as `offer` would.
+        inbox.tryOffer({ peer, channel: frame.channel, messages: frame.messages })
+        slot.missed = 0
+        return true
+      }
+
     /** Makes `connection` the peer's one connection, or closes it as a duplicate. */
     const register = (connection: Transport.Connection): Effect.Effect<void> =>
       Effect.gen(function* () {
@@ -388,6 +405,7 @@ export const make = (options: PeerManagerOptions) =>
         if (slot.dialer === "waiting") yield* FiberMap.remove(dialers, peer)
         // Long-lived fibers are interruptible even when the manager is built in an uninterruptible
         // region (an acquireRelease acquire): closing its scope must stop them.
+        connection.unsafeReceive(receiverFor(peer, slot, connection))
         yield* FiberSet.run(perConnection, Effect.interruptible(read(peer, slot, connection)))
       })
 
