@@ -108,13 +108,11 @@ export const make = (options: BroadcasterOptions) =>
       }
     }
     // Effect.async rather than a Deferred: `Deferred.unsafeMake` copies a prototype into a fresh
-    // object, about 2 us, once per wait.
+    // object, about 2 us, once per wait. No canceler, so no interruption handler is built per wait:
+    // the callback of an interrupted wait may be called later, and the fiber runtime ignores that.
     const waitForInbound = Effect.async<void>((callback) => {
       resume = callback
       manager.unsafeOnInbound(wake)
-      return Effect.sync(() => {
-        if (resume === callback) resume = undefined
-      })
     })
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
