@@ -288,8 +288,10 @@ it.scopedLive(
           serviceName: "node-1",
           metricsInterval: 100
         }),
-        yield* start(2, addresses, {}),
-        yield* start(3, addresses, {})
+        // Nodes 2 and 3 never sample within the test: their message counts reach node 0's scrape
+        // because every collection flushes the counts of every node in the process first.
+        yield* start(2, addresses, { metricsInterval: 3_600_000 }),
+        yield* start(3, addresses, { metricsInterval: 3_600_000 })
       ]
       const [n0, n1] = nodes as [RunningNode, RunningNode]
       assert.strictEqual(n0.net.metricsAddress, `127.0.0.1:${metricsPort}`)

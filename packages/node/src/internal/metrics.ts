@@ -1,12 +1,14 @@
 // Effect Metrics of one node, tagged with its short PeerId (Effect's metric registry is per process,
 // and tests run several nodes in one). Per-message counters are cached per (channel, type) and
-// updated synchronously from the broadcaster's observer hooks; the rest is sampled on a schedule.
+// counted from the broadcaster's observer hooks and flushed into the counters on each sample and
+// before each exporter's collection; the rest is sampled on a schedule.
 import type { Broadcaster } from "@hotstuff2/broadcast"
 import type { PeerManager, PeerRegistry } from "@hotstuff2/peers"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
 
 type Gauge = Metric.Metric.Gauge<number>
 
@@ -36,9 +38,40 @@ type LabelSet = ReadonlyArray<MetricLabel.MetricLabel>
 
 export interface NodeMetrics {
   readonly observer: Broadcaster.Observer
-  /** Samples queue depths, drops, connections, RTT and scores into gauges. */
+  /** Samples queue depths, drops, connections, RTT and scores into gauges (and flushes counts). */
   readonly sample: Effect.Effect<void>
+  /** Adds the per-message counts kept since the last flush to the Effect counters. */
+  readonly flush: () => void
 }
+
+/** Messages and bytes counted for one (direction, channel, type) since the last flush. */
+interface Pending {
+  readonly labels: LabelSet
+  messages: number
+  bytes: number
+}
+
+// Every node's flush in this process. Effect's metric registry is per process, so an exporter's
+// collection (a Prometheus scrape, an OTLP export) flushes them all first: it sees every count.
+const flushes = new Set<() => void>()
+
+/** Flushes the per-message counts of every node in this process into the Effect counters. */
+export const flushAll = (): void => {
+  for (const flush of flushes) flush()
+}
+
+/** Counts into `flushAll` until the scope closes (then a last flush). */
+export const register = (metrics: NodeMetrics): Effect.Effect<void, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      flushes.add(metrics.flush)
+    }),
+    () =>
+      Effect.sync(() => {
+        flushes.delete(metrics.flush)
+        metrics.flush()
+      })
+  )
 
 export const make = (
   node: string,
@@ -46,41 +79,56 @@ export const make = (
   registry: PeerRegistry.PeerRegistryShape
 ): NodeMetrics => {
   const nodeLabel = label("node", node)
-  // Per direction, channel and type: looked up without building a key string per message. Each
-  // counter is updated with the same labels array every time: Effect finds a metric's hook for a set
-  // of labels by the array's identity (`Metric.taggedWithLabels` makes a new array per update, and
-  // so a new metric key and a registry lookup).
-  const labelsOf = {
-    sent: new Map<number, Map<string, LabelSet>>(),
-    received: new Map<number, Map<string, LabelSet>>()
+  // Per-message counts are plain numbers per (direction, channel, type), found without building a
+  // key string, and added to the Effect counters on each sample and before each exporter collects:
+  // two counter updates per message (a hook lookup each) cost about 0.2 us on the send path. Each
+  // counter is updated with the same labels array every time: Effect finds a metric's hook for a
+  // set of labels by the array's identity.
+  const pendingOf = {
+    sent: new Map<number, Map<string, Pending>>(),
+    received: new Map<number, Map<string, Pending>>()
   }
-  const labelsFor = (direction: "sent" | "received", channel: number, type: string): LabelSet => {
-    let byType = labelsOf[direction].get(channel)
+  const dirty: Array<[Pending, "sent" | "received"]> = []
+  const pendingFor = (direction: "sent" | "received", channel: number, type: string): Pending => {
+    let byType = pendingOf[direction].get(channel)
     if (byType === undefined) {
       byType = new Map()
-      labelsOf[direction].set(channel, byType)
+      pendingOf[direction].set(channel, byType)
     }
     let found = byType.get(type)
     if (found === undefined) {
-      found = [nodeLabel, label("channel", String(channel)), label("type", type)]
+      found = {
+        labels: [nodeLabel, label("channel", String(channel)), label("type", type)],
+        messages: 0,
+        bytes: 0
+      }
       byType.set(type, found)
     }
     return found
+  }
+  const count = (direction: "sent" | "received", channel: number, type: string, size: number) => {
+    const pending = pendingFor(direction, channel, type)
+    if (pending.messages === 0) dirty.push([pending, direction])
+    pending.messages++
+    pending.bytes += size
+  }
+  const flush = () => {
+    for (const [pending, direction] of dirty) {
+      const [messages, bytes] =
+        direction === "sent" ? [messagesSent, bytesSent] : [messagesReceived, bytesReceived]
+      messages.unsafeUpdate(pending.messages, pending.labels)
+      bytes.unsafeUpdate(pending.bytes, pending.labels)
+      pending.messages = 0
+      pending.bytes = 0
+    }
+    dirty.length = 0
   }
   const rejectedBy = new Map<string, LabelSet>()
   const nodeOnly: LabelSet = [nodeLabel]
 
   const observer: Broadcaster.Observer = {
-    sent: (_peer, channel, type, size) => {
-      const labels = labelsFor("sent", channel, type)
-      messagesSent.unsafeUpdate(1, labels)
-      bytesSent.unsafeUpdate(size, labels)
-    },
-    delivered: (delivery) => {
-      const labels = labelsFor("received", delivery.channel, delivery.message._tag)
-      messagesReceived.unsafeUpdate(1, labels)
-      bytesReceived.unsafeUpdate(delivery.size, labels)
-    },
+    sent: (_peer, channel, type, size) => count("sent", channel, type, size),
+    delivered: (delivery) => count("received", delivery.channel, delivery.message._tag, delivery.size),
     rejected: (rejection) => {
       let labels = rejectedBy.get(rejection.reason)
       if (labels === undefined) {
@@ -95,6 +143,7 @@ export const make = (
   const channelsSeen = new Set<number>()
 
   const sample = Effect.gen(function* () {
+    flush()
     const peers = yield* manager.connected
     connections.unsafeUpdate(peers.length, [nodeLabel])
     const frames = new Map<number, number>()
@@ -133,5 +182,5 @@ export const make = (
     banned.unsafeUpdate(bans, [nodeLabel])
   })
 
-  return { observer, sample }
+  return { observer, sample, flush }
 }

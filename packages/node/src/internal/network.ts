@@ -142,6 +142,7 @@ export const make = <R>(
     const manager = Context.get(context, PeerManager.PeerManager)
     const registry = Context.get(context, PeerRegistry.PeerRegistry)
     const metrics = Metrics.make(Identity.shortPeerId(self), manager, registry)
+    yield* Metrics.register(metrics)
 
     // Built into this layer's scope: the broadcaster lives (and its loopback queue stays open) until the node closes.
     const broadcasterContext = yield* Layer.build(

@@ -9,7 +9,11 @@ import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-http"
 import { PrometheusExporter } from "@opentelemetry/exporter-prometheus"
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http"
 import { resourceFromAttributes } from "@opentelemetry/resources"
-import { type MetricReader, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics"
+import {
+  type MetricProducer,
+  type MetricReader,
+  PeriodicExportingMetricReader
+} from "@opentelemetry/sdk-metrics"
 import { BasicTracerProvider, BatchSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import * as Config from "effect/Config"
 import * as Duration from "effect/Duration"
@@ -18,6 +22,7 @@ import * as Option from "effect/Option"
 import type * as Tracer from "effect/Tracer"
 import type { TelemetryConfig } from "../NodeConfig.js"
 import { StartFailed } from "../NodeNetwork.js"
+import * as Metrics from "./metrics.js"
 
 export interface Telemetry {
   readonly serviceName: string
@@ -113,7 +118,14 @@ export const make = (config: TelemetryConfig, serviceName: string) =>
       const producer = yield* OtelMetrics.makeProducer.pipe(
         Effect.provideService(OtelResource.Resource, resource)
       )
-      for (const reader of readers) reader.setMetricProducer(producer)
+      // Per-message counts are kept outside the Effect counters between samples: flush them first.
+      const flushing: MetricProducer = {
+        collect: (options) => {
+          Metrics.flushAll()
+          return producer.collect(options)
+        }
+      }
+      for (const reader of readers) reader.setMetricProducer(flushing)
     }
 
     return {
