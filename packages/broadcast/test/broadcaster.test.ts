@@ -20,6 +20,15 @@ import * as TestClock from "effect/TestClock"
 import { Broadcaster } from "../src/index.js"
 import * as Payload from "../src/internal/payload.js"
 
+/** A point-to-point slot as the broadcaster sends it: the kind byte, then the message bytes. */
+const bareSlot = (bytes: Uint8Array): Uint8Array => {
+  const prefix = Payload.directPrefix(undefined)
+  const slot = new Uint8Array(prefix.length + bytes.length)
+  slot.set(prefix)
+  slot.set(bytes, prefix.length)
+  return slot
+}
+
 const NETWORK = "hotstuff2-broadcast-test"
 const { Channel } = TransportConfig
 
@@ -191,12 +200,12 @@ describe("Broadcaster inbound", () => {
             ],
             [Channel.consensus, sealedSlot(outsider, 1n, vote(7n, outsider.peerId)), "unknown-origin"],
             [Channel.consensus, new Uint8Array([0x07, 1, 2, 3]), "malformed"],
-            [Channel.consensus, Payload.direct(new Uint8Array([0x02, 0xff]), undefined), "malformed"],
+            [Channel.consensus, bareSlot(new Uint8Array([0x02, 0xff])), "malformed"],
             [Channel.consensus, new Uint8Array([Payload.DIRECT_TRACED, 1, 2]), "malformed"],
-            [Channel.sync, Payload.direct(encoded(vote(8n, mallory.peerId)), undefined), "wrong-channel"],
+            [Channel.sync, bareSlot(encoded(vote(8n, mallory.peerId))), "wrong-channel"],
             [
               Channel.consensus,
-              Payload.direct(encoded(Message.Ping.make({ nonce: 1n })), undefined),
+              bareSlot(encoded(Message.Ping.make({ nonce: 1n }))),
               "reserved-message"
             ]
           ]

@@ -70,12 +70,18 @@ const check = (compiled: Compiled, value: unknown): Malformed | undefined => {
       })
 }
 
-const writeChecked = (compiled: Compiled, message: Message): Either.Either<Uint8Array, Malformed> => {
+const writeChecked = (
+  compiled: Compiled,
+  message: Message,
+  prefix: Uint8Array | undefined
+): Either.Either<Uint8Array, Malformed> => {
   const invalid = check(compiled, message)
   if (invalid !== undefined) return Either.left(invalid)
   const fast = compiled.fast
-  const buf = allocate(1 + fast.size(message))
+  const before = prefix === undefined ? 0 : prefix.length
+  const buf = allocate(before + 1 + fast.size(message))
   const writer = new Writer(buf)
+  if (prefix !== undefined) writer.bytes(prefix)
   writer.u8(compiled.definition.type)
   fast.write(writer, message)
   return Either.right(buf)
@@ -94,7 +100,17 @@ const unknownTag = () =>
  */
 export const encode = (message: Message): Either.Either<Uint8Array, Malformed> => {
   const compiled = lookup(message)
-  return compiled === undefined ? unknownTag() : writeChecked(compiled, message)
+  return compiled === undefined ? unknownTag() : writeChecked(compiled, message, undefined)
+}
+
+/**
+ * `prefix`, then `encode(message)`, in one buffer: a caller that puts a few bytes of its own in
+ * front of each message (a payload kind, a trace context) saves a copy of the whole message.
+ * Validated, and failing, exactly as `encode`.
+ */
+export const encodeAfter = (prefix: Uint8Array, message: Message): Either.Either<Uint8Array, Malformed> => {
+  const compiled = lookup(message)
+  return compiled === undefined ? unknownTag() : writeChecked(compiled, message, prefix)
 }
 
 /**

@@ -48,6 +48,10 @@ describe("Codec", () => {
         const value = Either.getOrThrow(decoded)
         assert.deepStrictEqual(plain(value), plain(message))
         assert.strictEqual(hex(encoded(value)), hex(bytes))
+        // encodeAfter: the prefix, then exactly encode's bytes.
+        const prefix = Uint8Array.of(0x01, bytes.length & 0xff, 0x7f)
+        const after = Either.getOrThrow(Codec.encodeAfter(prefix, message))
+        assert.strictEqual(hex(after), hex(prefix) + hex(bytes))
       },
       { fastCheck: { numRuns: 150 } }
     )
@@ -158,6 +162,10 @@ describe("Codec", () => {
     assert.isTrue(Either.isLeft(surrogate) && surrogate.left.path === "topic")
     const unknown = Codec.encode({ _tag: "Nope" } as any)
     assert.isTrue(Either.isLeft(unknown))
+    // encodeAfter refuses the same way, naming the same field.
+    const shortAfter = Codec.encodeAfter(Uint8Array.of(0), { ...vote, blockHash: new Uint8Array(31) })
+    assert.isTrue(Either.isLeft(shortAfter) && shortAfter.left.path === "blockHash")
+    assert.isTrue(Either.isLeft(Codec.encodeAfter(Uint8Array.of(0), { _tag: "Nope" } as any)))
   })
 
   it("gives signing bytes without the signature, under a domain prefix", () => {

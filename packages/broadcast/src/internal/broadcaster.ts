@@ -95,8 +95,8 @@ export const make = (options: BroadcasterOptions) =>
       validators.has(origin as PeerId)
     )
     // The consumer of `inbound` takes from the manager's inbox itself and handles each chunk of
-    // frames in its own fiber: one fiber hand-off per received message (the peer's reader to the
-    // consumer). This node's own messages wait here, bounded, and go out before the network's.
+    // frames in its own fiber: one fiber hand-off per received message (the connection's data
+    // callback, where the manager queues a frame, to the consumer). This node's own messages wait here, bounded, and go out before the network's.
     let local: Array<Delivery> = []
     let resume: ((effect: Effect.Effect<void>) => void) | undefined
     let closed = false
@@ -126,8 +126,10 @@ export const make = (options: BroadcasterOptions) =>
     // everything it sent before and receivers do not take its new envelopes for duplicates.
     let sequence = BigInt(Math.floor(yield* Clock.currentTimeMillis)) << 16n
 
+    /** The message's channel and its encoding, behind `prefix` when given. */
     const encode = (
-      message: Message.Message
+      message: Message.Message,
+      prefix?: Uint8Array
     ): Either.Either<{ readonly bytes: Uint8Array; readonly channel: number }, InvalidOutbound> => {
       const channel = channelOf(message._tag)
       if (channel === undefined) {
@@ -138,7 +140,7 @@ export const make = (options: BroadcasterOptions) =>
           })
         )
       }
-      return Either.match(Codec.encode(message), {
+      return Either.match(prefix === undefined ? Codec.encode(message) : Codec.encodeAfter(prefix, message), {
         onLeft: (e) => Either.left(new InvalidOutbound({ what: message._tag, detail: e.message })),
         onRight: (bytes) => Either.right({ bytes, channel })
       })
@@ -252,26 +254,26 @@ export const make = (options: BroadcasterOptions) =>
 
     const sendTraced = (peer: PeerId, message: Message.Message, sendOptions: SendOptions | undefined) =>
       Effect.gen(function* () {
-        const { bytes, channel } = yield* encode(message)
-        if (peer === self) return yield* sendLoopback(message, channel, bytes.length + 1)
-        const slot = Payload.direct(bytes, yield* currentTrace)
+        const prefix = Payload.directPrefix(yield* currentTrace)
+        const { bytes: slot, channel } = yield* encode(message, prefix)
+        if (peer === self) return yield* sendLoopback(message, channel, slot.length - prefix.length + 1)
         yield* Effect.annotateCurrentSpan("size", slot.length)
         yield* manager.send(peer, channel, [slot], sendOptions)
         observer.sent?.(peer, channel, message._tag, slot.length)
       })
 
     // Untraced, the hot path: no generator, one Effect step, the frame queued synchronously.
+    const bare = Payload.directPrefix(undefined)
     const sendBare = (
       peer: PeerId,
       message: Message.Message,
       sendOptions: SendOptions | undefined
     ): Effect.Effect<void, SendError> =>
       Effect.suspend((): Effect.Effect<void, SendError> => {
-        const encoded = encode(message)
+        const encoded = encode(message, bare)
         if (Either.isLeft(encoded)) return Effect.fail(encoded.left)
-        const { bytes, channel } = encoded.right
-        if (peer === self) return sendLoopback(message, channel, bytes.length + 1)
-        const slot = Payload.direct(bytes, undefined)
+        const { bytes: slot, channel } = encoded.right
+        if (peer === self) return sendLoopback(message, channel, slot.length)
         const error = manager.unsafeSend(peer, channel, [slot])
         if (error === undefined) {
           observer.sent?.(peer, channel, message._tag, slot.length)

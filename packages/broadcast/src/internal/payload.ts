@@ -12,37 +12,19 @@ export const ENVELOPE = 0x02
 
 const TRACE_BYTES = 25
 
-// Slots up to 4 KiB are carved from 64 KiB slabs: a slot lives only until the connection copies it
-// into its frame, and Node's 8 KiB pool holds five 1 KiB slots (an allocation and a GC sweep per five).
-const SLAB_BYTES = 64 * 1024
-const MAX_CARVED = 4096
-let slab = new ArrayBuffer(SLAB_BYTES)
-let slabOffset = 0
+const DIRECT_PREFIX = Uint8Array.of(DIRECT)
 
-const allocate = (size: number): Uint8Array => {
-  if (size > MAX_CARVED) return new Uint8Array(size)
-  if (slabOffset + size > SLAB_BYTES) {
-    slab = new ArrayBuffer(SLAB_BYTES)
-    slabOffset = 0
-  }
-  const out = new Uint8Array(slab, slabOffset, size)
-  slabOffset = (slabOffset + size + 7) & ~7
-  return out
-}
-
-export const direct = (encoded: Uint8Array, trace: Envelope.TraceContext | undefined): Uint8Array => {
-  if (trace === undefined) {
-    const out = allocate(1 + encoded.length)
-    out[0] = DIRECT
-    out.set(encoded, 1)
-    return out
-  }
-  const out = Buffer.allocUnsafe(1 + TRACE_BYTES + encoded.length)
+/**
+ * What goes in front of a message sent point to point: the kind byte, and the trace context when
+ * there is one (the codec writes the message right behind it: `Codec.encodeAfter`).
+ */
+export const directPrefix = (trace: Envelope.TraceContext | undefined): Uint8Array => {
+  if (trace === undefined) return DIRECT_PREFIX
+  const out = new Uint8Array(1 + TRACE_BYTES)
   out[0] = DIRECT_TRACED
   out.set(trace.traceId, 1)
   out.set(trace.spanId, 17)
   out[25] = trace.flags & 0xff
-  out.set(encoded, 1 + TRACE_BYTES)
   return out
 }
 
