@@ -92,9 +92,10 @@ export interface Connection {
   readonly receive: Effect.Effect<ReadonlyArray<InboundFrame>, ConnectionClosed>
   /**
    * For hot loops: hands each frame to `receiver` synchronously, in the socket's data callback, as
-   * long as no frame is queued for `receive`. A frame the receiver returns false for is queued for
-   * `receive`, and so is every frame after it until `receive` has taken them all: the order is kept.
-   * `undefined` removes it. A receiver that throws is removed, and `receive` dies with the error.
+   * long as no frame waits for `receive`. A frame the receiver returns false for is queued for
+   * `receive`, and so is every frame after it until `receive` is called again with nothing queued
+   * (the consumer has handled every frame it took): the order is kept. `undefined` removes it. A
+   * receiver that throws is removed, and `receive` dies with the error.
    */
   readonly unsafeReceive: (receiver: ((frame: InboundFrame) => boolean) | undefined) => void
   /** Flushes queued frames (up to `closeTimeout`), tells the peer why, and closes. Idempotent. */

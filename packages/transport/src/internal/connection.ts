@@ -149,6 +149,11 @@ export class ConnectionCore {
   private receiver: ((frame: InboundFrame) => boolean) | undefined
   /** What the receiver threw, for `receive` to report. */
   receiverFailure: { readonly error: unknown } | undefined
+  /**
+   * A frame went to the queue: frames keep going there until the consumer calls `take` again with
+   * nothing queued (it has handled every frame it took), so none overtakes a frame in its hands.
+   */
+  private receiverHeld = false
   private paused = false
 
   // Counters.
@@ -373,7 +378,8 @@ export class ConnectionCore {
       return
     }
     this.framesReceived++
-    if (this.receiver !== undefined && this.inbound.length === 0 && this.offerToReceiver(frame)) return
+    if (this.receiver !== undefined && !this.receiverHeld && this.offerToReceiver(frame)) return
+    this.receiverHeld = true
     this.inbound.push(frame)
     for (const message of frame.messages) this.inboundBytes += message.length
     const { maxInboundFrames, maxInboundBytes } = this.options.config
@@ -389,8 +395,9 @@ export class ConnectionCore {
 
   /**
    * Hands each frame to `receiver` synchronously as it is decoded, while no frame is queued for
-   * `take`; a frame it returns false for is queued, and so is every frame after it until `take` has
-   * emptied the queue, so the order is kept. `undefined` removes it.
+   * `take` or in the consumer's hands; a frame it returns false for is queued, and so is every frame
+   * after it until the consumer calls `take` again with nothing queued, so the order is kept.
+   * `undefined` removes it.
    */
   setReceiver(receiver: ((frame: InboundFrame) => boolean) | undefined): void {
     this.receiver = receiver
@@ -427,6 +434,8 @@ export class ConnectionCore {
     } else if (this.state === "closed") {
       callback(undefined)
     } else {
+      // Nothing queued, and the consumer asks again: it has handled every frame it took.
+      this.receiverHeld = false
       this.waiter = callback
     }
   }
