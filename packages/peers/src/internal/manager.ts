@@ -406,7 +406,14 @@ export const make = (options: PeerManagerOptions) =>
         // Long-lived fibers are interruptible even when the manager is built in an uninterruptible
         // region (an acquireRelease acquire): closing its scope must stop them.
         connection.unsafeReceive(receiverFor(peer, slot, connection))
-        yield* FiberSet.run(perConnection, Effect.interruptible(read(peer, slot, connection)))
+        yield* FiberSet.run(
+          perConnection,
+          // Once the reader is gone (closed, replaced, the manager shutting down), frames wait in the
+          // connection, and its socket pauses, rather than going to an inbox nobody drains.
+          Effect.interruptible(read(peer, slot, connection)).pipe(
+            Effect.ensuring(Effect.sync(() => connection.unsafeReceive(undefined)))
+          )
+        )
       })
 
     /**
