@@ -203,11 +203,7 @@ describe("Broadcaster inbound", () => {
             [Channel.consensus, bareSlot(new Uint8Array([0x02, 0xff])), "malformed"],
             [Channel.consensus, new Uint8Array([Payload.DIRECT_TRACED, 1, 2]), "malformed"],
             [Channel.sync, bareSlot(encoded(vote(8n, mallory.peerId))), "wrong-channel"],
-            [
-              Channel.consensus,
-              bareSlot(encoded(Message.Ping.make({ nonce: 1n }))),
-              "reserved-message"
-            ]
+            [Channel.consensus, bareSlot(encoded(Message.Ping.make({ nonce: 1n }))), "reserved-message"]
           ]
           // Good messages around each bad one, in the same frames.
           let n = 0n
