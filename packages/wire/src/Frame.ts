@@ -7,7 +7,7 @@
  */
 import * as zlib from "node:zlib"
 import * as Either from "effect/Either"
-import { DecodeFailure, fromFailure, gather, Reader, u32Size, Writer } from "./internal/binary.js"
+import { allocate, DecodeFailure, fromFailure, gather, Reader, u32Size, Writer } from "./internal/binary.js"
 import {
   DecompressedTooLarge,
   type FrameError,
@@ -101,7 +101,7 @@ export const encode = (
   const compress =
     options.compression === "deflate" && size >= (options.compressionThreshold ?? defaultCompressionThreshold)
   if (!compress && size > limit) return Either.left(new FrameTooLarge({ channel, size, limit }))
-  const out = Buffer.allocUnsafe(HEADER_BYTES + size)
+  const out = allocate(HEADER_BYTES + size)
   const writer = new Writer(out)
   writer.pos = HEADER_BYTES
   writer.u32(messages.length)
