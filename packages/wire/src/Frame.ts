@@ -249,6 +249,19 @@ export const decode = (
   )
 }
 
+/** What is left of `parts` after their first `n` bytes, as views. */
+const after = (parts: ReadonlyArray<Uint8Array>, n: number): Array<Uint8Array> => {
+  const out: Array<Uint8Array> = []
+  for (const part of parts) {
+    if (n >= part.length) n -= part.length
+    else {
+      out.push(n === 0 ? part : part.subarray(n))
+      n = 0
+    }
+  }
+  return out
+}
+
 /**
  * An incremental frame decoder for one byte stream. Feed it chunks as they arrive, cut anywhere;
  * it calls `onFrame` synchronously for each whole frame, in order. It holds at most one partial
@@ -294,13 +307,19 @@ export class FrameDecoder {
         this.need = HEADER_BYTES + checked.right
         continue
       }
-      const buf = this.parts.length === 1 ? this.parts[0]! : gather(this.parts, this.buffered)
       const frameBytes = this.need
+      // A frame within one chunk is decoded in place; one cut across chunks is copied, alone (the
+      // bytes after it stay views of their chunk, not part of the copy).
+      const single = this.parts.length === 1
+      const buf = single ? this.parts[0]! : gather(this.parts, frameBytes)
       const decoded = decodeBody(buf[1]!, buf[2]!, buf.subarray(HEADER_BYTES, frameBytes), this.limits)
       if (Either.isLeft(decoded)) return this.fail(decoded.left)
-      const rest = buf.length - frameBytes
-      this.parts = rest > 0 ? [buf.subarray(frameBytes)] : []
-      this.buffered = rest
+      this.parts = single
+        ? buf.length > frameBytes
+          ? [buf.subarray(frameBytes)]
+          : []
+        : after(this.parts, frameBytes)
+      this.buffered -= frameBytes
       this.need = HEADER_BYTES
       this.bodyLength = -1
       onFrame(decoded.right)
