@@ -283,18 +283,25 @@ export class ConnectionCore {
   /**
    * The first frame of a turn is written at once (a lone message, a reply, waits for nothing); the
    * ones queued after it in the same synchronous run, and in the microtasks before the turn's end,
-   * leave together in one write at the end of the turn.
+   * leave together in one write at the end of the turn. After a turn that sent several frames (a
+   * burst) the next turn's first frame waits for its batch too: a sender in full flow makes one
+   * write per turn, not two.
    */
   private flushSoon(): void {
     if (this.flushScheduled || this.blocked) return
-    this.flush()
+    if (this.writeFirst) this.flush()
     this.flushScheduled = true
     queueMicrotask(this.endTurn)
   }
 
+  /** Whether the next turn's first frame is written at once (the last turn was no burst). */
+  private writeFirst = true
+
   private readonly endTurn = (): void => {
     this.flushScheduled = false
+    const before = this.framesSent
     this.flush()
+    this.writeFirst = this.framesSent - before <= 1
   }
 
   private scheduleFlush(): void {
