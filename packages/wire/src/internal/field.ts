@@ -7,7 +7,7 @@ import * as Schema from "effect/Schema"
 import type * as AST from "effect/SchemaAST"
 import { PeerId } from "../Identity.js"
 import { DecodeFailure, fail, type Reader, u32Size, u64Size, type Writer } from "./binary.js"
-import type { Emitter } from "./compiled.js"
+import { type Emitter, InlineCheck } from "./compiled.js"
 import { rawPeerId, rememberPeerId } from "./peerIds.js"
 import { compile, type Predicate } from "./validator.js"
 
@@ -32,7 +32,11 @@ export const U64_MAX = 2n ** 64n - 1n
 
 export const u64: Field<Schema.SchemaClass<bigint>> = {
   schema: Schema.BigIntFromSelf.pipe(
-    Schema.betweenBigInt(0n, U64_MAX, { identifier: "U64", description: "an unsigned 64-bit integer" })
+    Schema.betweenBigInt(0n, U64_MAX, {
+      identifier: "U64",
+      description: "an unsigned 64-bit integer",
+      [InlineCheck]: ((v) => `(${v} >= 0n && ${v} <= ${U64_MAX}n)`) satisfies InlineCheck
+    })
   ) as unknown as Schema.SchemaClass<bigint>,
   spec: "u64",
   minSize: 1,
@@ -49,8 +53,12 @@ export const u64: Field<Schema.SchemaClass<bigint>> = {
 
 export const u32: Field<Schema.SchemaClass<number>> = {
   schema: Schema.Number.pipe(
-    Schema.int(),
-    Schema.between(0, 0xffffffff, { identifier: "U32", description: "an unsigned 32-bit integer" })
+    Schema.int({ [InlineCheck]: ((v) => `Number.isSafeInteger(${v})`) satisfies InlineCheck }),
+    Schema.between(0, 0xffffffff, {
+      identifier: "U32",
+      description: "an unsigned 32-bit integer",
+      [InlineCheck]: ((v) => `(${v} >= 0 && ${v} <= 4294967295)`) satisfies InlineCheck
+    })
   ) as unknown as Schema.SchemaClass<number>,
   spec: "u32",
   minSize: 1,
@@ -72,7 +80,8 @@ export const fixedBytes = (length: number, identifier: string): Field<Schema.Sch
   schema: Schema.Uint8ArrayFromSelf.pipe(
     Schema.filter((b) => b.length === length || `expected exactly ${length} bytes, got ${b.length}`, {
       identifier,
-      arbitrary: uint8ArrayArbitrary(length, length)
+      arbitrary: uint8ArrayArbitrary(length, length),
+      [InlineCheck]: ((v) => `${v}.length === ${length}`) satisfies InlineCheck
     })
   ) as unknown as Schema.SchemaClass<Uint8Array>,
   spec: `bytes[${length}]`,
@@ -149,7 +158,8 @@ export const bytes = (
 ): Field<Schema.SchemaClass<Uint8Array>> => ({
   schema: Schema.Uint8ArrayFromSelf.pipe(
     Schema.filter((b) => b.length <= max || `expected at most ${max} bytes, got ${b.length}`, {
-      arbitrary: uint8ArrayArbitrary(0, arbitraryMax)
+      arbitrary: uint8ArrayArbitrary(0, arbitraryMax),
+      [InlineCheck]: ((v) => `${v}.length <= ${max}`) satisfies InlineCheck
     })
   ) as unknown as Schema.SchemaClass<Uint8Array>,
   spec: `bytes (max ${max})`,
@@ -224,6 +234,7 @@ export const list = <S extends Schema.Schema.Any>(
 ): Field<Schema.SchemaClass<ReadonlyArray<Schema.Schema.Type<S>>>> => ({
   schema: (Schema.Array(item.schema) as unknown as Schema.Schema<ReadonlyArray<unknown>>).pipe(
     Schema.maxItems(max, {
+      [InlineCheck]: ((v) => `${v}.length <= ${max}`) satisfies InlineCheck,
       arbitrary: () => (fc: any) =>
         fc.array(Arbitrary.makeLazy(item.schema as unknown as Schema.Schema<unknown>)(fc), {
           maxLength: arbitraryMax

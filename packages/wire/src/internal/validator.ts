@@ -9,7 +9,7 @@ import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as AST from "effect/SchemaAST"
 import { PeerId } from "../Identity.js"
-import { Gen } from "./compiled.js"
+import { Gen, InlineCheck } from "./compiled.js"
 import { rawPeerId } from "./peerIds.js"
 
 export type Predicate = (u: unknown) => boolean
@@ -37,8 +37,12 @@ export const compile = (ast: AST.AST): Predicate => {
   return g.build<Predicate>(g.fn("u", `return ${body};`))
 }
 
-const emitRefinement = (g: Gen, ast: AST.Refinement, v: string): string =>
-  `(${emit(g, ast.from, v)} && ${g.ref(Option.isNone)}(${g.ref(ast.filter)}(${v}, ${g.ref(parseOptions)}, ${g.ref(ast)})))`
+const emitRefinement = (g: Gen, ast: AST.Refinement, v: string): string => {
+  const inline = ast.annotations[InlineCheck] as InlineCheck | undefined
+  return inline !== undefined
+    ? `(${emit(g, ast.from, v)} && ${inline(v)})`
+    : `(${emit(g, ast.from, v)} && ${g.ref(Option.isNone)}(${g.ref(ast.filter)}(${v}, ${g.ref(parseOptions)}, ${g.ref(ast)})))`
+}
 
 /** An expression over `v` (an identifier) that is the Schema's answer for `ast`. */
 const emit = (g: Gen, ast: AST.AST, v: string): string => {
