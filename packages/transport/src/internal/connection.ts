@@ -104,6 +104,10 @@ export interface CoreOptions {
 
 let nextId = 1
 
+/** `bytes` alone in an ArrayBuffer of its size (a copy when it is a view into a larger one). */
+const ownBuffer = (bytes: Uint8Array): Uint8Array =>
+  bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : new Uint8Array(bytes)
+
 /**
  * A `Backpressure` as cheap as it can be made: a sender that outruns its peer meets one per send
  * until the queue drains, and a validated, stack-capturing error costs about 5 us. Our own numbers
@@ -235,7 +239,10 @@ export class ConnectionCore {
         : this.frameOptions
     )
     if (Either.isLeft(encoded)) return encoded.left
-    const frame = encoded.right
+    // A small frame is carved from a shared 64 KiB slab (wire's allocator), which it keeps alive. One
+    // that will wait for a blocked pipe gets a buffer of its own: a peer that stops reading holds
+    // what its queue counts (`maxQueuedBytes`), not a slab per frame.
+    const frame = this.blocked ? ownBuffer(encoded.right) : encoded.right
     const { maxQueuedFrames, maxQueuedBytes, overflow } = queue.config
     if (queue.length >= maxQueuedFrames || queue.bytes + frame.length > maxQueuedBytes) {
       if (overflow === "reject") {
