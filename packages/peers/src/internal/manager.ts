@@ -405,14 +405,15 @@ export const make = (options: PeerManagerOptions) =>
         if (slot.dialer === "waiting") yield* FiberMap.remove(dialers, peer)
         // Long-lived fibers are interruptible even when the manager is built in an uninterruptible
         // region (an acquireRelease acquire): closing its scope must stop them.
-        connection.unsafeReceive(receiverFor(peer, slot, connection))
         yield* FiberSet.run(
           perConnection,
-          // Once the reader is gone (closed, replaced, the manager shutting down), frames wait in the
-          // connection, and its socket pauses, rather than going to an inbox nobody drains.
-          Effect.interruptible(read(peer, slot, connection)).pipe(
-            Effect.ensuring(Effect.sync(() => connection.unsafeReceive(undefined)))
-          )
+          // The fast path lives as long as the reader: once it is gone (closed, replaced, the manager
+          // shutting down), frames wait in the connection, and its socket pauses, rather than going
+          // to an inbox nobody drains.
+          Effect.suspend(() => {
+            connection.unsafeReceive(receiverFor(peer, slot, connection))
+            return Effect.interruptible(read(peer, slot, connection))
+          }).pipe(Effect.ensuring(Effect.sync(() => connection.unsafeReceive(undefined))))
         )
       })
 
