@@ -7,7 +7,7 @@
  */
 import * as zlib from "node:zlib"
 import * as Either from "effect/Either"
-import { allocate, DecodeFailure, fromFailure, gather, Reader, u32Size, Writer } from "./internal/binary.js"
+import { DecodeFailure, fromFailure, gather, Reader, u32Size, Writer } from "./internal/binary.js"
 import {
   DecompressedTooLarge,
   type FrameError,
@@ -57,6 +57,13 @@ export interface EncodeOptions {
   readonly maxFrameBytes?: number
   readonly maxDecompressedBytes?: number
   readonly maxMessagesPerFrame?: number
+  /**
+   * Where the frame's bytes go: a Buffer of exactly `size` bytes the frame may keep (default:
+   * `Buffer.allocUnsafe`, which carves small ones from Node's shared 8 KiB pool). A connection
+   * queueing frames for a peer that is not reading passes its own, so that they keep no shared
+   * memory alive. A compressed frame is built in a new `Buffer.allocUnsafe` of its size.
+   */
+  readonly allocate?: (size: number) => Buffer
 }
 
 export const defaultCompressionThreshold = 64 * 1024
@@ -101,7 +108,10 @@ export const encode = (
   const compress =
     options.compression === "deflate" && size >= (options.compressionThreshold ?? defaultCompressionThreshold)
   if (!compress && size > limit) return Either.left(new FrameTooLarge({ channel, size, limit }))
-  const out = allocate(HEADER_BYTES + size)
+  const out =
+    options.allocate === undefined
+      ? Buffer.allocUnsafe(HEADER_BYTES + size)
+      : options.allocate(HEADER_BYTES + size)
   const writer = new Writer(out)
   writer.pos = HEADER_BYTES
   writer.u32(messages.length)

@@ -104,9 +104,7 @@ export interface CoreOptions {
 
 let nextId = 1
 
-/** `bytes` alone in an ArrayBuffer of its size (a copy when it is a view into a larger one). */
-const ownBuffer = (bytes: Uint8Array): Uint8Array =>
-  bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : new Uint8Array(bytes)
+const OWN_CHUNK_BYTES = 16 * 1024
 
 /**
  * A `Backpressure` as cheap as it can be made: a sender that outruns its peer meets one per send
@@ -143,6 +141,9 @@ export class ConnectionCore {
   private flushScheduled = false
   private blocked = false
   private readonly frameOptions: Frame.EncodeOptions
+  private readonly frameOptionsWhenBlocked: Frame.EncodeOptions
+  /** Where frames queued while the pipe is blocked are built (see `carve`). */
+  private own: { buffer: ArrayBuffer; offset: number } | undefined
 
   // Inbound.
   private readonly decoder: Frame.FrameDecoder
@@ -179,6 +180,7 @@ export class ConnectionCore {
       maxMessagesPerFrame: config.maxMessagesPerFrame,
       compressionThreshold: config.compressionThreshold
     }
+    this.frameOptionsWhenBlocked = { ...this.frameOptions, allocate: this.carve }
     this.decoder = new Frame.FrameDecoder(HANDSHAKE_LIMITS)
     pipe.attach({
       data: (chunk) => this.onData(chunk),
@@ -232,17 +234,16 @@ export class ConnectionCore {
     }
     const queue = channelId === CONTROL_CHANNEL ? undefined : this.queueOf(channelId)
     if (queue === undefined) return new UnknownChannel({ channel: channelId })
+    // A small frame from Node's shared 8 KiB pool keeps the whole pool alive. One that will wait for
+    // a blocked pipe is built in this connection's own buffers instead: a peer that stops reading
+    // holds about what its queue counts (`maxQueuedBytes`), not a pool per frame.
+    const options = this.blocked ? this.frameOptionsWhenBlocked : this.frameOptions
     const encoded = Frame.encode(
       { channel: channelId, messages },
-      queue.config.compression === "deflate"
-        ? { ...this.frameOptions, compression: "deflate" }
-        : this.frameOptions
+      queue.config.compression === "deflate" ? { ...options, compression: "deflate" } : options
     )
     if (Either.isLeft(encoded)) return encoded.left
-    // A small frame is carved from a shared 64 KiB slab (wire's allocator), which it keeps alive. One
-    // that will wait for a blocked pipe gets a buffer of its own: a peer that stops reading holds
-    // what its queue counts (`maxQueuedBytes`), not a slab per frame.
-    const frame = this.blocked ? ownBuffer(encoded.right) : encoded.right
+    const frame = encoded.right
     const { maxQueuedFrames, maxQueuedBytes, overflow } = queue.config
     if (queue.length >= maxQueuedFrames || queue.bytes + frame.length > maxQueuedBytes) {
       if (overflow === "reject") {
@@ -275,6 +276,23 @@ export class ConnectionCore {
     this.queuedFrames++
     this.flushSoon()
     return undefined
+  }
+
+  /**
+   * `size` bytes of this connection's own 16 KiB chunks (larger frames get their own buffer): frames
+   * queued behind a blocked pipe share memory only with each other. The chunk is let go once the
+   * queues are empty.
+   */
+  private readonly carve = (size: number): Buffer => {
+    if (size > OWN_CHUNK_BYTES / 4) return Buffer.allocUnsafe(size)
+    let own = this.own
+    if (own === undefined || own.offset + size > OWN_CHUNK_BYTES) {
+      own = { buffer: new ArrayBuffer(OWN_CHUNK_BYTES), offset: 0 }
+      this.own = own
+    }
+    const out = Buffer.from(own.buffer, own.offset, size)
+    own.offset += size
+    return out
   }
 
   /** Sends a control message now, ahead of everything queued (handshake, goodbye). */
@@ -347,6 +365,7 @@ export class ConnectionCore {
     }
     if (chunks.length === 0) return
     this.queuedFrames -= chunks.length
+    if (this.queuedFrames === 0) this.own = undefined
     this.framesSent += chunks.length
     this.bytesSent += bytes
     this.writes++
