@@ -126,24 +126,33 @@ export const make = (options: BroadcasterOptions) =>
     // everything it sent before and receivers do not take its new envelopes for duplicates.
     let sequence = BigInt(Math.floor(yield* Clock.currentTimeMillis)) << 16n
 
+    /** Why a message without an application channel cannot be sent. */
+    const internalOnly = (message: Message.Message) =>
+      new InvalidOutbound({
+        what: message._tag,
+        detail: "internal to the network layer; not sent by applications"
+      })
+
+    /** The encoding of `message` (behind `prefix` when given), or why it cannot be encoded. */
+    const encodeOnly = (
+      message: Message.Message,
+      prefix: Uint8Array | undefined
+    ): Uint8Array | InvalidOutbound => {
+      const encoded = prefix === undefined ? Codec.encode(message) : Codec.encodeAfter(prefix, message)
+      return Either.isRight(encoded)
+        ? encoded.right
+        : new InvalidOutbound({ what: message._tag, detail: encoded.left.message })
+    }
+
     /** The message's channel and its encoding, behind `prefix` when given. */
     const encode = (
       message: Message.Message,
       prefix?: Uint8Array
     ): Either.Either<{ readonly bytes: Uint8Array; readonly channel: number }, InvalidOutbound> => {
       const channel = channelOf(message._tag)
-      if (channel === undefined) {
-        return Either.left(
-          new InvalidOutbound({
-            what: message._tag,
-            detail: "internal to the network layer; not sent by applications"
-          })
-        )
-      }
-      return Either.match(prefix === undefined ? Codec.encode(message) : Codec.encodeAfter(prefix, message), {
-        onLeft: (e) => Either.left(new InvalidOutbound({ what: message._tag, detail: e.message })),
-        onRight: (bytes) => Either.right({ bytes, channel })
-      })
+      if (channel === undefined) return Either.left(internalOnly(message))
+      const bytes = encodeOnly(message, prefix)
+      return bytes instanceof InvalidOutbound ? Either.left(bytes) : Either.right({ bytes, channel })
     }
 
     const typeAttributes = (message: Message.Message, channel: number) => {
@@ -270,9 +279,11 @@ export const make = (options: BroadcasterOptions) =>
       sendOptions: SendOptions | undefined
     ): Effect.Effect<void, SendError> =>
       Effect.suspend((): Effect.Effect<void, SendError> => {
-        const encoded = encode(message, bare)
-        if (Either.isLeft(encoded)) return Effect.fail(encoded.left)
-        const { bytes: slot, channel } = encoded.right
+        // `encode` without its Either and result record: this runs once per message sent.
+        const channel = channelOf(message._tag)
+        if (channel === undefined) return Effect.fail(internalOnly(message))
+        const slot = encodeOnly(message, bare)
+        if (slot instanceof InvalidOutbound) return Effect.fail(slot)
         if (peer === self) return sendLoopback(message, channel, slot.length)
         const error = manager.unsafeSend(peer, channel, [slot])
         if (error === undefined) {
