@@ -96,24 +96,19 @@ export const make = (options: BroadcasterOptions) =>
     )
     // The consumer of `inbound` takes from the manager's inbox itself and handles each chunk of
     // frames in its own fiber: one fiber hand-off per received message (the connection's data
-    // callback, where the manager queues a frame, to the consumer). This node's own messages wait here, bounded, and go out before the network's.
+    // callback, where the manager queues a frame, to the consumer). This node's own messages wait
+    // here, bounded, and go out before the network's.
     let local: Array<Delivery> = []
-    let resume: ((effect: Effect.Effect<void>) => void) | undefined
+    let resume: ((effect: Effect.Effect<Chunk.Chunk<Delivery>, Option.Option<never>>) => void) | undefined
     let closed = false
+    /** Resumes a waiting consumer straight into `pull`. */
     const wake = () => {
       const r = resume
       if (r !== undefined) {
         resume = undefined
-        r(Effect.void)
+        r(pull)
       }
     }
-    // Effect.async rather than a Deferred: `Deferred.unsafeMake` copies a prototype into a fresh
-    // object, about 2 us, once per wait. No canceler, so no interruption handler is built per wait:
-    // the callback of an interrupted wait may be called later, and the fiber runtime ignores that.
-    const waitForInbound = Effect.async<void>((callback) => {
-      resume = callback
-      manager.unsafeOnInbound(wake)
-    })
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         closed = true
@@ -554,10 +549,13 @@ export const make = (options: BroadcasterOptions) =>
 
     const MAX_FRAMES = 256
 
-    const waitThenPull = Effect.zipRight(
-      waitForInbound,
-      Effect.suspend(() => pull)
-    )
+    // Effect.async rather than a Deferred: `Deferred.unsafeMake` copies a prototype into a fresh
+    // object, about 2 us, once per wait. No canceler, so no interruption handler is built per wait:
+    // the callback of an interrupted wait may be called later, and the fiber runtime ignores that.
+    const waitThenPull = Effect.async<Chunk.Chunk<Delivery>, Option.Option<never>>((callback) => {
+      resume = callback
+      manager.unsafeOnInbound(wake)
+    })
 
     /** The next chunk for the consumer: own messages first, then the network's; waits for one. */
     const pull: Effect.Effect<Chunk.Chunk<Delivery>, Option.Option<never>> = Effect.suspend(
