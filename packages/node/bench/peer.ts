@@ -3,7 +3,6 @@
 // two-validator NodeNetwork. It reports its address over IPC, then, as the parent commands, counts
 // messages and reports when the expected number has arrived (`sink`), or answers every message with
 // one Vote (`echo`). Exits when the parent goes away.
-import type * as net from "node:net"
 import * as tls from "node:tls"
 import { BenchProcess } from "@hotstuff2/testing"
 import { Frame } from "@hotstuff2/wire"
@@ -14,7 +13,7 @@ import * as Stream from "effect/Stream"
 import { NodeNetwork } from "../src/index.js"
 import { benchConfig, directSlot, encodeFrame, identity, isMode, tlsMaterial, vote } from "./setup.js"
 
-const { send, fail, echoing, count } = BenchProcess.peerSide()
+const { send, fail, echoing, count, serveRaw } = BenchProcess.peerSide()
 
 const me = identity(1)
 /** The answer to a ping: a Vote of this validator. */
@@ -23,32 +22,12 @@ const reply = vote(1n, me.peerId)
 /** The baseline: frames decoded in the 'data' handler; counted, or answered with one Vote frame each. */
 const raw = (): void => {
   const replySlot = directSlot(reply)
-  const onSocket = (socket: net.Socket) => {
-    socket.setNoDelay(true)
-    socket.on("error", (error) => fail(`raw socket: ${error.message}`))
-    socket.on("close", () => process.exit(0))
-    const decoder = new Frame.FrameDecoder()
-    let messages = 0
-    const onFrame = (frame: Frame.Frame) => {
-      if (echoing()) socket.write(encodeFrame(replySlot))
-      else messages += frame.messages.length
-    }
-    socket.on("data", (chunk: Buffer) => {
-      messages = 0
-      const error = decoder.push(chunk, onFrame)
-      if (error !== undefined) fail(`raw decode: ${error._tag}`)
-      if (messages > 0) count(messages)
-    })
-  }
-  const server = tls.createServer(
-    { ...tlsMaterial(me), requestCert: true, rejectUnauthorized: false },
-    onSocket
+  serveRaw(
+    (onSocket) =>
+      tls.createServer({ ...tlsMaterial(me), requestCert: true, rejectUnauthorized: false }, onSocket),
+    () => new Frame.FrameDecoder(),
+    (socket) => socket.write(encodeFrame(replySlot))
   )
-  server.on("error", (error) => fail(`raw server: ${error.message}`))
-  server.listen({ host: "127.0.0.1", port: 0 }, () => {
-    const address = server.address() as net.AddressInfo
-    send({ type: "listening", address: `${address.address}:${address.port}` })
-  })
 }
 
 /** Validator 1: consumes `messages` a chunk at a time; answers with `send`. */

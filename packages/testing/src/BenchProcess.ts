@@ -2,9 +2,11 @@
 // answers commands over IPC with typed reports, every child killed when the benchmark ends, fails,
 // is interrupted or passes its deadline.
 import { type ChildProcess, fork } from "node:child_process"
+import type * as net from "node:net"
 import * as os from "node:os"
 import { fileURLToPath } from "node:url"
 import { cpuMicros, gcMillis, now, pin } from "./Bench.js"
+import type { FrameSplitter } from "./RawSocket.js"
 
 /** Parent to forked peer. */
 export type Command =
@@ -177,6 +179,16 @@ export interface PeerSide {
   readonly echoing: () => boolean
   /** Counts `n` messages delivered together; reports `done` once the sink's count is reached. */
   readonly count: (n: number) => void
+  /**
+   * The raw baseline's server, made by `create` with the connection handler it is given: frames
+   * are split in the 'data' handler and counted, or each answered with `echo` while the parent asks
+   * for echoes. Listens on 127.0.0.1 and reports `listening`.
+   */
+  readonly serveRaw: <F extends { readonly messages: ReadonlyArray<unknown> }>(
+    create: (onSocket: (socket: net.Socket) => void) => net.Server,
+    splitter: () => FrameSplitter<F>,
+    echo: (socket: net.Socket, frame: F) => void
+  ) => void
 }
 
 /** Runs in the forked peer: answers commands with `ready`, exits when the parent goes. */
@@ -215,5 +227,29 @@ export const peerSide = (): PeerSide => {
   })
   // The parent died or finished: nothing left to do.
   process.on("disconnect", () => process.exit(0))
-  return { send, fail, echoing: () => state.echo, count }
+  const serveRaw: PeerSide["serveRaw"] = (create, splitter, echo) => {
+    const server = create((socket) => {
+      socket.setNoDelay(true)
+      socket.on("error", (error) => fail(`raw socket: ${error.message}`))
+      socket.on("close", () => process.exit(0))
+      const frames = splitter()
+      let messages = 0
+      const onFrame = (frame: Parameters<typeof echo>[1]) => {
+        if (state.echo) echo(socket, frame)
+        else messages += frame.messages.length
+      }
+      socket.on("data", (chunk: Buffer) => {
+        messages = 0
+        const error = frames.push(chunk, onFrame)
+        if (error !== undefined) fail(`raw decode: ${error._tag}`)
+        if (messages > 0) count(messages)
+      })
+    })
+    server.on("error", (error) => fail(`raw server: ${error.message}`))
+    server.listen({ host: "127.0.0.1", port: 0 }, () => {
+      const address = server.address() as net.AddressInfo
+      send({ type: "listening", address: `${address.address}:${address.port}` })
+    })
+  }
+  return { send, fail, echoing: () => state.echo, count, serveRaw }
 }

@@ -23,51 +23,31 @@ import {
 } from "./setup.js"
 
 const { consensus } = TransportConfig.Channel
-const { send, fail, echoing, count } = BenchProcess.peerSide()
+const { send, fail, echoing, count, serveRaw } = BenchProcess.peerSide()
 
 const LISTEN = { host: "127.0.0.1", port: 0 }
 
 /** The raw baselines: decode synchronously in the data handler, count or echo each frame. */
-const raw = (kind: "tls" | "tcp"): void => {
-  const onSocket = (socket: net.Socket) => {
-    socket.setNoDelay(true)
-    socket.on("error", (error) => fail(`raw socket: ${error.message}`))
-    socket.on("close", () => process.exit(0))
-    const decoder = new Frame.FrameDecoder()
-    let messages = 0
-    const onFrame = (frame: Frame.Frame) => {
-      if (echoing()) {
-        // Re-encoded, as the transport's echo re-encodes through `send`.
-        for (const message of frame.messages) socket.write(encodeFrame(message))
-      } else {
-        messages += frame.messages.length
-      }
+const raw = (kind: "tls" | "tcp"): void =>
+  serveRaw(
+    (onSocket) =>
+      kind === "tls"
+        ? tls.createServer(
+            {
+              ...tlsMaterial(receiverIdentity),
+              ...tlsVersions,
+              requestCert: true,
+              rejectUnauthorized: false
+            },
+            onSocket
+          )
+        : net.createServer({ noDelay: true }, onSocket),
+    () => new Frame.FrameDecoder(),
+    // Re-encoded, as the transport's echo re-encodes through `send`.
+    (socket, frame) => {
+      for (const message of frame.messages) socket.write(encodeFrame(message))
     }
-    socket.on("data", (chunk: Buffer) => {
-      messages = 0
-      const error = decoder.push(chunk, onFrame)
-      if (error !== undefined) fail(`raw decode: ${error._tag}`)
-      if (messages > 0) count(messages)
-    })
-  }
-  const server =
-    kind === "tls"
-      ? tls.createServer(
-          {
-            ...tlsMaterial(receiverIdentity),
-            ...tlsVersions,
-            requestCert: true,
-            rejectUnauthorized: false
-          },
-          onSocket
-        )
-      : net.createServer({ noDelay: true }, onSocket)
-  server.on("error", (error) => fail(`raw server: ${error.message}`))
-  server.listen(LISTEN, () => {
-    const address = server.address() as net.AddressInfo
-    send({ type: "listening", address: `${address.address}:${address.port}` })
-  })
-}
+  )
 
 /** Our Transport: consume with `connection.receive` (a batch per take); echo with `unsafeSend`. */
 const transport = (kind: "tls" | "tcp") =>
