@@ -182,27 +182,7 @@ const pingPongNode = (local: Local, peer: NodeNetwork.PeerId, message: Message.M
 const info = { ...machine(), pinned, window: WINDOW }
 const ratios: Record<string, number> = {}
 
-/** One timed round: the peer expects `count`; from the first send to its receipt of the last. */
-const timedRound = async <A>(peer: Peer, count: number, pump: () => Promise<A>) => {
-  const ready = await peer.command({ type: "sink", count })
-  const done = peer.next("done")
-  const cpuBefore = cpuMicros()
-  const gcBefore = gcMillis()
-  const start = now()
-  const [result, finished] = await Promise.all([pump(), done])
-  const senderWall = Number(now() - start)
-  if (finished.type !== "done" || ready.type !== "ready") throw new Error("expected ready and done reports")
-  const elapsed = Number(BigInt(finished.at) - start)
-  return {
-    result,
-    rate: count / (elapsed / 1e9),
-    messagesPerReceive: count / finished.batches,
-    senderCpu: ((cpuMicros() - cpuBefore) * 1e3) / senderWall,
-    receiverCpu: ((finished.cpuMicros - ready.cpuMicros) * 1e3) / elapsed,
-    senderGc: ((gcMillis() - gcBefore) * 1e6) / senderWall,
-    receiverGc: ((finished.gcMillis - ready.gcMillis) * 1e6) / elapsed
-  }
-}
+const { timedRound } = BenchProcess
 
 interface Setup {
   readonly raw: { readonly peer: Peer; readonly socket: net.Socket }
@@ -253,7 +233,7 @@ const runOneWay = async (setup: Setup) => {
         ? { ratioToRaw: ratio, roundRatios: rates.map((x, i) => round(x / rawRates[i]!)) }
         : {}),
       ...(side === "node" ? { backpressureRetries: results.map((x) => x.result) } : {}),
-      messagesPerReceive: round(median(results.map((x) => x.messagesPerReceive)), 1),
+      messagesPerReceive: round(median(results.map((x) => x.perReceive)), 1),
       senderCpu: round(median(results.map((x) => x.senderCpu)), 2),
       receiverCpu: round(median(results.map((x) => x.receiverCpu)), 2),
       senderGc: round(median(results.map((x) => x.senderGc)), 2),

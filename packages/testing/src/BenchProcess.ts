@@ -170,6 +170,33 @@ export class BenchChild {
   }
 }
 
+/**
+ * One timed round against a forked peer: it is told to expect `count` messages, `pump` sends them,
+ * and the round lasts from the first send to the peer's receipt of the last (both clocks
+ * CLOCK_MONOTONIC). CPU and GC of both processes as fractions of the round show the bottleneck;
+ * `perReceive` is the messages the peer took per delivery.
+ */
+export const timedRound = async <A>(peer: BenchChild, count: number, pump: () => Promise<A>) => {
+  const ready = await peer.command({ type: "sink", count })
+  const done = peer.next("done")
+  const cpuBefore = cpuMicros()
+  const gcBefore = gcMillis()
+  const start = now()
+  const [result, finished] = await Promise.all([pump(), done])
+  const senderWall = Number(now() - start)
+  if (finished.type !== "done" || ready.type !== "ready") throw new Error("expected ready and done reports")
+  const elapsed = Number(BigInt(finished.at) - start)
+  return {
+    result,
+    rate: count / (elapsed / 1e9),
+    perReceive: count / finished.batches,
+    senderCpu: ((cpuMicros() - cpuBefore) * 1e3) / senderWall,
+    receiverCpu: ((finished.cpuMicros - ready.cpuMicros) * 1e3) / elapsed,
+    senderGc: ((gcMillis() - gcBefore) * 1e6) / senderWall,
+    receiverGc: ((finished.gcMillis - ready.gcMillis) * 1e6) / elapsed
+  }
+}
+
 /** The forked peer's side: reports, the parent's last command, and the message count. */
 export interface PeerSide {
   readonly send: (report: Report) => void

@@ -1,8 +1,6 @@
 // What the sender (transport.bench.ts) and the receiver process (receiver.ts) agree on: identities,
 // the transport config, TLS material for the raw baselines, and the IPC messages between them.
-
 import type * as tls from "node:tls"
-import { Bench } from "@hotstuff2/testing"
 import { Frame, Identity } from "@hotstuff2/wire"
 import * as Either from "effect/Either"
 import { TransportConfig } from "../src/index.js"
@@ -13,9 +11,6 @@ export type Mode = "raw-tls" | "raw-tcp" | "transport-tls" | "transport-tcp"
 export const modes: ReadonlyArray<Mode> = ["raw-tls", "raw-tcp", "transport-tls", "transport-tcp"]
 
 export const isMode = (s: string | undefined): s is Mode => modes.includes(s as Mode)
-
-/** CPU and GC time of this process (shared with the other benchmarks). */
-export const { cpuMicros, gcMillis } = Bench
 
 export const identity = (n: number): Identity.Identity =>
   Either.getOrThrow(Identity.fromSeed(new Uint8Array(32).fill(n)))

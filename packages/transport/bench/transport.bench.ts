@@ -30,12 +30,10 @@ import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
 import { TcpTransport, TlsTransport, Transport, TransportConfig, TransportError } from "../src/index.js"
 
-const { machine, median, now, report, round } = Bench
+const { gcMillis, machine, median, now, report, round } = Bench
 
 import {
-  cpuMicros,
   encodeFrame,
-  gcMillis,
   type Mode,
   payload,
   receiverIdentity,
@@ -176,32 +174,7 @@ const pingPongTransport = (connection: Transport.Connection, message: Uint8Array
 
 const info = { ...machine(), pinned, window: WINDOW }
 
-/**
- * One timed round: tells the receiver to expect `count` messages, runs `pump`, and measures from the
- * first send to the receiver's receipt of the last. CPU use of both processes as a fraction of one
- * core over the round shows which side is the bottleneck.
- */
-const timedRound = async <A>(receiver: Receiver, count: number, pump: () => Promise<A>) => {
-  const ready = await receiver.command({ type: "sink", count })
-  const done = receiver.next("done")
-  const senderCpuBefore = cpuMicros()
-  const senderGcBefore = gcMillis()
-  const start = now()
-  const [result, report] = await Promise.all([pump(), done])
-  const senderWall = Number(now() - start)
-  const senderCpu = (cpuMicros() - senderCpuBefore) * 1e3
-  if (report.type !== "done" || ready.type !== "ready") throw new Error("expected ready and done reports")
-  const elapsed = Number(BigInt(report.at) - start)
-  return {
-    result,
-    rate: count / (elapsed / 1e9),
-    framesPerReceive: count / report.batches,
-    senderCpu: senderCpu / senderWall,
-    receiverCpu: ((report.cpuMicros - ready.cpuMicros) * 1e3) / elapsed,
-    senderGc: ((gcMillis() - senderGcBefore) * 1e6) / senderWall,
-    receiverGc: ((report.gcMillis - ready.gcMillis) * 1e6) / elapsed
-  }
-}
+const { timedRound } = BenchProcess
 
 const oneWayRawRound = (receiver: Receiver, socket: net.Socket, message: Uint8Array, count: number) =>
   timedRound(receiver, count, () => pumpRaw(socket, message, count))
@@ -295,7 +268,7 @@ const runOneWay = async (
       // Frames per socket write: raw per corked window, transport from the core's `writes` counter.
       framesPerWrite: round(spec.count / median(results.map((x) => x.result)), 1),
       // Frames per delivery at the receiver: a 'data' event, or a chunk of `connection.frames`.
-      framesPerReceive: round(median(results.map((x) => x.framesPerReceive)), 1),
+      framesPerReceive: round(median(results.map((x) => x.perReceive)), 1),
       // CPU time over wall time of each process, median over rounds: 1 is one core busy.
       senderCpu: round(median(results.map((x) => x.senderCpu)), 2),
       receiverCpu: round(median(results.map((x) => x.receiverCpu)), 2),
