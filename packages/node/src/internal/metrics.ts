@@ -44,9 +44,11 @@ export interface NodeMetrics {
   readonly flush: () => void
 }
 
-/** Messages and bytes counted for one (direction, channel, type) since the last flush. */
+/** Messages and bytes counted for one (direction, channel, type) since the last flush, and where they go. */
 interface Pending {
   readonly labels: LabelSet
+  readonly messageCounter: Metric.Metric.Counter<number>
+  readonly byteCounter: Metric.Metric.Counter<number>
   messages: number
   bytes: number
 }
@@ -88,7 +90,7 @@ export const make = (
     sent: new Map<number, Map<string, Pending>>(),
     received: new Map<number, Map<string, Pending>>()
   }
-  const dirty: Array<[Pending, "sent" | "received"]> = []
+  const dirty: Array<Pending> = []
   const pendingFor = (direction: "sent" | "received", channel: number, type: string): Pending => {
     let byType = pendingOf[direction].get(channel)
     if (byType === undefined) {
@@ -99,6 +101,8 @@ export const make = (
     if (found === undefined) {
       found = {
         labels: [nodeLabel, label("channel", String(channel)), label("type", type)],
+        messageCounter: direction === "sent" ? messagesSent : messagesReceived,
+        byteCounter: direction === "sent" ? bytesSent : bytesReceived,
         messages: 0,
         bytes: 0
       }
@@ -108,16 +112,14 @@ export const make = (
   }
   const count = (direction: "sent" | "received", channel: number, type: string, size: number) => {
     const pending = pendingFor(direction, channel, type)
-    if (pending.messages === 0) dirty.push([pending, direction])
+    if (pending.messages === 0) dirty.push(pending)
     pending.messages++
     pending.bytes += size
   }
   const flush = () => {
-    for (const [pending, direction] of dirty) {
-      const [messages, bytes] =
-        direction === "sent" ? [messagesSent, bytesSent] : [messagesReceived, bytesReceived]
-      messages.unsafeUpdate(pending.messages, pending.labels)
-      bytes.unsafeUpdate(pending.bytes, pending.labels)
+    for (const pending of dirty) {
+      pending.messageCounter.unsafeUpdate(pending.messages, pending.labels)
+      pending.byteCounter.unsafeUpdate(pending.bytes, pending.labels)
       pending.messages = 0
       pending.bytes = 0
     }

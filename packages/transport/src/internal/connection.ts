@@ -139,6 +139,8 @@ export class ConnectionCore {
   private readonly control = new ChannelQueue(CONTROL_CONFIG)
   private queuedFrames = 0
   private flushScheduled = false
+  /** Whether the next turn's first frame is written at once (the last turn was no burst). */
+  private writeFirst = true
   private blocked = false
   private readonly frameOptions: Frame.EncodeOptions
   private readonly frameOptionsWhenBlocked: Frame.EncodeOptions
@@ -318,9 +320,6 @@ export class ConnectionCore {
     this.flushScheduled = true
     queueMicrotask(this.endTurn)
   }
-
-  /** Whether the next turn's first frame is written at once (the last turn was no burst). */
-  private writeFirst = true
 
   private readonly endTurn = (): void => {
     this.flushScheduled = false
