@@ -321,9 +321,9 @@ describe("PeerManager under TestClock", () => {
         }
         const a = yield* startNode(1, [1, 2], config)
         const received = yield* a.manager.inbound.pipe(
-          Stream.runForEach(() =>
+          Stream.runForEach((frame) =>
             Effect.sync(() => {
-              count += 1
+              count += frame.messages.length
             })
           ),
           Effect.forkScoped
@@ -339,8 +339,40 @@ describe("PeerManager under TestClock", () => {
           yield* b.stop
         }
         // The bucket holds 100 and refills 10/s: about 100 + 10 x 1.2 s get through, not 300.
-        assert.isAtMost(count, 120, `${count} frames passed the limit`)
+        assert.isAtMost(count, 120, `${count} messages passed the limit`)
         assert.isAtLeast(count, 100)
+      })
+    )
+  )
+
+  it.scoped("a frame joined from many sends is cut where the rate limit runs out, not dropped whole", () =>
+    withNetwork(
+      {},
+      Effect.gen(function* () {
+        // The bucket holds 10 messages. B's 25 sends of one turn leave as two frames (the first
+        // alone, the other 24 joined): the first 10 messages pass, in order; the rest are dropped.
+        const config = {
+          rateLimits: [
+            { channel: consensus, messagesPerSecond: 10, bytesPerSecond: 1_000_000, burstSeconds: 1 }
+          ],
+          rateLimitReportInterval: 60_000
+        }
+        const a = yield* startNode(1, [1, 2], config)
+        const b = yield* startNode(2, [1, 2], config)
+        yield* TestClock.adjust("300 millis")
+        const got: Array<number> = []
+        yield* a.manager.inbound.pipe(
+          Stream.runForEach((frame) => Effect.sync(() => got.push(...frame.messages.map((m) => m[0]!)))),
+          Effect.forkScoped
+        )
+        yield* Effect.sync(() => {
+          for (let i = 0; i < 25; i++)
+            assert.isUndefined(b.manager.unsafeSend(identity(1).peerId, consensus, [Uint8Array.of(i)]))
+        })
+        yield* TestClock.adjust("10 millis")
+        assert.deepStrictEqual(got, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+        const report = Option.getOrThrow(yield* a.registry.get(B()))
+        assert.isBelow(report.score, 0, "the flood cost B reputation")
       })
     )
   )

@@ -16,7 +16,10 @@ import { address, identity, NETWORK, startNode, withNetwork } from "./fixtures/c
 
 const { consensus, heartbeat } = TransportConfig.Channel
 
-/** Node 2 as a bare transport connected to node 1; `send(i)` queues a one-byte frame `i`. */
+/**
+ * Node 2 as a bare transport connected to node 1; `send(i)` queues a frame of one message starting
+ * with `i`, 40 KiB long so that the connection never joins two sends into one frame.
+ */
 const bareConnection = Effect.gen(function* () {
   const transport = yield* Layer.build(
     MemoryTransport.layer({ identity: identity(2), config: { networkId: NETWORK } })
@@ -25,7 +28,8 @@ const bareConnection = Effect.gen(function* () {
   yield* TestClock.adjust("50 millis")
   const connection = yield* Fiber.join(dialing)
   yield* TestClock.adjust("50 millis")
-  const send = (i: number) => assert.isUndefined(connection.unsafeSend(consensus, [Uint8Array.of(i)]))
+  const send = (i: number) =>
+    assert.isUndefined(connection.unsafeSend(consensus, [new Uint8Array(40 * 1024).fill(i)]))
   return { connection, send }
 })
 

@@ -1,6 +1,7 @@
 // The connection core below every transport, driven directly through a fake pipe: what a queue
 // holds while its peer does not read.
 import { assert, describe, it } from "@effect/vitest"
+import { Frame } from "@hotstuff2/wire"
 import * as Either from "effect/Either"
 import { ConnectionCore } from "../src/internal/connection.js"
 import type { Pipe } from "../src/internal/pipe.js"
@@ -8,19 +9,29 @@ import * as TransportConfig from "../src/TransportConfig.js"
 
 const config = Either.getOrThrow(TransportConfig.decode({ networkId: "core-test" }))
 
-/** An open core on a pipe that takes every write, or (stalled) refuses more after the first. */
-const openCore = (stalled: boolean): ConnectionCore => {
+/**
+ * An open core on a pipe that takes every write, or (stalled) refuses more after the first; `writes`
+ * gets the chunks of each write.
+ */
+const openCore = (
+  stalled: boolean,
+  writes?: Array<ReadonlyArray<Uint8Array>>,
+  coreConfig: TransportConfig.TransportConfig = config
+): ConnectionCore => {
   const pipe: Pipe = {
     remoteAddress: "127.0.0.1:1",
     attach: () => {},
-    write: () => !stalled,
+    write: (chunks) => {
+      writes?.push(chunks.map((c) => Uint8Array.from(c)))
+      return !stalled
+    },
     pause: () => {},
     resume: () => {},
     end: (onFinished) => onFinished?.(),
     destroy: () => {}
   }
   const core = new ConnectionCore(pipe, {
-    config,
+    config: coreConfig,
     localPeer: "a".repeat(64) as never,
     remoteAddress: "127.0.0.1:1",
     direction: "outbound",
@@ -45,11 +56,71 @@ describe("ConnectionCore", () => {
     const queued = stalled.stats().queued[1]!
     assert.isAtLeast(queued.frames, 4000)
     const held = new Set<ArrayBufferLike>()
-    const frames = (stalled as unknown as { channels: Array<{ frames: Array<Uint8Array | undefined> }> })
-      .channels[1]!.frames
-    for (const frame of frames) if (frame !== undefined) held.add(frame.buffer)
+    // A queued send is a frame, or the messages it will be built from.
+    const items = (
+      stalled as unknown as {
+        channels: Array<{ items: Array<Uint8Array | ReadonlyArray<Uint8Array> | undefined> }>
+      }
+    ).channels[1]!.items
+    for (const item of items) {
+      if (item instanceof Uint8Array) held.add(item.buffer)
+      else for (const message of item ?? []) held.add(message.buffer)
+    }
     let bytes = 0
     for (const buffer of held) bytes += buffer.byteLength
     assert.isBelow(bytes, 2 * queued.bytes, `${queued.bytes} bytes queued hold ${bytes} bytes of buffers`)
+  })
+
+  it("joins the sends of a turn into frames within the limits, and makes each write one buffer", async () => {
+    const limited = Either.getOrThrow(
+      TransportConfig.decode({ networkId: "core-test", maxMessagesPerFrame: 50, maxWriteBytes: 100_000 })
+    )
+    const writes: Array<ReadonlyArray<Uint8Array>> = []
+    const core = openCore(false, writes, limited)
+    const message = (i: number, size: number) => new Uint8Array(size).fill(i % 251)
+    // A lone send is written during the call; the 300 sends after it in the same turn leave at its end.
+    assert.isUndefined(core.send(1, [message(0, 1000)]))
+    assert.strictEqual(writes.length, 1)
+    for (let i = 1; i <= 300; i++) assert.isUndefined(core.send(1, [message(i, 1000)]))
+    // A frame built at once (too big to join), then more small sends, still in order.
+    assert.isUndefined(core.send(1, [message(301, 70_000)]))
+    for (let i = 302; i < 310; i++) assert.isUndefined(core.send(1, [message(i, 1000)]))
+    for (let turn = 0; turn < 20; turn++) await new Promise<void>((resolve) => queueMicrotask(resolve))
+    const decoder = new Frame.FrameDecoder(Frame.defaultLimits)
+    const got: Array<number> = []
+    for (const chunks of writes) {
+      const separate = chunks.filter((c) => c.length >= 70_000).length
+      assert.strictEqual(
+        chunks.length - separate <= 1 || chunks.length === 2,
+        true,
+        `${chunks.length} chunks`
+      )
+      let size = 0
+      for (const chunk of chunks) {
+        size += chunk.length
+        const error = decoder.push(chunk, (frame) => {
+          assert.isAtMost(frame.messages.length, 50)
+          assert.isAtMost(
+            Frame.sizeOf(frame.messages),
+            Math.max(65_536, Frame.sizeOf(frame.messages.slice(0, 1)))
+          )
+          for (const m of frame.messages) got.push(m[0]!)
+        })
+        assert.isUndefined(error)
+      }
+      assert.isAtMost(
+        size,
+        100_000 + 70_100,
+        "a write stays within the budget, but for one frame built at once"
+      )
+    }
+    assert.deepStrictEqual(
+      got,
+      Array.from({ length: 310 }, (_, i) => i % 251)
+    )
+    // Joined: far fewer frames than sends.
+    const stats = core.stats()
+    assert.isAtMost(stats.framesSent, 20, `${stats.framesSent} frames for 310 sends`)
+    assert.isAtLeast(stats.framesSent, 310 / 50)
   })
 })

@@ -82,6 +82,67 @@ const writeHeader = (out: Buffer, channel: number, flags: number, length: number
   out.writeUInt32BE(length, 4)
 }
 
+/** A batch's body size, or why no receiver would take it: a channel outside 0..255, no messages, an empty message, too many. */
+const bodySize = (frame: Frame, maxMessages: number): number | Malformed => {
+  const { channel, messages } = frame
+  if (!Number.isInteger(channel) || channel < 0 || channel > 255) {
+    return malformed(1, `channel must be an integer in 0..255, got ${channel}`)
+  }
+  if (messages.length === 0 || messages.length > maxMessages) {
+    return malformed(HEADER_BYTES, `a frame carries 1 to ${maxMessages} messages, got ${messages.length}`)
+  }
+  for (let i = 0; i < messages.length; i++) {
+    if (messages[i]!.length === 0) return malformed(HEADER_BYTES, `message ${i} is empty`)
+  }
+  return batchSize(messages)
+}
+
+/**
+ * What `encode` without compression would make of `frame`, without making it: its size in bytes
+ * (header included), or the error `encode` would return. A sender that builds the frame later (joined
+ * with others) refuses a bad one at once with this.
+ */
+export const measure = (
+  frame: Frame,
+  options: EncodeOptions = {}
+): Either.Either<number, FrameTooLarge | Malformed> => {
+  const size = bodySize(frame, options.maxMessagesPerFrame ?? defaultLimits.maxMessagesPerFrame)
+  if (typeof size !== "number") return Either.left(size)
+  const limit = options.maxFrameBytes ?? defaultLimits.maxFrameBytes
+  if (size > limit) return Either.left(new FrameTooLarge({ channel: frame.channel, size, limit }))
+  return Either.right(HEADER_BYTES + size)
+}
+
+/** The size of the uncompressed frame of `messages`, header included (what `encodeInto` writes). */
+export const sizeOf = (messages: ReadonlyArray<Uint8Array>): number => HEADER_BYTES + batchSize(messages)
+
+/**
+ * Writes the uncompressed frame of `messages` on `channel` into `target` at `offset`, and returns
+ * where it ends. For messages already checked (`measure`), into a buffer the caller sized with
+ * `sizeOf`: a sender building several frames into one buffer, for one write.
+ */
+export const encodeInto = (
+  target: Buffer,
+  offset: number,
+  channel: number,
+  messages: ReadonlyArray<Uint8Array>
+): number => {
+  const writer = new Writer(target)
+  writer.pos = offset + HEADER_BYTES
+  writer.u32(messages.length)
+  for (let i = 0; i < messages.length; i++) writer.lengthPrefixed(messages[i]!)
+  const length = writer.pos - offset - HEADER_BYTES
+  target[offset] = VERSION
+  target[offset + 1] = channel
+  target[offset + 2] = 0
+  target[offset + 3] = 0
+  target[offset + 4] = length >>> 24
+  target[offset + 5] = (length >>> 16) & 0xff
+  target[offset + 6] = (length >>> 8) & 0xff
+  target[offset + 7] = length & 0xff
+  return writer.pos
+}
+
 /**
  * Encodes a frame: header and batch, deflated if asked and if it helps. Refuses what a receiver with
  * the same limits would refuse: a channel outside 0..255, no messages, an empty message, too many.
@@ -92,19 +153,8 @@ export const encode = (
 ): Either.Either<Uint8Array, FrameTooLarge | DecompressedTooLarge | Malformed> => {
   const { channel, messages } = frame
   const limit = options.maxFrameBytes ?? defaultLimits.maxFrameBytes
-  const maxMessages = options.maxMessagesPerFrame ?? defaultLimits.maxMessagesPerFrame
-  if (!Number.isInteger(channel) || channel < 0 || channel > 255) {
-    return Either.left(malformed(1, `channel must be an integer in 0..255, got ${channel}`))
-  }
-  if (messages.length === 0 || messages.length > maxMessages) {
-    return Either.left(
-      malformed(HEADER_BYTES, `a frame carries 1 to ${maxMessages} messages, got ${messages.length}`)
-    )
-  }
-  for (let i = 0; i < messages.length; i++) {
-    if (messages[i]!.length === 0) return Either.left(malformed(HEADER_BYTES, `message ${i} is empty`))
-  }
-  const size = batchSize(messages)
+  const size = bodySize(frame, options.maxMessagesPerFrame ?? defaultLimits.maxMessagesPerFrame)
+  if (typeof size !== "number") return Either.left(size)
   const compress =
     options.compression === "deflate" && size >= (options.compressionThreshold ?? defaultCompressionThreshold)
   if (!compress && size > limit) return Either.left(new FrameTooLarge({ channel, size, limit }))

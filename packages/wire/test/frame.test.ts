@@ -43,6 +43,23 @@ describe("Frame", () => {
   })
 
   it.prop(
+    "measure, sizeOf and encodeInto agree with encode: frames built one after another in one buffer are encode's bytes",
+    [fc.array(frameArb, { minLength: 1, maxLength: 6 })],
+    ([frames]) => {
+      const sizes = frames.map((f) => Frame.sizeOf(f.messages))
+      assert.deepStrictEqual(
+        frames.map((f) => Either.getOrThrow(Frame.measure(f, limits))),
+        frames.map((f) => Either.getOrThrow(Frame.encode(f, limits)).length)
+      )
+      const out = Buffer.alloc(sizes.reduce((a, b) => a + b, 0) + 3)
+      let at = 3
+      for (const f of frames) at = Frame.encodeInto(out, at, f.channel, f.messages)
+      assert.strictEqual(at, out.length)
+      assert.strictEqual(hex(out.subarray(3)), hex(encodeAll(frames)))
+    }
+  )
+
+  it.prop(
     "the incremental decoder gives the same frames for every split of a stream",
     [
       fc.array(frameArb, { minLength: 1, maxLength: 6 }),
@@ -224,9 +241,14 @@ describe("Frame", () => {
       { channel: -1, messages: [Uint8Array.of(1)] },
       { channel: 0, messages: [] },
       { channel: 0, messages: [new Uint8Array(0)] },
-      { channel: 0, messages: new Array(65).fill(Uint8Array.of(1)) }
+      { channel: 0, messages: new Array(65).fill(Uint8Array.of(1)) },
+      { channel: 0, messages: [new Uint8Array(limits.maxFrameBytes)] }
     ]) {
       assert.isTrue(Either.isLeft(Frame.encode(frame, limits)), JSON.stringify(frame.channel))
+      assert.deepStrictEqual(
+        Frame.measure(frame, limits),
+        Either.map(Frame.encode(frame, limits), (b) => b.length)
+      )
     }
   })
 })

@@ -47,10 +47,14 @@ class Bucket {
     this.at = now
   }
 
-  take(n: number, now: number): boolean {
+  refill(now: number): void {
     // A clock that went backwards refills nothing (and drains nothing).
     this.tokens = Math.min(this.capacity, this.tokens + (Math.max(0, now - this.at) / 1000) * this.rate)
     this.at = Math.max(this.at, now)
+  }
+
+  take(n: number, now: number): boolean {
+    this.refill(now)
     if (this.tokens < n) return false
     this.tokens -= n
     return true
@@ -233,18 +237,25 @@ export const make = (options: PeerManagerOptions) =>
         (banned) => !banned && (validators.has(peer) || config.admitNonValidators)
       )
 
-    /** Inbound rate limit: false when the frame is over the peer's budget on its channel. */
-    const withinLimits = (slot: Slot, frame: Transport.InboundFrame, at: number): boolean => {
-      const limit = limits.get(frame.channel)
-      if (limit === undefined) return true
-      let buckets = slot.buckets.get(frame.channel)
+    /** The peer's buckets on `channel`, made at its first frame there; undefined when it has no limit. */
+    const bucketsOf = (slot: Slot, channel: number, at: number) => {
+      const limit = limits.get(channel)
+      if (limit === undefined) return undefined
+      let buckets = slot.buckets.get(channel)
       if (buckets === undefined) {
         buckets = {
           messages: new Bucket(limit.messagesPerSecond, limit.messagesPerSecond * limit.burstSeconds, at),
           bytes: new Bucket(limit.bytesPerSecond, limit.bytesPerSecond * limit.burstSeconds, at)
         }
-        slot.buckets.set(frame.channel, buckets)
+        slot.buckets.set(channel, buckets)
       }
+      return buckets
+    }
+
+    /** Inbound rate limit: whether the whole frame is within the peer's budget on its channel (then charged). */
+    const withinLimits = (slot: Slot, frame: Transport.InboundFrame, at: number): boolean => {
+      const buckets = bucketsOf(slot, frame.channel, at)
+      if (buckets === undefined) return true
       let bytes = 0
       for (const m of frame.messages) bytes += m.length
       // Both buckets are charged, or neither.
@@ -254,6 +265,31 @@ export const make = (options: PeerManagerOptions) =>
         return false
       }
       return true
+    }
+
+    /**
+     * How many of the frame's messages, from the first, are within the peer's budget (charged for
+     * them). A sender joins the sends of a turn into one frame: the frame is cut where the budget
+     * runs out, as the sends would have been one by one, not dropped whole.
+     */
+    const admittedCount = (slot: Slot, frame: Transport.InboundFrame, at: number): number => {
+      if (withinLimits(slot, frame, at)) return frame.messages.length
+      const buckets = bucketsOf(slot, frame.channel, at)!
+      buckets.messages.refill(at)
+      buckets.bytes.refill(at)
+      let n = 0
+      let bytes = 0
+      while (
+        n < frame.messages.length &&
+        n + 1 <= buckets.messages.tokens &&
+        bytes + frame.messages[n]!.length <= buckets.bytes.tokens
+      ) {
+        bytes += frame.messages[n]!.length
+        n++
+      }
+      buckets.messages.tokens -= n
+      buckets.bytes.tokens -= bytes
+      return n
     }
 
     /** A ping to the peer, as a message (sent by the caller), remembered for its pong. */
@@ -326,16 +362,21 @@ export const make = (options: PeerManagerOptions) =>
             slot.touchedAt = at
             yield* registry.touch(peer)
           }
-          for (const frame of taken.right) {
+          for (const whole of taken.right) {
             if (slot.connection !== connection) return // replaced or detached: the rest is dropped
-            if (!withinLimits(slot, frame, at)) {
-              slot.dropped++
+            const within = admittedCount(slot, whole, at)
+            if (within < whole.messages.length) {
+              slot.dropped += whole.messages.length - within
               if (at - slot.lastRateReport >= reportEvery) {
                 slot.lastRateReport = at
                 yield* registry.report(peer, "RateLimitExceeded")
               }
-              continue
+              if (within === 0) continue
             }
+            const frame =
+              within === whole.messages.length
+                ? whole
+                : { ...whole, messages: whole.messages.slice(0, within) }
             if (frame.channel === HEARTBEAT) {
               const after = onHeartbeat(peer, slot, connection, frame)
               if (after !== undefined) yield* after

@@ -28,35 +28,53 @@ export const HANDSHAKE_LIMITS: Frame.FrameLimits = {
 
 export type CoreError = SendError
 
+/**
+ * A queued send: its frame, or (while the pipe takes writes) its messages, which the flush joins with
+ * the sends queued after them on the channel into one frame.
+ */
+type Queued = Uint8Array | ReadonlyArray<Uint8Array>
+
 class ChannelQueue {
-  frames: Array<Uint8Array> = []
+  items: Array<Queued> = []
+  /** Each item's size as a frame of its own: what the byte budget counts. */
+  sizes: Array<number> = []
   head = 0
   bytes = 0
   dropped = 0
   constructor(readonly config: ChannelConfig) {}
 
   get length(): number {
-    return this.frames.length - this.head
+    return this.items.length - this.head
   }
 
-  push(frame: Uint8Array): void {
-    this.frames.push(frame)
-    this.bytes += frame.length
+  push(item: Queued, size: number): void {
+    this.items.push(item)
+    this.sizes.push(size)
+    this.bytes += size
   }
 
-  shift(): Uint8Array {
-    const frame = this.frames[this.head]!
-    this.frames[this.head++] = undefined as unknown as Uint8Array
-    this.bytes -= frame.length
-    if (this.head === this.frames.length) {
+  shift(): Queued {
+    const item = this.items[this.head]!
+    this.items[this.head] = undefined as unknown as Queued
+    this.bytes -= this.sizes[this.head++]!
+    if (this.head === this.items.length) {
       // Empty: an idle connection keeps no backing store.
-      this.frames.length = 0
+      this.items.length = 0
+      this.sizes.length = 0
       this.head = 0
-    } else if (this.head > 1024 && this.head * 2 > this.frames.length) {
-      this.frames = this.frames.slice(this.head)
+    } else if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head)
+      this.sizes = this.sizes.slice(this.head)
       this.head = 0
     }
-    return frame
+    return item
+  }
+
+  clear(): void {
+    this.items = []
+    this.sizes = []
+    this.head = 0
+    this.bytes = 0
   }
 }
 
@@ -106,6 +124,54 @@ let nextId = 1
 
 const OWN_CHUNK_BYTES = 16 * 1024
 
+/** The `u32` varint size of a count (as `Frame` writes it). */
+const u32Size = (value: number): number => (value < 0x80 ? 1 : value < 0x4000 ? 2 : value < 0x200000 ? 3 : 4)
+
+/** A frame of a write: built already, or to be built from sends queued as messages (`size` bytes). */
+type Part =
+  | Uint8Array
+  | { readonly channel: number; readonly messages: ReadonlyArray<Uint8Array>; readonly size: number }
+
+/** A frame built already and at least this big goes to the pipe as it is, not copied into the write's buffer. */
+const SEPARATE_BYTES = 16 * 1024
+
+/**
+ * The chunks of one write: its frames, built one after another into one buffer. TLS encrypts one
+ * buffer as it is, where it first copies several into one (and a socket takes one buffer as cheaply as
+ * several). A frame built already of `SEPARATE_BYTES` or more is a chunk of its own rather than copied.
+ */
+const assemble = (parts: ReadonlyArray<Part>): Array<Uint8Array> => {
+  if (parts.length === 1 && parts[0] instanceof Uint8Array) return [parts[0]]
+  let packed = 0
+  for (const part of parts) {
+    if (!(part instanceof Uint8Array)) packed += part.size
+    else if (part.length < SEPARATE_BYTES) packed += part.length
+  }
+  const out = Buffer.allocUnsafe(packed)
+  const chunks: Array<Uint8Array> = []
+  let pos = 0
+  let from = 0
+  for (const part of parts) {
+    if (!(part instanceof Uint8Array)) pos = Frame.encodeInto(out, pos, part.channel, part.messages)
+    else if (part.length < SEPARATE_BYTES) {
+      out.set(part, pos)
+      pos += part.length
+    } else {
+      if (pos > from) chunks.push(out.subarray(from, pos))
+      from = pos
+      chunks.push(part)
+    }
+  }
+  if (pos > from) chunks.push(from === 0 && pos === packed ? out : out.subarray(from, pos))
+  return chunks
+}
+
+/**
+ * Sends joined into one frame stop at this size: the receiver decodes a frame once all of it is
+ * there, so a bigger one would hold its first message back for longer.
+ */
+const JOIN_BYTES = 64 * 1024
+
 /**
  * A `Backpressure` as cheap as it can be made: a sender that outruns its peer meets one per send
  * until the queue drains, and a validated, stack-capturing error costs about 5 us. Our own numbers
@@ -143,6 +209,8 @@ export class ConnectionCore {
   private writeFirst = true
   private blocked = false
   private readonly frameOptions: Frame.EncodeOptions
+  /** The largest frame the flush builds by joining sends queued as messages (see `nextFrame`). */
+  private readonly joinBytes: number
   private readonly frameOptionsWhenBlocked: Frame.EncodeOptions
   /** Where frames queued while the pipe is blocked are built (see `carve`). */
   private own: { buffer: ArrayBuffer; offset: number } | undefined
@@ -165,6 +233,8 @@ export class ConnectionCore {
 
   // Counters.
   private framesSent = 0
+  /** Sends handed to the pipe (several may share a frame). */
+  private sendsWritten = 0
   private bytesSent = 0
   private framesReceived = 0
   private bytesReceived = 0
@@ -183,6 +253,7 @@ export class ConnectionCore {
       compressionThreshold: config.compressionThreshold
     }
     this.frameOptionsWhenBlocked = { ...this.frameOptions, allocate: this.carve }
+    this.joinBytes = Math.min(JOIN_BYTES, config.maxFrameBytes, config.maxDecompressedBytes)
     this.decoder = new Frame.FrameDecoder(HANDSHAKE_LIMITS)
     pipe.attach({
       data: (chunk) => this.onData(chunk),
@@ -236,18 +307,30 @@ export class ConnectionCore {
     }
     const queue = channelId === CONTROL_CHANNEL ? undefined : this.queueOf(channelId)
     if (queue === undefined) return new UnknownChannel({ channel: channelId })
-    // A small frame from Node's shared 8 KiB pool keeps the whole pool alive. One that will wait for
-    // a blocked pipe is built in this connection's own buffers instead: a peer that stops reading
-    // holds about what its queue counts (`maxQueuedBytes`), not a pool per frame.
-    const options = this.blocked ? this.frameOptionsWhenBlocked : this.frameOptions
-    const encoded = Frame.encode(
-      { channel: channelId, messages },
-      queue.config.compression === "deflate" ? { ...options, compression: "deflate" } : options
-    )
-    if (Either.isLeft(encoded)) return encoded.left
-    const frame = encoded.right
+    const pending = this.blocked
+      ? undefined
+      : Frame.measure({ channel: channelId, messages }, this.frameOptions)
+    let item: Queued
+    let size: number
+    if (pending !== undefined && Either.isRight(pending) && pending.right <= this.joinBytes) {
+      // The pipe takes writes: the messages wait for the flush (at the latest, the end of this turn),
+      // which joins them with the channel's sends after them into one frame.
+      item = messages
+      size = pending.right
+    } else {
+      // A small frame from Node's shared 8 KiB pool keeps the whole pool alive. One that will wait for
+      // a blocked pipe is built in this connection's own buffers instead: a peer that stops reading
+      // holds about what its queue counts (`maxQueuedBytes`), not a pool per frame.
+      const encoded = Frame.encode(
+        { channel: channelId, messages },
+        this.optionsFor(queue, this.blocked ? this.frameOptionsWhenBlocked : this.frameOptions)
+      )
+      if (Either.isLeft(encoded)) return encoded.left
+      item = encoded.right
+      size = item.length
+    }
     const { maxQueuedFrames, maxQueuedBytes, overflow } = queue.config
-    if (queue.length >= maxQueuedFrames || queue.bytes + frame.length > maxQueuedBytes) {
+    if (queue.length >= maxQueuedFrames || queue.bytes + size > maxQueuedBytes) {
       if (overflow === "reject") {
         return backpressure({
           peer: this.remotePeer,
@@ -258,23 +341,20 @@ export class ConnectionCore {
           maxBytes: maxQueuedBytes
         })
       }
-      if (overflow === "drop-oldest" && frame.length <= maxQueuedBytes) {
-        while (
-          queue.length > 0 &&
-          (queue.length >= maxQueuedFrames || queue.bytes + frame.length > maxQueuedBytes)
-        ) {
+      if (overflow === "drop-oldest" && size <= maxQueuedBytes) {
+        while (queue.length > 0 && (queue.length >= maxQueuedFrames || queue.bytes + size > maxQueuedBytes)) {
           queue.shift()
           queue.dropped++
           this.queuedFrames--
         }
       }
       // drop-newest, or a frame larger than the whole byte budget even with the queue empty.
-      if (queue.length >= maxQueuedFrames || queue.bytes + frame.length > maxQueuedBytes) {
+      if (queue.length >= maxQueuedFrames || queue.bytes + size > maxQueuedBytes) {
         queue.dropped++
         return undefined
       }
     }
-    queue.push(frame)
+    queue.push(item, size)
     this.queuedFrames++
     this.flushSoon()
     return undefined
@@ -302,7 +382,7 @@ export class ConnectionCore {
     if (this.state === "closed") return
     const encoded = Frame.encode({ channel: CONTROL_CHANNEL, messages: [message] })
     if (Either.isLeft(encoded)) return
-    this.control.push(encoded.right)
+    this.control.push(encoded.right, encoded.right.length)
     this.queuedFrames++
     this.scheduleFlush()
   }
@@ -323,9 +403,9 @@ export class ConnectionCore {
 
   private readonly endTurn = (): void => {
     this.flushScheduled = false
-    const before = this.framesSent
+    const before = this.sendsWritten
     this.flush()
-    this.writeFirst = this.framesSent - before <= 1
+    this.writeFirst = this.sendsWritten - before <= 1
   }
 
   private scheduleFlush(): void {
@@ -339,12 +419,14 @@ export class ConnectionCore {
   private flush(): void {
     if (this.blocked || this.queuedFrames === 0 || this.state === "closed") return
     const budget = this.options.config.maxWriteBytes
-    const chunks: Array<Uint8Array> = []
+    const parts: Array<Part> = []
     let bytes = 0
+    const queued = this.queuedFrames
     while (this.control.length > 0 && bytes < budget) {
-      const frame = this.control.shift()
-      chunks.push(frame)
+      const frame = this.control.shift() as Uint8Array
+      parts.push(frame)
       bytes += frame.length
+      this.queuedFrames--
     }
     for (let level = 0; level < this.levels.length && bytes < budget; level++) {
       const queues = this.levels[level]
@@ -355,23 +437,71 @@ export class ConnectionCore {
         for (let i = 0; i < queues.length && bytes < budget; i++) {
           const queue = queues[i]!
           if (queue.length === 0) continue
-          const frame = queue.shift()
-          chunks.push(frame)
-          bytes += frame.length
+          const part = this.nextPart(queue, budget - bytes)
           progress = true
+          if (part === undefined) continue
+          parts.push(part)
+          bytes += part instanceof Uint8Array ? part.length : part.size
         }
       }
     }
-    if (chunks.length === 0) return
-    this.queuedFrames -= chunks.length
+    this.sendsWritten += queued - this.queuedFrames
     if (this.queuedFrames === 0) this.own = undefined
-    this.framesSent += chunks.length
+    if (parts.length === 0) return
+    this.framesSent += parts.length
     this.bytesSent += bytes
     this.writes++
-    const more = this.pipe.write(chunks)
+    const more = this.pipe.write(assemble(parts))
     if (!more) this.blocked = true
     if (this.queuedFrames > 0 && !this.blocked) this.scheduleFlush()
     else if (this.queuedFrames === 0 && this.state === "closing") this.endPipe()
+  }
+
+  /**
+   * Takes the next frame of `queue`: a send queued as a frame, or one queued as messages joined with
+   * the sends queued as messages after it, while the frame stays within `joinBytes` and the message
+   * limit, and the write's remaining `room` (bytes). One frame where there were many: one header, and
+   * one decode for the batch.
+   */
+  private nextPart(queue: ChannelQueue, room: number): Part | undefined {
+    let size = queue.sizes[queue.head]!
+    const first = queue.shift()
+    this.queuedFrames--
+    if (first instanceof Uint8Array) return first
+    let messages = first
+    const next = queue.items[queue.head]
+    if (next !== undefined && !(next instanceof Uint8Array)) {
+      const joined = first.slice()
+      size -= Frame.HEADER_BYTES + u32Size(first.length)
+      const maxMessages = this.options.config.maxMessagesPerFrame
+      const limit = Math.min(this.joinBytes, room)
+      while (queue.length > 0) {
+        const item = queue.items[queue.head]!
+        if (item instanceof Uint8Array || joined.length + item.length > maxMessages) break
+        // The item's messages, without its own header and count.
+        const body = queue.sizes[queue.head]! - Frame.HEADER_BYTES - u32Size(item.length)
+        if (Frame.HEADER_BYTES + u32Size(joined.length + item.length) + size + body > limit) break
+        queue.shift()
+        this.queuedFrames--
+        size += body
+        for (let i = 0; i < item.length; i++) joined.push(item[i]!)
+      }
+      messages = joined
+      size += Frame.HEADER_BYTES + u32Size(joined.length)
+    }
+    const channel = queue.config.id
+    if (queue.config.compression !== "deflate" || size < this.frameOptions.compressionThreshold!) {
+      return { channel, messages, size }
+    }
+    const encoded = Frame.encode({ channel, messages }, this.optionsFor(queue, this.frameOptions))
+    // Cannot fail: each send was measured against these limits, and the join stays within them.
+    if (Either.isRight(encoded)) return encoded.right
+    queue.dropped++
+    return undefined
+  }
+
+  private optionsFor(queue: ChannelQueue, options: Frame.EncodeOptions): Frame.EncodeOptions {
+    return queue.config.compression === "deflate" ? { ...options, compression: "deflate" } : options
   }
 
   // ---- inbound ----
@@ -555,11 +685,7 @@ export class ConnectionCore {
       ? { initiator: "remote", reason: "error", detail: error.message }
       : { initiator: "remote", reason: "eof", detail: "the remote closed the connection" }
     for (let level = 0; level < this.levels.length; level++) {
-      for (const queue of this.levels[level] ?? []) {
-        queue.frames = []
-        queue.head = 0
-        queue.bytes = 0
-      }
+      for (const queue of this.levels[level] ?? []) queue.clear()
     }
     this.queuedFrames = 0
     // A waiting consumer gets the frames that arrived before the close first, then the end.
