@@ -90,11 +90,8 @@ describe("ConnectionCore", () => {
     const got: Array<number> = []
     for (const chunks of writes) {
       const separate = chunks.filter((c) => c.length >= 70_000).length
-      assert.strictEqual(
-        chunks.length - separate <= 1 || chunks.length === 2,
-        true,
-        `${chunks.length} chunks`
-      )
+      // Frames built at the flush share one buffer; one built at once is a chunk of its own between them.
+      assert.isAtMost(chunks.length - separate, separate + 1, `${chunks.length} chunks in a write`)
       let size = 0
       for (const chunk of chunks) {
         size += chunk.length
