@@ -4,7 +4,7 @@
  * redial on a jittered exponential schedule, heartbeats with RTT, inbound rate limits, and bans.
  */
 import type { Transport as T } from "@hotstuff2/transport"
-import type { Identity } from "@hotstuff2/wire"
+import type { Frame, Identity } from "@hotstuff2/wire"
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
@@ -69,7 +69,7 @@ export interface PeerManagerShape {
   readonly send: (
     peer: PeerId,
     channel: number,
-    messages: ReadonlyArray<Uint8Array>,
+    messages: ReadonlyArray<Frame.Outbound>,
     options?: SendOptions
   ) => Effect.Effect<void, PeerSendError>
   /**
@@ -80,7 +80,7 @@ export interface PeerManagerShape {
   readonly unsafeSend: (
     peer: PeerId,
     channel: number,
-    messages: ReadonlyArray<Uint8Array>
+    messages: ReadonlyArray<Frame.Outbound>
   ) => PeerSendError | undefined
   /**
    * Frames from every peer, after rate limiting (heartbeats are handled here and not included).

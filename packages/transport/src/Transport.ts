@@ -2,7 +2,7 @@
  * One contract for "an authenticated pipe of frames to peer X", whatever carries it: TLS 1.3 sockets,
  * plain TCP with a signed handshake, or the simulated network under TestClock.
  */
-import type { Identity, WireError } from "@hotstuff2/wire"
+import type { Frame, Identity, WireError } from "@hotstuff2/wire"
 import * as Context from "effect/Context"
 import type * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
@@ -70,13 +70,16 @@ export interface Connection {
   readonly direction: Direction
   /**
    * Queues one frame (a batch of messages) on a channel and returns at once; the writer sends
-   * queued frames by channel priority, many per socket write. When the channel's queue is full,
+   * queued frames by channel priority, many per socket write, and joins the small frames a channel
+   * queued in one turn into one. The messages are read when the frame is built, at the latest at the
+   * end of the turn: neither they nor their bytes may change after the call (a `Frame.Deferred` is
+   * written then). When the channel's queue is full,
    * fails with `Backpressure` (policy `reject`) or drops and counts (policies `drop-*`) without
    * waiting: a slow peer never blocks the caller. After close, fails with `ConnectionClosed`.
    */
-  readonly send: (channel: number, messages: ReadonlyArray<Uint8Array>) => Effect.Effect<void, SendError>
+  readonly send: (channel: number, messages: ReadonlyArray<Frame.Outbound>) => Effect.Effect<void, SendError>
   /** `send` outside Effect, for hot loops: queues the frame or returns why not, synchronously. */
-  readonly unsafeSend: (channel: number, messages: ReadonlyArray<Uint8Array>) => SendError | undefined
+  readonly unsafeSend: (channel: number, messages: ReadonlyArray<Frame.Outbound>) => SendError | undefined
   /**
    * Frames from the peer, in order per channel. Pulled: when the consumer falls behind by
    * `maxInboundFrames`, the socket is paused and TCP pushes back on the sender. Ends when the

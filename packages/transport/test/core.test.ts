@@ -120,4 +120,34 @@ describe("ConnectionCore", () => {
     assert.isAtMost(stats.framesSent, 20, `${stats.framesSent} frames for 310 sends`)
     assert.isAtLeast(stats.framesSent, 310 / 50)
   })
+
+  it("writes a Frame.Deferred into the frame: at the flush while the pipe takes writes, at once when blocked", async () => {
+    const written: Array<number> = []
+    const deferred = (i: number): Frame.Deferred => ({
+      length: 3,
+      writeTo: (target, offset) => {
+        written.push(i)
+        target.set([0xd0, i, 0xd1], offset)
+      }
+    })
+    for (const stalled of [false, true]) {
+      written.length = 0
+      const writes: Array<ReadonlyArray<Uint8Array>> = []
+      const core = openCore(stalled, writes)
+      assert.isUndefined(core.send(1, [deferred(0)])) // written at once (a lone send), blocking a stalled pipe
+      assert.isUndefined(core.send(1, [deferred(1), Uint8Array.of(0xaa)]))
+      assert.isUndefined(core.send(1, [deferred(2)]))
+      // Blocked: built (and written) in the send; otherwise at the end of the turn.
+      assert.deepStrictEqual(written, stalled ? [0, 1, 2] : [0])
+      await new Promise<void>((resolve) => queueMicrotask(resolve))
+      assert.deepStrictEqual(written, [0, 1, 2])
+      if (stalled) continue
+      const got: Array<string> = []
+      const decoder = new Frame.FrameDecoder(Frame.defaultLimits)
+      for (const chunks of writes)
+        for (const chunk of chunks)
+          decoder.push(chunk, (f) => got.push(...f.messages.map((m) => Buffer.from(m).toString("hex"))))
+      assert.deepStrictEqual(got, ["d000d1", "d001d1", "aa", "d002d1"])
+    }
+  })
 })

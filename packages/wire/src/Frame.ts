@@ -33,6 +33,37 @@ export interface Frame {
   readonly messages: ReadonlyArray<Uint8Array>
 }
 
+/**
+ * A message written by the frame itself when the frame is built: `length` bytes, which `writeTo` puts
+ * at `offset` in `target`. A sender that would otherwise encode a message into a buffer of its own,
+ * only for the frame to copy it, hands this instead (see `Codec.encodeLater`). `writeTo` must write
+ * exactly `length` bytes and must not throw.
+ */
+export interface Deferred {
+  readonly length: number
+  readonly writeTo: (target: Buffer, offset: number) => void
+}
+
+/** A message to send: its bytes, or a `Deferred` that writes them into the frame. */
+export type Outbound = Uint8Array | Deferred
+
+/** A frame to send. */
+export interface OutboundFrame {
+  readonly channel: number
+  readonly messages: ReadonlyArray<Outbound>
+}
+
+/** Writes `message`, length-prefixed, at the writer's position. */
+const writeMessage = (writer: Writer, message: Outbound): void => {
+  if (message instanceof Uint8Array) {
+    writer.lengthPrefixed(message)
+    return
+  }
+  writer.u32(message.length)
+  message.writeTo(writer.buf, writer.pos)
+  writer.pos += message.length
+}
+
 /** Limits a decoder enforces; all sizes in bytes. */
 export interface FrameLimits {
   /** Largest body (after the header, as sent) accepted. */
@@ -68,7 +99,7 @@ export interface EncodeOptions {
 
 export const defaultCompressionThreshold = 64 * 1024
 
-const batchSize = (messages: ReadonlyArray<Uint8Array>): number => {
+const batchSize = (messages: ReadonlyArray<Outbound>): number => {
   let size = u32Size(messages.length)
   for (let i = 0; i < messages.length; i++) size += u32Size(messages[i]!.length) + messages[i]!.length
   return size
@@ -83,7 +114,7 @@ const writeHeader = (out: Buffer, channel: number, flags: number, length: number
 }
 
 /** A batch's body size, or why no receiver would take it: a channel outside 0..255, no messages, an empty message, too many. */
-const bodySize = (frame: Frame, maxMessages: number): number | Malformed => {
+const bodySize = (frame: OutboundFrame, maxMessages: number): number | Malformed => {
   const { channel, messages } = frame
   if (!Number.isInteger(channel) || channel < 0 || channel > 255) {
     return malformed(1, `channel must be an integer in 0..255, got ${channel}`)
@@ -103,7 +134,7 @@ const bodySize = (frame: Frame, maxMessages: number): number | Malformed => {
  * with others) refuses a bad one at once with this.
  */
 export const measure = (
-  frame: Frame,
+  frame: OutboundFrame,
   options: EncodeOptions = {}
 ): Either.Either<number, FrameTooLarge | Malformed> => {
   const size = bodySize(frame, options.maxMessagesPerFrame ?? defaultLimits.maxMessagesPerFrame)
@@ -114,7 +145,7 @@ export const measure = (
 }
 
 /** The size of the uncompressed frame of `messages`, header included (what `encodeInto` writes). */
-export const sizeOf = (messages: ReadonlyArray<Uint8Array>): number => HEADER_BYTES + batchSize(messages)
+export const sizeOf = (messages: ReadonlyArray<Outbound>): number => HEADER_BYTES + batchSize(messages)
 
 /**
  * Writes the uncompressed frame of `messages` on `channel` into `target` at `offset`, and returns
@@ -125,12 +156,12 @@ export const encodeInto = (
   target: Buffer,
   offset: number,
   channel: number,
-  messages: ReadonlyArray<Uint8Array>
+  messages: ReadonlyArray<Outbound>
 ): number => {
   const writer = new Writer(target)
   writer.pos = offset + HEADER_BYTES
   writer.u32(messages.length)
-  for (let i = 0; i < messages.length; i++) writer.lengthPrefixed(messages[i]!)
+  for (let i = 0; i < messages.length; i++) writeMessage(writer, messages[i]!)
   const length = writer.pos - offset - HEADER_BYTES
   target[offset] = VERSION
   target[offset + 1] = channel
@@ -148,7 +179,7 @@ export const encodeInto = (
  * the same limits would refuse: a channel outside 0..255, no messages, an empty message, too many.
  */
 export const encode = (
-  frame: Frame,
+  frame: OutboundFrame,
   options: EncodeOptions = {}
 ): Either.Either<Uint8Array, FrameTooLarge | DecompressedTooLarge | Malformed> => {
   const { channel, messages } = frame
@@ -165,7 +196,7 @@ export const encode = (
   const writer = new Writer(out)
   writer.pos = HEADER_BYTES
   writer.u32(messages.length)
-  for (let i = 0; i < messages.length; i++) writer.lengthPrefixed(messages[i]!)
+  for (let i = 0; i < messages.length; i++) writeMessage(writer, messages[i]!)
   if (compress && size > (options.maxDecompressedBytes ?? defaultLimits.maxDecompressedBytes)) {
     return Either.left(
       new DecompressedTooLarge({

@@ -52,9 +52,34 @@ describe("Codec", () => {
         const prefix = Uint8Array.of(0x01, bytes.length & 0xff, 0x7f)
         const after = Either.getOrThrow(Codec.encodeAfter(prefix, message))
         assert.strictEqual(hex(after), hex(prefix) + hex(bytes))
+        // encodeLater: the same bytes, written where the frame puts them (here between two others).
+        for (const p of [prefix, undefined]) {
+          const later = Either.getOrThrow(Codec.encodeLater(p, message))
+          const expected = p === undefined ? bytes : after
+          assert.strictEqual(later.length, expected.length)
+          const target = Buffer.alloc(later.length + 4, 0xee)
+          later.writeTo(target, 2)
+          assert.strictEqual(hex(target), `eeee${hex(expected)}eeee`)
+        }
       },
       { fastCheck: { numRuns: 150 } }
     )
+  })
+
+  it("encodeLater: a message changed after the check is written as zeros of the checked length, never a throw", () => {
+    const mutable = { ...vote, signature: new Uint8Array(64).fill(3) }
+    const later = Either.getOrThrow(Codec.encodeLater(undefined, mutable))
+    const fine = Buffer.alloc(later.length)
+    later.writeTo(fine, 0)
+    assert.strictEqual(hex(fine), hex(encoded(mutable)))
+    ;(mutable as { blockHash: unknown }).blockHash = new Uint8Array(40)
+    const longer = Buffer.alloc(later.length + 8, 0xee)
+    later.writeTo(longer, 0)
+    assert.strictEqual(hex(longer.subarray(0, later.length)), "00".repeat(later.length))
+    ;(mutable as { blockHash: unknown }).blockHash = "not bytes"
+    const broken = Buffer.alloc(later.length, 0xee)
+    later.writeTo(broken, 0)
+    assert.strictEqual(hex(broken), "00".repeat(later.length))
   })
 
   const vote = Message.Vote.make({
@@ -166,6 +191,10 @@ describe("Codec", () => {
     const shortAfter = Codec.encodeAfter(Uint8Array.of(0), { ...vote, blockHash: new Uint8Array(31) })
     assert.isTrue(Either.isLeft(shortAfter) && shortAfter.left.path === "blockHash")
     assert.isTrue(Either.isLeft(Codec.encodeAfter(Uint8Array.of(0), { _tag: "Nope" } as any)))
+    // encodeLater refuses at once, as encode does.
+    const shortLater = Codec.encodeLater(undefined, { ...vote, blockHash: new Uint8Array(31) })
+    assert.deepStrictEqual(Either.isLeft(shortLater) && shortLater.left, Either.isLeft(short) && short.left)
+    assert.isTrue(Either.isLeft(Codec.encodeLater(undefined, { _tag: "Nope" } as any)))
   })
 
   it("gives signing bytes without the signature, under a domain prefix", () => {

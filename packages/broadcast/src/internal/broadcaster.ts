@@ -274,11 +274,14 @@ export const make = (options: BroadcasterOptions) =>
       sendOptions: SendOptions | undefined
     ): Effect.Effect<void, SendError> =>
       Effect.suspend((): Effect.Effect<void, SendError> => {
-        // `encode` without its Either and result record: this runs once per message sent.
         const channel = channelOf(message._tag)
         if (channel === undefined) return Effect.fail(internalOnly(message))
-        const slot = encodeOnly(message, bare)
-        if (slot instanceof InvalidOutbound) return Effect.fail(slot)
+        // Checked now, written into the frame when the connection builds it: no buffer of its own.
+        const encoded = Codec.encodeLater(bare, message)
+        if (Either.isLeft(encoded)) {
+          return Effect.fail(new InvalidOutbound({ what: message._tag, detail: encoded.left.message }))
+        }
+        const slot = encoded.right
         if (peer === self) return sendLoopback(message, channel, slot.length)
         const error = manager.unsafeSend(peer, channel, [slot])
         if (error === undefined) {

@@ -8,7 +8,7 @@
 // arrives while the dialer waits (backoff, grace, a dial permit) ends the dialer; one that arrives
 // while it dials lets the dial finish, and the tie-break keeps one of the two.
 import { Transport, TransportConfig, TransportError } from "@hotstuff2/transport"
-import { Codec, type Message } from "@hotstuff2/wire"
+import { Codec, type Frame, type Message } from "@hotstuff2/wire"
 import * as Chunk from "effect/Chunk"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
@@ -609,7 +609,7 @@ export const make = (options: PeerManagerOptions) =>
       peer: PeerId,
       connection: Transport.Connection,
       channel: number,
-      messages: ReadonlyArray<Uint8Array>
+      messages: ReadonlyArray<Frame.Outbound>
     ) => {
       const error = connection.unsafeSend(channel, messages)
       if (error?._tag !== "ConnectionClosed") return error

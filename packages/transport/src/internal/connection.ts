@@ -32,7 +32,7 @@ export type CoreError = SendError
  * A queued send: its frame, or (while the pipe takes writes) its messages, which the flush joins with
  * the sends queued after them on the channel into one frame.
  */
-type Queued = Uint8Array | ReadonlyArray<Uint8Array>
+type Queued = Uint8Array | ReadonlyArray<Frame.Outbound>
 
 class ChannelQueue {
   items: Array<Queued> = []
@@ -130,7 +130,7 @@ const u32Size = (value: number): number => (value < 0x80 ? 1 : value < 0x4000 ? 
 /** A frame of a write: built already, or to be built from sends queued as messages (`size` bytes). */
 type Part =
   | Uint8Array
-  | { readonly channel: number; readonly messages: ReadonlyArray<Uint8Array>; readonly size: number }
+  | { readonly channel: number; readonly messages: ReadonlyArray<Frame.Outbound>; readonly size: number }
 
 /** A frame built already and at least this big goes to the pipe as it is, not copied into the write's buffer. */
 const SEPARATE_BYTES = 16 * 1024
@@ -301,7 +301,7 @@ export class ConnectionCore {
   }
 
   /** Queues one frame; returns an error instead of queueing when that is what the policy says. */
-  send(channelId: number, messages: ReadonlyArray<Uint8Array>): CoreError | undefined {
+  send(channelId: number, messages: ReadonlyArray<Frame.Outbound>): CoreError | undefined {
     if (this.state !== "open") {
       return new ConnectionClosed({ peer: this.remotePeer, reason: this.closeReason?.reason ?? this.state })
     }

@@ -1,4 +1,5 @@
 // The Effect face of a connection core: what `Connection` users see.
+import type { Frame } from "@hotstuff2/wire"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -50,7 +51,8 @@ export const makeConnection = (core: ConnectionCore): Connection => {
     }
     return Effect.sync(() => core.cancelTake(callback))
   })
-  const unsafeSend = (channel: number, messages: ReadonlyArray<Uint8Array>) => core.send(channel, messages)
+  const unsafeSend = (channel: number, messages: ReadonlyArray<Frame.Outbound>) =>
+    core.send(channel, messages)
   return {
     id: core.id,
     localPeer: core.options.localPeer,
