@@ -370,6 +370,8 @@ export const make = (options: PeerManagerOptions) =>
               if (at - slot.lastRateReport >= reportEvery) {
                 slot.lastRateReport = at
                 yield* registry.report(peer, "RateLimitExceeded")
+                // The report may have banned and cut the peer: nothing more of it is delivered.
+                if (slot.connection !== connection) return
               }
               if (within === 0) continue
             }
