@@ -71,8 +71,9 @@ export interface Connection {
   /**
    * Queues one frame (a batch of messages) on a channel and returns at once; the writer sends
    * queued frames by channel priority, many per socket write, and joins the small frames a channel
-   * queued in one turn into one. The messages are read when the frame is built, at the latest at the
-   * end of the turn: neither they nor their bytes may change after the call (a `Frame.Deferred` is
+   * queued in one turn into one. The messages are read when the frame is built: at the end of the
+   * turn, or, when that turn's write filled the socket, once it drains: neither they nor their bytes
+   * may change after the call (a `Frame.Deferred` is
    * written then). When the channel's queue is full,
    * fails with `Backpressure` (policy `reject`) or drops and counts (policies `drop-*`) without
    * waiting: a slow peer never blocks the caller. After close, fails with `ConnectionClosed`.

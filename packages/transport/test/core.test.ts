@@ -1,7 +1,7 @@
 // The connection core below every transport, driven directly through a fake pipe: what a queue
 // holds while its peer does not read.
 import { assert, describe, it } from "@effect/vitest"
-import { Codec, Frame, Message } from "@hotstuff2/wire"
+import { Frame } from "@hotstuff2/wire"
 import * as Either from "effect/Either"
 import { ConnectionCore } from "../src/internal/connection.js"
 import type { Pipe } from "../src/internal/pipe.js"
@@ -42,14 +42,6 @@ const openCore = (
   core.open("b".repeat(64) as never)
   return core
 }
-
-const vote = (i: number) =>
-  Message.Vote.make({
-    view: BigInt(i),
-    blockHash: new Uint8Array(32).fill(i & 0xff),
-    voter: "11".repeat(32) as never,
-    signature: new Uint8Array(64).fill(0xcd)
-  })
 
 describe("ConnectionCore", () => {
   it("a peer that stops reading holds about what its queue counts, not a shared pool per small frame", () => {
@@ -159,32 +151,5 @@ describe("ConnectionCore", () => {
           decoder.push(chunk, (f) => got.push(...f.messages.map((m) => Buffer.from(m).toString("hex"))))
       assert.deepStrictEqual(got, ["d000d1", "d001d1", "aa", "d002d1"])
     }
-  })
-  it("a peer that stalls after taking a write holds about what its queue counts: the sends the write left are built when the pipe blocks", async () => {
-    // Found by review: sends held as messages stayed so behind the blocked pipe, 300 KB queued holding
-    // 18.5 MB of the encoder's slabs (as frames from Node's pool had before).
-    const stalled = openCore(1)
-    const others = Array.from({ length: 63 }, () => openCore(false))
-    for (let round = 0; round < 4096; round++) {
-      // Each send's message encoded on its own (as the traced path does: one prefix per peer).
-      assert.isUndefined(stalled.send(1, [Either.getOrThrow(Codec.encode(vote(round)))]))
-      for (const other of others) other.send(1, [Either.getOrThrow(Codec.encode(vote(round)))])
-    }
-    for (let turn = 0; turn < 50; turn++) await new Promise<void>((resolve) => queueMicrotask(resolve))
-    const queued = stalled.stats().queued[1]!
-    const items = (stalled as unknown as { channels: Array<{ items: Array<unknown> }> }).channels[1]!.items
-    const held = new Set<ArrayBufferLike>()
-    let asMessages = 0
-    for (const item of items) {
-      if (item instanceof Uint8Array) held.add(item.buffer)
-      else if (Array.isArray(item)) {
-        asMessages++
-        for (const m of item) held.add((m as Uint8Array).buffer)
-      }
-    }
-    let bytes = 0
-    for (const buffer of held) bytes += buffer.byteLength
-    assert.strictEqual(asMessages, 0, "no send is left as its messages once the pipe blocked")
-    assert.isBelow(bytes, 2 * queued.bytes, `${queued.bytes} bytes queued hold ${bytes} bytes of buffers`)
   })
 })

@@ -452,35 +452,9 @@ export class ConnectionCore {
     this.bytesSent += bytes
     this.writes++
     const more = this.pipe.write(assemble(parts))
-    if (!more) {
-      this.blocked = true
-      this.buildHeld()
-    }
+    if (!more) this.blocked = true
     if (this.queuedFrames > 0 && !this.blocked) this.scheduleFlush()
     else if (this.queuedFrames === 0 && this.state === "closing") this.endPipe()
-  }
-
-  /**
-   * The pipe just blocked: sends still held as their messages are built now, each into a frame in
-   * this connection's own chunks, as sends made while it is blocked are. Their messages are read by
-   * the end of the turn that sent them (the contract of `send`), and a peer that stops reading holds
-   * about what its queue counts, not the buffers the messages came in.
-   */
-  private buildHeld(): void {
-    for (let level = 0; level < this.levels.length; level++) {
-      for (const queue of this.levels[level] ?? []) {
-        for (let i = queue.head; i < queue.items.length; i++) {
-          const item = queue.items[i]!
-          if (item instanceof Uint8Array) continue
-          const encoded = Frame.encode(
-            { channel: queue.config.id, messages: item },
-            this.optionsFor(queue, this.frameOptionsWhenBlocked)
-          )
-          // Cannot fail: the send was measured against these limits (were it to, it stays as it is).
-          if (Either.isRight(encoded)) queue.items[i] = encoded.right
-        }
-      }
-    }
   }
 
   /**
