@@ -105,12 +105,12 @@ const batchSize = (messages: ReadonlyArray<Outbound>): number => {
   return size
 }
 
-const writeHeader = (out: Buffer, channel: number, flags: number, length: number): void => {
-  out[0] = VERSION
-  out[1] = channel
-  out[2] = flags
-  out[3] = 0
-  out.writeUInt32BE(length, 4)
+const writeHeader = (out: Buffer, at: number, channel: number, flags: number, length: number): void => {
+  out[at] = VERSION
+  out[at + 1] = channel
+  out[at + 2] = flags
+  out[at + 3] = 0
+  out.writeUInt32BE(length, at + 4)
 }
 
 /** A batch's body size, or why no receiver would take it: a channel outside 0..255, no messages, an empty message, too many. */
@@ -162,15 +162,7 @@ export const encodeInto = (
   writer.pos = offset + HEADER_BYTES
   writer.u32(messages.length)
   for (let i = 0; i < messages.length; i++) writeMessage(writer, messages[i]!)
-  const length = writer.pos - offset - HEADER_BYTES
-  target[offset] = VERSION
-  target[offset + 1] = channel
-  target[offset + 2] = 0
-  target[offset + 3] = 0
-  target[offset + 4] = length >>> 24
-  target[offset + 5] = (length >>> 16) & 0xff
-  target[offset + 6] = (length >>> 8) & 0xff
-  target[offset + 7] = length & 0xff
+  writeHeader(target, offset, channel, 0, writer.pos - offset - HEADER_BYTES)
   return writer.pos
 }
 
@@ -212,7 +204,7 @@ export const encode = (
     if (body < size) {
       if (body > limit) return Either.left(new FrameTooLarge({ channel, size: body, limit }))
       const packed = Buffer.allocUnsafe(HEADER_BYTES + body)
-      writeHeader(packed, channel, Flags.deflate, body)
+      writeHeader(packed, 0, channel, Flags.deflate, body)
       const w = new Writer(packed)
       w.pos = HEADER_BYTES
       w.u32(size)
@@ -221,7 +213,7 @@ export const encode = (
     }
     if (size > limit) return Either.left(new FrameTooLarge({ channel, size, limit }))
   }
-  writeHeader(out, channel, 0, size)
+  writeHeader(out, 0, channel, 0, size)
   return Either.right(out)
 }
 

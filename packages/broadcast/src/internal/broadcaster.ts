@@ -128,15 +128,17 @@ export const make = (options: BroadcasterOptions) =>
         detail: "internal to the network layer; not sent by applications"
       })
 
+    /** Why `message` cannot be sent, from the codec's (or the envelope's) refusal. */
+    const invalid = (message: Message.Message, error: { readonly message: string }) =>
+      new InvalidOutbound({ what: message._tag, detail: error.message })
+
     /** The encoding of `message` (behind `prefix` when given), or why it cannot be encoded. */
     const encodeOnly = (
       message: Message.Message,
       prefix: Uint8Array | undefined
     ): Uint8Array | InvalidOutbound => {
       const encoded = prefix === undefined ? Codec.encode(message) : Codec.encodeAfter(prefix, message)
-      return Either.isRight(encoded)
-        ? encoded.right
-        : new InvalidOutbound({ what: message._tag, detail: encoded.left.message })
+      return Either.isRight(encoded) ? encoded.right : invalid(message, encoded.left)
     }
 
     /** The message's channel and its encoding, behind `prefix` when given. */
@@ -173,7 +175,7 @@ export const make = (options: BroadcasterOptions) =>
           sequence: sequence++,
           payload: bytes,
           trace
-        }).pipe(Effect.mapError((e) => new InvalidOutbound({ what: message._tag, detail: e.message })))
+        }).pipe(Effect.mapError((e) => invalid(message, e)))
         return { envelope: sealed.envelope, slot: Payload.envelope(sealed.bytes), channel }
       })
 
@@ -278,9 +280,7 @@ export const make = (options: BroadcasterOptions) =>
         if (channel === undefined) return Effect.fail(internalOnly(message))
         // Checked now, written into the frame when the connection builds it: no buffer of its own.
         const encoded = Codec.encodeLater(bare, message)
-        if (Either.isLeft(encoded)) {
-          return Effect.fail(new InvalidOutbound({ what: message._tag, detail: encoded.left.message }))
-        }
+        if (Either.isLeft(encoded)) return Effect.fail(invalid(message, encoded.left))
         const slot = encoded.right
         if (peer === self) return sendLoopback(message, channel, slot.length)
         const error = manager.unsafeSend(peer, channel, [slot])

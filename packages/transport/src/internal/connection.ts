@@ -124,9 +124,6 @@ let nextId = 1
 
 const OWN_CHUNK_BYTES = 16 * 1024
 
-/** The `u32` varint size of a count (as `Frame` writes it). */
-const u32Size = (value: number): number => (value < 0x80 ? 1 : value < 0x4000 ? 2 : value < 0x200000 ? 3 : 4)
-
 /** A frame of a write: built already, or to be built from sends queued as messages (`size` bytes). */
 type Part =
   | Uint8Array
@@ -472,22 +469,22 @@ export class ConnectionCore {
     const next = queue.items[queue.head]
     if (next !== undefined && !(next instanceof Uint8Array)) {
       const joined = first.slice()
-      size -= Frame.HEADER_BYTES + u32Size(first.length)
       const maxMessages = this.options.config.maxMessagesPerFrame
       const limit = Math.min(this.joinBytes, room)
       while (queue.length > 0) {
         const item = queue.items[queue.head]!
         if (item instanceof Uint8Array || joined.length + item.length > maxMessages) break
-        // The item's messages, without its own header and count.
-        const body = queue.sizes[queue.head]! - Frame.HEADER_BYTES - u32Size(item.length)
-        if (Frame.HEADER_BYTES + u32Size(joined.length + item.length) + size + body > limit) break
+        // The joined frame is at most the sizes of its sends' own frames, less the headers it saves
+        // (one message count in place of several is never longer).
+        const itemSize = queue.sizes[queue.head]!
+        if (size + itemSize - Frame.HEADER_BYTES > limit) break
         queue.shift()
         this.queuedFrames--
-        size += body
+        size += itemSize - Frame.HEADER_BYTES
         for (let i = 0; i < item.length; i++) joined.push(item[i]!)
       }
       messages = joined
-      size += Frame.HEADER_BYTES + u32Size(joined.length)
+      size = Frame.sizeOf(joined)
     }
     const channel = queue.config.id
     if (queue.config.compression !== "deflate" || size < this.frameOptions.compressionThreshold!) {
