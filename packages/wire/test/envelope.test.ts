@@ -53,6 +53,25 @@ describe("Envelope", () => {
     assert.isTrue(Either.isLeft(bad) && bad.left._tag === "BadSignature")
   })
 
+  it("verifying an envelope with a malformed origin does not make the codec accept that string as a PeerId", () => {
+    // Found by review: the encoder remembered every PeerId string it wrote, and `verify` writes an
+    // origin nothing validated; a later encode then took the remembered string without its check.
+    const { envelope } = sealed()
+    const vote = (voter: string) =>
+      Codec.encode({
+        _tag: "Vote",
+        view: 1n,
+        blockHash: new Uint8Array(32),
+        voter,
+        signature: new Uint8Array(64)
+      } as never)
+    for (const bad of ["AB".repeat(32), "ab".repeat(10)]) {
+      assert.isTrue(Either.isLeft(vote(bad)))
+      assert.isTrue(Either.isLeft(Envelope.verify({ ...envelope, origin: bad as Identity.PeerId }, network)))
+      assert.isTrue(Either.isLeft(vote(bad)), `${bad} is still no PeerId after a verify`)
+    }
+  })
+
   it("has an id derived from origin and sequence only", () => {
     const a = Envelope.id(sealed({ sequence: 5n }).envelope)
     assert.strictEqual(a, Envelope.id({ origin: origin.peerId, sequence: 5n }))
