@@ -168,7 +168,10 @@ export const make = <R>(
         // A failed sample is logged and the next one still runs: metrics never stop for good.
         Effect.catchAllCause((cause) => Effect.logWarning("metrics sample failed", cause)),
         Effect.repeat(Schedule.spaced(config.telemetry.metricsInterval)),
-        Effect.asVoid
+        Effect.asVoid,
+        // Interruptible even when the layer is built in an uninterruptible region (an
+        // acquireRelease acquire): closing its scope must stop it.
+        Effect.interruptible
       )
     )
 

@@ -556,7 +556,11 @@ export const make = (
     }
 
     if (file !== undefined) {
-      yield* Effect.forkScoped(Effect.forever(Effect.zipRight(Queue.take(pending), flush)))
+      // Interruptible even when the registry is built in an uninterruptible region (an
+      // acquireRelease acquire): closing its scope must stop it.
+      yield* Effect.forkScoped(
+        Effect.interruptible(Effect.forever(Effect.zipRight(Queue.take(pending), flush)))
+      )
     }
 
     /**

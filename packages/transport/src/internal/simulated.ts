@@ -656,7 +656,8 @@ export const make = (
     const valid = yield* Effect.orDie(Schema.validate(SimulatedNetworkOptions)(options))
     const validatePatch = Schema.validate(LinkConditionsPatch)
     const clock = yield* Effect.clock
-    const run = yield* FiberSet.makeRuntime<never, void, never>()
+    // Interruptible fibers even when built in an uninterruptible region (see timers.ts).
+    const run = yield* Effect.interruptible(FiberSet.makeRuntime<never, void, never>())
     const network = new Network(
       clock,
       valid.seed ?? 1,

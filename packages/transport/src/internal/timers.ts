@@ -60,7 +60,10 @@ class Heap {
 
 /** A timer queue living in the current scope: closing it drops every pending timer. */
 export const make: Effect.Effect<Timers, never, Scope.Scope> = Effect.gen(function* () {
-  const run = yield* FiberSet.makeRuntime<never>()
+  // Captured in an interruptible region even when the caller is not (an acquireRelease acquire):
+  // otherwise every timer fiber would inherit uninterruptibility, and closing the scope would wait
+  // for each to fire.
+  const run = yield* Effect.interruptible(FiberSet.makeRuntime<never>())
   const clock = yield* Effect.clock
   const heap = new Heap()
   const wakes = new Set<number>()

@@ -99,7 +99,8 @@ export const make = (
   backend: Backend
 ): Effect.Effect<TransportShape, never, Scope.Scope> =>
   Effect.gen(function* () {
-    const run = yield* FiberSet.makeRuntime<never>()
+    // Interruptible fibers even when built in an uninterruptible region (see timers.ts).
+    const run = yield* Effect.interruptible(FiberSet.makeRuntime<never>())
     const timers = yield* Timers.make
     const replay = new Handshake.ReplayCache()
     const live = new Set<ConnectionCore>()
