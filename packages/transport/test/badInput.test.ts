@@ -9,10 +9,11 @@ import { Frame, Identity } from "@hotstuff2/wire"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Queue from "effect/Queue"
 import * as Stream from "effect/Stream"
 import { TcpTransport, TlsTransport, type Transport, TransportConfig } from "../src/index.js"
 import { selfSignedCertificate } from "../src/internal/certificate.js"
-import { encodeHello, PROTOCOL_VERSION, transcript } from "../src/internal/handshake.js"
+import { decodeGoodbye, encodeHello, PROTOCOL_VERSION, transcript } from "../src/internal/handshake.js"
 import { accept, receiver } from "./fixtures/conformance.js"
 import { buildTransport, type Harness, NETWORK } from "./fixtures/harness.js"
 import { identity } from "./fixtures/identities.js"
@@ -87,6 +88,27 @@ const serverCloses = (socket: net.Socket) =>
     if (socket.destroyed) return resume(Effect.void)
     socket.on("close", () => resume(Effect.void))
     socket.resume()
+  })
+
+/**
+ * The control messages the listener writes on a raw socket (its Hello, then its Auth or a Goodbye),
+ * one at a time, in order.
+ */
+const controlMessages = (socket: net.Socket) =>
+  Effect.gen(function* () {
+    const messages = yield* Queue.unbounded<Uint8Array>()
+    const decoder = new Frame.FrameDecoder()
+    socket.on("data", (chunk: Buffer) => {
+      decoder.push(chunk, (frame) => {
+        if (frame.channel === 255) for (const m of frame.messages) Queue.unsafeOffer(messages, m)
+      })
+    })
+    return Queue.take(messages).pipe(
+      Effect.timeoutFail({
+        duration: REFUSAL_DEADLINE,
+        onTimeout: () => new Error("the listener sent no control message")
+      })
+    )
   })
 
 /** The next refusal; fails the test, rather than hanging it, if none ever comes. */
@@ -285,6 +307,46 @@ for (const harness of [tlsHarness, tcpHarness]) {
         yield* stillWorks
       })
     )
+
+    if (kind === "TCP") {
+      /**
+       * A raw dialer that runs the handshake by the book, its Hello naming `claimed` and its Auth
+       * signed by `signer` over the right transcript (its Hello, the listener's, the dialer role);
+       * returns the listener's answer (its Auth or a Goodbye).
+       */
+      const rawHandshake = (address: string, claimed: Identity.Identity, signer: Identity.Identity) =>
+        Effect.gen(function* () {
+          const socket = yield* rawClient("TCP", address)
+          const next = yield* controlMessages(socket)
+          const dialerHello = hello(claimed)
+          socket.write(controlFrame(dialerHello))
+          const listenerHello = yield* next
+          assert.strictEqual(listenerHello[0], 0x01, "the listener's Hello")
+          const signature = Identity.sign(signer, transcript(NETWORK, "dialer", dialerHello, listenerHello))
+          socket.write(controlFrame(Uint8Array.of(0x02, ...signature)))
+          return { socket, answer: yield* next }
+        })
+
+      it.scopedLive("an Auth correct in every respect but signed with another key than its Hello names", () =>
+        Effect.gen(function* () {
+          const { listener, stillWorks } = yield* setup()
+          // The same dialer signing with the key its Hello names is admitted: the procedure is right.
+          const honest = yield* rawHandshake(listener.address, identity(3), identity(3))
+          assert.strictEqual(honest.answer[0], 0x02, "the listener answers with its Auth")
+          assert.strictEqual((yield* accept(listener)).remotePeer, identity(3).peerId)
+
+          // Claims identity(3), signs the same transcript with identity(7)'s key.
+          const forged = yield* rawHandshake(listener.address, identity(3), identity(7))
+          const goodbye = decodeGoodbye(forged.answer)
+          assert.strictEqual(goodbye?.reason, "bad-signature", "the dialer is told why")
+          const refusal = yield* nextRefusal(listener)
+          assert.strictEqual(refusal.reason, "bad-signature")
+          assert.isUndefined(refusal.peer, "an unproven key is not named as the peer")
+          yield* serverCloses(forged.socket)
+          yield* stillWorks
+        })
+      )
+    }
 
     if (kind === "TLS") {
       it.scopedLive("plaintext to the TLS port, and a client without a certificate", () =>
