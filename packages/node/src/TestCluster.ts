@@ -2,6 +2,11 @@
  * A whole validator set on the simulated network, for testing a consensus application under
  * `TestClock`: N nodes built with `NodeNetwork.layerTest`, deterministic keys and hosts, link
  * conditions and partitions through `network`, and any node stopped (a crash) and started again.
+ *
+ * Everything random that decides what happens derives from the seed: the keys, the network's loss
+ * and jitter draws (its own stream per link), and each node's Effect `Random` (redial jitter), a
+ * stream of its own per node and per start, inherited by every fiber the node forks. Handshake
+ * nonces stay cryptographically random: they change bytes on the wire, never what happens.
  */
 import * as crypto from "node:crypto"
 import { SimulatedNetwork } from "@hotstuff2/transport"
@@ -12,6 +17,7 @@ import * as Either from "effect/Either"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
+import * as Random from "effect/Random"
 import * as Scope from "effect/Scope"
 import type { NodeConfigInput } from "./NodeConfig.js"
 import { type NetworkError, NodeNetwork, type NodeNetworkShape } from "./NodeNetwork.js"
@@ -19,7 +25,10 @@ import { type NetworkError, NodeNetwork, type NodeNetworkShape } from "./NodeNet
 export interface TestClusterOptions {
   /** How many validators. */
   readonly size: number
-  /** Keys, jitter and loss all derive from it: same seed, same run. Default 1. */
+  /**
+   * Keys, the network's loss and jitter, and every node's redial jitter derive from it: the same
+   * seed and the same test steps under `TestClock` give the same run. Default 1.
+   */
   readonly seed?: number
   readonly networkId?: string
   /** Conditions of every link (latency and jitter in milliseconds, loss 0..1, bandwidth bytes/s). */
@@ -54,15 +63,25 @@ const keyOf = (seed: number, index: number): Identity.Identity =>
   )
 
 /**
+ * The Effect `Random` of one part of the cluster (the network, or one start of one node): a stream
+ * of its own, so that one node's draws never shift another's, and a restarted node does not replay
+ * the draws of its previous run.
+ */
+const randomOf = (seed: number, part: string): Random.Random =>
+  Random.make(`hotstuff2-test-cluster/${seed}/${part}`)
+
+/**
  * Starts the cluster in the caller's scope: the simulated network first, so it outlives every node,
  * then every node. Run the test with `it.scoped` and move time with `TestClock.adjust`.
  */
 export const make = (options: TestClusterOptions): Effect.Effect<TestCluster, NetworkError, Scope.Scope> =>
   Effect.gen(function* () {
     const seed = options.seed ?? 1
+    // Fibers forked while a layer builds inherit its Random (Effect's default services live in a
+    // FiberRef), and so do the fibers they fork in turn: every draw of a node comes from its stream.
     const networkContext = yield* Layer.build(
       SimulatedNetwork.SimulatedNetwork.layer({ seed, ...(options.link ? { defaults: options.link } : {}) })
-    )
+    ).pipe(Effect.withRandom(randomOf(seed, "network")))
     const network = Context.get(networkContext, SimulatedNetwork.SimulatedNetwork)
     const validators: ReadonlyArray<TestValidator> = Array.from({ length: options.size }, (_, index) => {
       const host = `v${index}`
@@ -74,6 +93,7 @@ export const make = (options: TestClusterOptions): Effect.Effect<TestCluster, Ne
       { readonly net: NodeNetworkShape; readonly scope: Scope.CloseableScope }
     >()
     const outer = yield* Effect.scope
+    const starts = new Map<number, number>()
 
     const start = (index: number) =>
       Effect.gen(function* () {
@@ -81,6 +101,8 @@ export const make = (options: TestClusterOptions): Effect.Effect<TestCluster, Ne
         if (v === undefined)
           return yield* Effect.dieMessage(`no validator ${index} in a cluster of ${options.size}`)
         if (running.has(index)) return running.get(index)!.net
+        const incarnation = starts.get(index) ?? 0
+        starts.set(index, incarnation + 1)
         const scope = yield* Scope.fork(outer, ExecutionStrategy.sequential)
         const layer = NodeNetwork.layerTest({
           ...options.config,
@@ -91,6 +113,7 @@ export const make = (options: TestClusterOptions): Effect.Effect<TestCluster, Ne
         })
         const context = yield* Layer.buildWithScope(layer, scope).pipe(
           Effect.provide(networkContext),
+          Effect.withRandom(randomOf(seed, `node/${index}/start/${incarnation}`)),
           Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
         )
         const net = Context.get(context, NodeNetwork)
