@@ -87,6 +87,8 @@ export type PeerEvent =
       readonly peer: PeerId
       readonly score: number
       readonly event: ReputationEvent
+      /** What the peer did, when the reporter said (a protocol violation names its wire error). */
+      readonly detail?: string
     }
   | {
       readonly _tag: "Banned"
@@ -120,8 +122,11 @@ export interface PeerRegistryShape {
   /** Folds one RTT sample into the moving average. */
   readonly recordRtt: (peer: PeerId, millis: number) => Effect.Effect<void>
   readonly touch: (peer: PeerId) => Effect.Effect<void>
-  /** Applies an event's weight; bans the peer when its score falls to the threshold. Returns the new score. */
-  readonly report: (peer: PeerId, event: ReputationEvent) => Effect.Effect<number>
+  /**
+   * Applies an event's weight; bans the peer when its score falls to the threshold. `detail` says
+   * what the peer did (carried on `ScoreChanged` and in a ban's reason). Returns the new score.
+   */
+  readonly report: (peer: PeerId, event: ReputationEvent, detail?: string) => Effect.Effect<number>
   /** Bans now: for `duration`, or the escalating duration when omitted; a validator's ban never exceeds `banCap`. */
   readonly ban: (
     peer: PeerId,

@@ -216,12 +216,19 @@ export const make = (options: PeerManagerOptions) =>
       why: Transport.CloseReason
     ) =>
       Effect.gen(function* () {
+        const violation = why.initiator === "local" && why.reason === "protocol-error"
         if (slot.connection === connection) {
           const connectedAt = slot.connectedAt
           setConnection(slot, undefined)
-          yield* registry.setConnection(peer, "disconnected", { reason: `${why.initiator}: ${why.reason}` })
+          yield* registry.setConnection(peer, "disconnected", {
+            reason: `${why.initiator}: ${why.reason}${violation ? `: ${why.detail}` : ""}`
+          })
           yield* startDialer(peer, slot, connectedAt)
         }
+        // Bytes that break the protocol (a huge length prefix, a frame that does not decode, a frame
+        // on an unknown channel) cost the peer, as an invalid message does: reconnecting and
+        // repeating escalates to a ban.
+        if (violation) yield* registry.report(peer, "ProtocolViolation", why.detail)
         forgetIfIdle(peer, slot)
       })
 

@@ -733,17 +733,25 @@ export const make = (
           onPeer(peer, true, undefined, (record, fx) => [undefined, { ...record, lastSeen: fx.now }])
         ),
 
-      report: (peer, event: ReputationEvent) =>
+      report: (peer, event: ReputationEvent, detail?: string) =>
         onPeer(peer, true, 0, (record, fx) => {
           // A banned peer's connections are being closed; what it still sends does not count, and
           // it starts afresh at 0 when the ban ends.
           if (record.ban !== undefined) return [record.score, record]
           const current = decayed(record.score, record.scoreAt, fx.now, settings.halfLifeMillis)
           const score = clamp(current + settings.weights[event], settings.maxScore)
-          if (score !== current) fx.events.push({ _tag: "ScoreChanged", peer, score, event })
+          if (score !== current) {
+            fx.events.push({
+              _tag: "ScoreChanged",
+              peer,
+              score,
+              event,
+              ...(detail === undefined ? {} : { detail })
+            })
+          }
           const next: PeerRecord = { ...record, score, scoreAt: fx.now }
           if (score > settings.banThreshold) return [score, next]
-          const reason = `reputation ${Math.round(score * 100) / 100} reached the ban threshold ${settings.banThreshold} (last: ${event})`
+          const reason = `reputation ${Math.round(score * 100) / 100} reached the ban threshold ${settings.banThreshold} (last: ${event}${detail === undefined ? "" : `: ${detail}`})`
           return [score, applyBan(settings, next, fx, reason, undefined)]
         }),
 

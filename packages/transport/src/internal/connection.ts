@@ -10,6 +10,7 @@ import * as Either from "effect/Either"
 import type { CloseReason, ConnectionStats, Direction, InboundFrame, SendError } from "../Transport.js"
 import type { ChannelConfig, TransportConfig } from "../TransportConfig.js"
 import { Backpressure, ConnectionClosed, UnknownChannel } from "../TransportError.js"
+import { encodeGoodbye } from "./handshake.js"
 import type { Pipe } from "./pipe.js"
 import type { Timers } from "./timers.js"
 
@@ -227,6 +228,8 @@ export class ConnectionCore {
    */
   private receiverHeld = false
   private paused = false
+  /** The remote broke the protocol: nothing more of what it sends is read. */
+  private violated = false
 
   // Counters.
   private framesSent = 0
@@ -504,7 +507,7 @@ export class ConnectionCore {
   // ---- inbound ----
 
   private onData(chunk: Uint8Array): void {
-    if (this.state === "closed") return
+    if (this.state === "closed" || this.violated) return
     this.bytesReceived += chunk.length
     const error = this.decoder.push(chunk, this.onFrame)
     if (error !== undefined) this.protocolError(`${error._tag}: ${error.message}`)
@@ -523,7 +526,7 @@ export class ConnectionCore {
   }
 
   private readonly onFrame = (frame: Frame.Frame): void => {
-    if (this.state === "closed") return
+    if (this.state === "closed" || this.violated) return
     if (frame.channel === CONTROL_CHANNEL) {
       for (const message of frame.messages) this.onControl(message)
       return
@@ -662,11 +665,27 @@ export class ConnectionCore {
     this.onPipeClosed()
   }
 
-  /** The remote broke the protocol: close at once, recording why. */
+  /**
+   * The remote broke the protocol. Nothing more it sends is read. Before authentication the pipe is
+   * cut at once. Once open, what this side had queued for it is dropped and it is told why in a
+   * goodbye (reason `protocol-error`, the wire error as detail), then the pipe is cut as soon as the
+   * goodbye is handed to the network (at once if the remote does not read). Frames it sent before
+   * the violation stay with the consumer.
+   */
   protocolError(detail: string): void {
-    if (this.state === "closed") return
+    if (this.state === "closed" || this.violated) return
+    this.violated = true
     this.closeReason = { initiator: "local", reason: "protocol-error", detail }
-    this.destroy("protocol-error", detail)
+    if (this.state !== "open" || this.blocked) {
+      this.destroy("protocol-error", detail)
+      return
+    }
+    for (let level = 0; level < this.levels.length; level++) {
+      for (const queue of this.levels[level] ?? []) queue.clear()
+    }
+    this.queuedFrames = this.control.length
+    this.finishedListeners.push(() => this.destroy("protocol-error", detail))
+    this.close("protocol-error", detail, encodeGoodbye("protocol-error", detail))
   }
 
   /** The remote said goodbye: remember why, for when the pipe closes. */
