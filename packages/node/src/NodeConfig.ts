@@ -9,11 +9,14 @@ import { BroadcastConfig } from "@hotstuff2/broadcast"
 import { PeersConfig } from "@hotstuff2/peers"
 import { Transport, TransportConfig } from "@hotstuff2/transport"
 import { Identity } from "@hotstuff2/wire"
+import * as Arr from "effect/Array"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
+import * as AST from "effect/SchemaAST"
 
 const { DurationSetting } = TransportConfig
 
@@ -80,15 +83,67 @@ const PlainObject = Schema.Record({ key: Schema.String, value: Schema.Unknown })
   message: () => "expected an object of fields"
 })
 
+/** A union's alternatives, nested unions flattened; `undefined` (an optional field left out) is not one. */
+const alternatives = (ast: AST.AST): ReadonlyArray<AST.AST> =>
+  AST.isUnion(ast) ? ast.types.flatMap(alternatives) : AST.isUndefinedKeyword(ast) ? [] : [ast]
+
+const plainType = (issue: ParseResult.ParseIssue): issue is ParseResult.Type =>
+  issue._tag === "Type" && issue.message === undefined && Option.isNone(AST.getMessageAnnotation(issue.ast))
+
+const isMany = (
+  issues: ParseResult.SingleOrNonEmpty<ParseResult.ParseIssue>
+): issues is Arr.NonEmptyReadonlyArray<ParseResult.ParseIssue> => Array.isArray(issues)
+
+/**
+ * A value that no member of a union takes is one `Type` issue naming every alternative: Effect keeps
+ * one issue per member, and the first of them alone reads `Expected "tls", actual "quic"` for a
+ * transport that may also be `tcp` or `memory`. So `Expected "tls" | "tcp" | "memory", actual "quic"`,
+ * for every literal union (transport, a channel's overflow and compression) and any
+ * other union whose members all refuse the value outright. Members with their own message, or a value
+ * that gets into a member and fails deeper (a struct with a bad field), keep their issues.
+ */
+const namingAlternatives = (issue: ParseResult.ParseIssue): ParseResult.ParseIssue => {
+  switch (issue._tag) {
+    case "Pointer":
+      return new ParseResult.Pointer(issue.path, issue.actual, namingAlternatives(issue.issue))
+    case "Refinement":
+      return new ParseResult.Refinement(issue.ast, issue.actual, issue.kind, namingAlternatives(issue.issue))
+    case "Transformation":
+      return new ParseResult.Transformation(
+        issue.ast,
+        issue.actual,
+        issue.kind,
+        namingAlternatives(issue.issue)
+      )
+    case "Composite": {
+      const issues: ParseResult.SingleOrNonEmpty<ParseResult.ParseIssue> = isMany(issue.issues)
+        ? Arr.map(issue.issues, namingAlternatives)
+        : namingAlternatives(issue.issues)
+      if (AST.isUnion(issue.ast) && (isMany(issues) ? issues : [issues]).every(plainType)) {
+        const members = alternatives(issue.ast)
+        const expected =
+          members.length === 0 || Option.isSome(AST.getMessageAnnotation(issue.ast))
+            ? issue.ast
+            : AST.Union.make(members)
+        return new ParseResult.Type(expected, issue.actual)
+      }
+      return new ParseResult.Composite(issue.ast, issue.actual, issues, issue.output)
+    }
+    default:
+      return issue
+  }
+}
+
 /**
  * Decodes with `onExcessProperty: "error"`: a misspelt field (`admitNonValidator`) is an error, not
- * a default silently kept. The first issue becomes (dotted path, message).
+ * a default silently kept. The first issue becomes (dotted path, message); a union refusing a value
+ * names all its alternatives (`namingAlternatives`).
  */
 const strict = <A, I>(schema: Schema.Schema<A, I>) => {
   const decodeEither = Schema.decodeUnknownEither(schema, { onExcessProperty: "error" })
   return (input: unknown): Either.Either<A, { readonly field: string; readonly detail: string }> =>
     Either.mapLeft(decodeEither(input), (error) => {
-      const [issue] = ParseResult.ArrayFormatter.formatErrorSync(error)
+      const [issue] = ParseResult.ArrayFormatter.formatIssueSync(namingAlternatives(error.issue))
       const detail = issue?.message ?? error.message
       return {
         field: issue?.path.join(".") || "<root>",

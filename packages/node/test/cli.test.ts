@@ -1,7 +1,9 @@
 // The hotstuff2-net command line as a real process (the TypeScript sources through tsx, as the other
-// tests run on `src`): keygen, run with a bad and a good config, and a devnet whose views advance.
+// tests run on `src`): keygen, run with a bad and a good config, --log-level anywhere, and a devnet
+// whose views advance.
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs/promises"
+import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
@@ -10,7 +12,12 @@ import { Identity } from "@hotstuff2/wire"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as LogLevel from "effect/LogLevel"
+import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
+import { takeLogLevel } from "../src/cli/commands.js"
+import { reservePorts } from "../src/internal/ports.js"
 import { peerId, seedOf } from "./fixtures/cluster.js"
 
 const PACKAGE = fileURLToPath(new URL("..", import.meta.url))
@@ -85,6 +92,45 @@ const tempDir = Effect.acquireRelease(
   (dir) => Effect.promise(() => fs.rm(dir, { recursive: true, force: true }))
 )
 
+/** Sends bytes that are not TLS to `port` on 127.0.0.1, and hangs up; connection errors are ignored. */
+const pokeWithGarbage = (port: number) =>
+  Effect.async<void>((resume) => {
+    const socket = net.connect(port, "127.0.0.1", () => socket.end("not a TLS handshake\n"))
+    socket.on("error", () => resume(Effect.void))
+    socket.on("close", () => resume(Effect.void))
+    return Effect.sync(() => socket.destroy())
+  })
+
+describe("takeLogLevel", () => {
+  const argv = (...args: ReadonlyArray<string>) => ["node", "hotstuff2-net", ...args]
+
+  it("takes --log-level out wherever it stands before --, the last one winning", () => {
+    for (const [args, rest, level] of [
+      [argv("--log-level", "debug", "run", "--config", "f"), argv("run", "--config", "f"), LogLevel.Debug],
+      [
+        argv("run", "--config", "f", "--drive", "--log-level", "warning"),
+        argv("run", "--config", "f", "--drive"),
+        LogLevel.Warning
+      ],
+      [argv("run", "--log-level=ERROR", "--config", "f"), argv("run", "--config", "f"), LogLevel.Error],
+      [argv("--log-level", "info", "run", "--log-level", "trace"), argv("run"), LogLevel.Trace],
+      [argv("run", "--", "--log-level", "debug"), argv("run", "--", "--log-level", "debug"), undefined]
+    ] as const) {
+      const taken = Either.getOrThrow(takeLogLevel(args))
+      assert.deepStrictEqual(taken.args, rest)
+      assert.deepStrictEqual(Option.getOrUndefined(taken.level), level)
+    }
+  })
+
+  it("refuses a missing or unknown level, naming the levels", () => {
+    for (const args of [argv("run", "--log-level", "loud"), argv("run", "--log-level")]) {
+      const taken = takeLogLevel(args)
+      assert.isTrue(Either.isLeft(taken))
+      if (Either.isLeft(taken)) assert.strictEqual(taken.left._tag, "InvalidValue")
+    }
+  })
+})
+
 describe("hotstuff2-net", () => {
   it.live("keygen writes a 0600 key file, prints its PeerId, and refuses to overwrite it", () =>
     Effect.scoped(
@@ -128,6 +174,72 @@ describe("hotstuff2-net", () => {
           assert.include(badEnv.stderr, "hotstuff2-net: node config networkId: expected 1 to 64 characters")
         })
       )
+  )
+
+  const placements: ReadonlyArray<readonly [string, (config: string) => ReadonlyArray<string>]> = [
+    [
+      "after run's options",
+      (config) => ["run", "--config", config, "--status-interval", "100ms", "--log-level", "warning"]
+    ],
+    [
+      "before the subcommand",
+      (config) => ["--log-level=warning", "run", "--config", config, "--status-interval", "100ms"]
+    ]
+  ]
+  for (const [where, argsFor] of placements) {
+    it.live(
+      `run takes --log-level ${where}: at warning it logs a refused connection, not its info lines`,
+      () =>
+        Effect.scoped(
+          Effect.gen(function* () {
+            const [port] = yield* reservePorts(1)
+            const file = path.join(yield* tempDir, "node.json")
+            yield* Effect.promise(() => fs.writeFile(file, JSON.stringify(nodeConfig(`127.0.0.1:${port}`))))
+            const running = yield* start(argsFor(file))
+            yield* Effect.suspend(() =>
+              running.child.exitCode !== null
+                ? Effect.die(new Error(`exited ${running.child.exitCode}:\n${running.output()}`))
+                : Effect.zipRight(
+                    pokeWithGarbage(port!),
+                    /inbound connection refused/.test(running.output()) ? Effect.void : Effect.fail("not yet")
+                  )
+            ).pipe(
+              Effect.retry({ schedule: Schedule.spaced("200 millis"), times: 300 }),
+              Effect.orElse(() =>
+                Effect.fail(new Error(`no refusal logged within 60 s:\n${running.output()}`))
+              )
+            )
+            running.child.kill("SIGTERM")
+            const result = yield* running.finished.pipe(
+              Effect.timeoutFail({
+                duration: "30 seconds",
+                onTimeout: () => new Error("still running 30 s after SIGTERM")
+              })
+            )
+            const output = result.stdout + result.stderr
+            assert.strictEqual(result.code, 0, output)
+            assert.match(output, /WARN .*inbound connection refused/)
+            assert.notInclude(output, "INFO")
+            assert.notInclude(output, "listening on")
+            assert.notInclude(output, "closing the network")
+          })
+        )
+    )
+  }
+
+  it.live("run refuses an unknown --log-level after its options, naming the levels", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const file = path.join(yield* tempDir, "node.json")
+        yield* Effect.promise(() => fs.writeFile(file, JSON.stringify(nodeConfig("127.0.0.1:0"))))
+        const result = yield* runCli(["run", "--config", file, "--log-level", "loud"])
+        assert.strictEqual(result.code, 1)
+        assert.include(
+          result.stderr,
+          `--log-level: expected one of all, trace, debug, info, warning, error, fatal, none, got "loud"`
+        )
+      })
+    )
   )
 
   it.live("run starts a node from its config, logs where it listens, and closes cleanly on SIGTERM", () =>

@@ -4,6 +4,7 @@ import * as fs from "node:fs/promises"
 import * as os from "node:os"
 import * as path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
+import { TransportConfig } from "@hotstuff2/transport"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -34,7 +35,7 @@ describe("NodeConfig.decode", () => {
   const cases: ReadonlyArray<readonly [string, unknown, string, RegExp]> = [
     ["a listen address without a port", { ...base, listen: "localhost" }, "listen", /host:port/],
     ["a short seed", { ...base, identity: { seed: "abcd" } }, "identity.seed", /64 hex/],
-    ["an unknown transport", { ...base, transport: "udp" }, "transport", /tls|tcp|memory/],
+    ["an unknown transport", { ...base, transport: "udp" }, "transport", /"tls" \| "tcp" \| "memory"/],
     ["a network id with a space", { ...base, networkId: "my net" }, "networkId", /A-Z a-z 0-9/],
     [
       "a validator id that is not a PeerId",
@@ -116,6 +117,44 @@ describe("NodeConfig.decode", () => {
       assert.include(error.message, field)
     })
   }
+})
+
+describe("NodeConfig.decode of a literal union", () => {
+  const expected = (literals: ReadonlyArray<string>, actual: unknown) =>
+    `Expected ${literals.map((l) => JSON.stringify(l)).join(" | ")}, actual ${JSON.stringify(actual)}`
+  const channel = TransportConfig.defaultChannels[0]!
+  const cases: ReadonlyArray<readonly [unknown, string, ReadonlyArray<string>, unknown]> = [
+    [{ ...base, transport: "quic" }, "transport", NodeConfig.Transports.literals, "quic"],
+    [{ ...base, transport: 5 }, "transport", NodeConfig.Transports.literals, 5],
+    [
+      { ...base, limits: { channels: [{ ...channel, overflow: "drop" }] } },
+      "limits.channels.0.overflow",
+      TransportConfig.OverflowPolicy.literals,
+      "drop"
+    ],
+    [
+      { ...base, limits: { channels: [{ ...channel, compression: "gzip" }] } },
+      "limits.channels.0.compression",
+      TransportConfig.ChannelConfig.fields.compression.literals,
+      "gzip"
+    ]
+  ]
+  for (const [input, field, literals, actual] of cases) {
+    it(`names every value ${field} accepts and the ${JSON.stringify(actual)} given`, () => {
+      const error = fieldOf(input)
+      assert.strictEqual(error.field, field)
+      assert.strictEqual(error.detail, expected(literals, actual))
+    })
+  }
+
+  it("names every form of the identity when the value fits none of them", () => {
+    const error = fieldOf({ ...base, identity: "validator.key" })
+    assert.strictEqual(error.field, "identity")
+    assert.match(
+      error.detail,
+      /\{ readonly seed: .* \} \| \{ readonly keyFile: .* \}, actual "validator.key"$/
+    )
+  })
 })
 
 describe("NodeConfig.withEnv and load", () => {

@@ -1,7 +1,11 @@
 // The `hotstuff2-net` command line: keygen, run, devnet, devnet-config.
 import { type CliApp, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
+import * as Console from "effect/Console"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import { devnet } from "./devnet.js"
 import { devnetConfig } from "./devnetConfig.js"
@@ -191,6 +195,59 @@ const hotstuff2Net = Command.make("hotstuff2-net").pipe(
   Command.withSubcommands([keygenCommand, runCommand, devnetCommand, devnetConfigCommand])
 )
 
-/** Runs the command line in `args` (as `process.argv`). */
-export const cli: (args: ReadonlyArray<string>) => Effect.Effect<void, unknown, CliApp.CliApp.Environment> =
-  Command.run(hotstuff2Net, { name: "hotstuff2-net", version: VERSION })
+const runCommandLine = Command.run(hotstuff2Net, { name: "hotstuff2-net", version: VERSION })
+
+const LOG_LEVELS = LogLevel.allLevels.map((level) => level._tag.toLowerCase())
+
+/**
+ * Takes `--log-level LEVEL` (or `--log-level=LEVEL`) out of `args` (as `process.argv`) wherever it
+ * stands before a `--`: @effect/cli 0.77 takes its built-in `--log-level` only before a command's
+ * own options (`run --config f --log-level debug` is an "unknown argument" there). The last one given
+ * wins; a missing or unknown level is refused, naming the levels.
+ */
+export const takeLogLevel = (
+  args: ReadonlyArray<string>
+): Either.Either<
+  { readonly args: ReadonlyArray<string>; readonly level: Option.Option<LogLevel.LogLevel> },
+  ValidationError.ValidationError
+> => {
+  const rest = args.slice(0, 2)
+  let level = Option.none<LogLevel.LogLevel>()
+  for (let i = 2; i < args.length; i++) {
+    const arg = args[i]!
+    if (arg === "--") {
+      rest.push(...args.slice(i))
+      break
+    }
+    if (arg !== "--log-level" && !arg.startsWith("--log-level=")) {
+      rest.push(arg)
+      continue
+    }
+    const text = arg === "--log-level" ? args[++i] : arg.slice("--log-level=".length)
+    const index = text === undefined ? -1 : LOG_LEVELS.indexOf(text.toLowerCase())
+    if (index < 0) {
+      const got = text === undefined ? "nothing" : `"${text}"`
+      return Either.left(
+        ValidationError.invalidValue(
+          HelpDoc.p(`--log-level: expected one of ${LOG_LEVELS.join(", ")}, got ${got}`)
+        )
+      )
+    }
+    level = Option.some(LogLevel.allLevels[index]!)
+  }
+  return Either.right({ args: rest, level })
+}
+
+/**
+ * Runs the command line in `args` (as `process.argv`). Usage errors are printed here, as @effect/cli
+ * prints its own, and fail with a `ValidationError`.
+ */
+export const cli = (args: ReadonlyArray<string>): Effect.Effect<void, unknown, CliApp.CliApp.Environment> =>
+  Either.match(takeLogLevel(args), {
+    onLeft: (error) => Effect.zipRight(Console.error(HelpDoc.toAnsiText(error.error)), Effect.fail(error)),
+    onRight: ({ args, level }) =>
+      Option.match(level, {
+        onNone: () => runCommandLine(args),
+        onSome: (level) => runCommandLine(args).pipe(Logger.withMinimumLogLevel(level))
+      })
+  })
