@@ -3,18 +3,26 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { TransportConfig } from "@hotstuff2/transport"
-import type * as Duration from "effect/Duration"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import type { PeerManager } from "../src/index.js"
 import { identity, type Node } from "./fixtures/cluster.js"
-import { holdsFor, reservePorts, tlsNode, tlsValidators, waitUntil } from "./fixtures/tls.js"
+import {
+  EVENT_DEADLINE,
+  holdsFor,
+  holdsUntil,
+  reservePorts,
+  tlsNode,
+  tlsValidators,
+  waitUntil
+} from "./fixtures/tls.js"
 
 const { consensus } = TransportConfig.Channel
 const peer = (n: number) => identity(n).peerId
 const members = [1, 2, 3, 4]
-/** Fast redial, so that the assertions below can bound reconnection times. */
+/** Fast redial, so that reconnections come soon (how soon is measured under TestClock, not here). */
 const lifecycle = { redialBase: 100, redialCap: 1000 }
 
 /** What each node sees: for every other member, its connection's id and direction (if any). */
@@ -68,16 +76,11 @@ const meshProblems = (nodes: ReadonlyArray<Node>, ns: ReadonlyArray<number>) =>
   })
 
 /** Waits for the full mesh, then checks that it holds, with the same connections, for 500 ms. */
-const awaitStableMesh = (
-  nodes: ReadonlyArray<Node>,
-  ns: ReadonlyArray<number>,
-  timeout: Duration.DurationInput = "5 seconds"
-) =>
+const awaitStableMesh = (nodes: ReadonlyArray<Node>, ns: ReadonlyArray<number>) =>
   Effect.gen(function* () {
-    const took = yield* waitUntil(
+    yield* waitUntil(
       "a full mesh",
-      Effect.map(meshProblems(nodes, ns), (p) => p.length === 0),
-      timeout
+      Effect.map(meshProblems(nodes, ns), (p) => p.length === 0)
     ).pipe(
       Effect.catchAll((e) =>
         Effect.flatMap(meshProblems(nodes, ns), (p) =>
@@ -98,7 +101,6 @@ const awaitStableMesh = (
     const ids = new Set(before.flat().map((v) => Option.getOrThrow(v).id))
     assert.strictEqual(ids.size, ns.length * (ns.length - 1), "one end per node and peer, all distinct")
     assert.deepStrictEqual(yield* meshProblems(nodes, ns), [])
-    return took
   })
 
 const startAll = (
@@ -122,7 +124,7 @@ describe("PeerManager over TLS on 127.0.0.1", () => {
         const nodes = yield* startAll(members, ports, false)
         yield* awaitStableMesh(nodes, members)
       }),
-    20_000
+    60_000
   )
 
   it.scopedLive(
@@ -154,11 +156,11 @@ describe("PeerManager over TLS on 127.0.0.1", () => {
           `some pair dialled each other at once (socket peaks ${peaks}); else the race was not run`
         )
       }),
-    30_000
+    120_000
   )
 
   it.scopedLive(
-    "a node stopped and restarted on the same port is redialled by the other three within the schedule",
+    "a node stopped and restarted on the same port is redialled by the other three",
     () =>
       Effect.gen(function* () {
         const ports = yield* reservePorts(4)
@@ -175,8 +177,7 @@ describe("PeerManager over TLS on 127.0.0.1", () => {
         yield* nodes[3]!.stop
         yield* waitUntil(
           "the others notice node 4 is gone",
-          Effect.map(seesFourth, (s) => s.every((c) => !c)),
-          "3 seconds"
+          Effect.map(seesFourth, (s) => s.every((c) => !c))
         )
         yield* Effect.sleep("2 seconds")
 
@@ -188,29 +189,25 @@ describe("PeerManager over TLS on 127.0.0.1", () => {
           validators: validators.filter((v) => v.id === peer(4)),
           config: { ...lifecycle, admitNonValidators: true }
         })
-        const took = yield* waitUntil(
+        yield* waitUntil(
           "nodes 1-3 redial node 4 after its restart",
-          Effect.map(seesFourth, (s) => s.every((c) => c)),
-          "3 seconds"
+          Effect.map(seesFourth, (s) => s.every((c) => c))
         )
         const directions = yield* Effect.forEach([1, 2, 3], (n) =>
           Effect.map(passive.manager.connection(peer(n)), (c) => Option.getOrThrow(c).direction)
         )
         assert.deepStrictEqual(directions, ["inbound", "inbound", "inbound"], "the others dialled it")
-        // Cap 1 s, jittered by at most 20 %, plus a TLS handshake: well within 3 s.
-        assert.isBelow(took, 3000)
 
         // Restarted as a full member, the mesh is whole again, one connection per pair.
         yield* passive.stop
         yield* waitUntil(
           "the others notice node 4 is gone again",
-          Effect.map(seesFourth, (s) => s.every((c) => !c)),
-          "3 seconds"
+          Effect.map(seesFourth, (s) => s.every((c) => !c))
         )
         nodes[3] = yield* tlsNode({ n: 4, port: ports[3]!, validators, config: lifecycle })
-        yield* awaitStableMesh(nodes, members, "3 seconds")
+        yield* awaitStableMesh(nodes, members)
       }),
-    30_000
+    120_000
   )
 
   it.scopedLive(
@@ -248,9 +245,11 @@ describe("PeerManager over TLS on 127.0.0.1", () => {
         }
 
         // A trickle along each of the 6 directed links among the good nodes: 50 msgs/s, a quarter
-        // of the limit, for as long as the flood lasts.
+        // of the limit, for as long as the flood lasts. `duringFlood`: sends made before the ban.
         let trickling = true
+        let flooding = true
         const sent = new Map<string, number>()
+        const duringFlood = new Map<string, number>()
         const sendFailures: Array<string> = []
         const trickles = yield* Effect.forEach(good, (from) =>
           Effect.gen(function* () {
@@ -262,7 +261,10 @@ describe("PeerManager over TLS on 127.0.0.1", () => {
                   nodes[from - 1]!.manager.send(peer(to), consensus, [Uint8Array.of(from, to)])
                 )
                 if (result._tag === "Left") sendFailures.push(`${key}: ${result.left._tag}`)
-                else sent.set(key, (sent.get(key) ?? 0) + 1)
+                else {
+                  sent.set(key, (sent.get(key) ?? 0) + 1)
+                  if (flooding) duringFlood.set(key, (duringFlood.get(key) ?? 0) + 1)
+                }
               }
               yield* Effect.sleep("20 millis")
             }
@@ -270,17 +272,18 @@ describe("PeerManager over TLS on 127.0.0.1", () => {
         )
 
         // The flood: bursts of 500 one-message frames, a macrotask turn between bursts, until the
-        // victim bans the flooder (or 5 s pass). Full queues (`Backpressure`) are ignored.
+        // victim bans the flooder (a guard ends it if that never happens). Full queues
+        // (`Backpressure`) are ignored.
         const flood = Uint8Array.from({ length: 64 }, (_, i) => i)
-        const floodStarted = Date.now()
+        const guard = Date.now() + Duration.toMillis(EVENT_DEADLINE)
         let bursts = 0
-        while (Date.now() - floodStarted < 5000 && !(yield* victim.registry.isBanned(peer(2)))) {
+        while (Date.now() < guard && !(yield* victim.registry.isBanned(peer(2)))) {
           for (let i = 0; i < 500; i++)
             yield* Effect.ignore(flooder.manager.send(peer(1), consensus, [flood]))
           bursts++
           yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
         }
-        const bannedAfter = Date.now() - floodStarted
+        flooding = false
 
         const state = Option.getOrThrow(yield* victim.registry.get(peer(2)))
         assert.isTrue(Option.isSome(state.ban), `the flooder is banned (after ${bursts} bursts)`)
@@ -288,8 +291,7 @@ describe("PeerManager over TLS on 127.0.0.1", () => {
         // The victim closes the connection and refuses the flooder's redials at the handshake.
         yield* waitUntil(
           "the victim drops the flooder's connection",
-          Effect.map(victim.manager.connection(peer(2)), Option.isNone),
-          "2 seconds"
+          Effect.map(victim.manager.connection(peer(2)), Option.isNone)
         )
         yield* holdsFor(
           "the flooder stays disconnected from the victim while it redials",
@@ -315,18 +317,21 @@ describe("PeerManager over TLS on 127.0.0.1", () => {
         assert.deepStrictEqual(sendFailures, [], "no good send failed")
         yield* waitUntil(
           "every good frame is received",
-          Effect.sync(() => [...sent].every(([key, n]) => received.get(key) === n)),
-          "3 seconds"
+          Effect.sync(() => [...sent].every(([key, n]) => received.get(key) === n))
         ).pipe(
           Effect.catchAll((e) =>
             Effect.fail(new Error(`${e.message}: sent ${[...sent]} received ${[...received]}`))
           )
         )
-        assert.strictEqual(sent.size, 6)
-        for (const [key, n] of sent) assert.isAtLeast(n, 5, `${key} carried traffic during the flood`)
-        assert.isBelow(bannedAfter, 5000)
+        // Each link carried good traffic while the flood went on (the ban takes at least 10 reports
+        // 50 ms apart: the trickle runs meanwhile), and all of it arrived (above).
+        assert.strictEqual(
+          duringFlood.size,
+          6,
+          `links that carried traffic during the flood: ${[...duringFlood]}`
+        )
       }),
-    30_000
+    90_000
   )
 
   it.scopedLive(
@@ -341,8 +346,9 @@ describe("PeerManager over TLS on 127.0.0.1", () => {
         const validators = tlsValidators([1, 2], ports)
         const configA = { ...lifecycle, dataDirectory }
         const a1 = yield* tlsNode({ n: 1, port: ports[0]!, validators, config: configA })
-        // B redials at least every 360 ms, so it knocks on A's door several times below (and at once:
-        // B's key is the larger, and the grace it would give A's dial is not what this test is about).
+        // B redials often (its delays capped at 300 ms), so it knocks on A's door several times below
+        // (and at once: B's key is the larger, and the grace it would give A's dial is not what this
+        // test is about).
         const b = yield* tlsNode({
           n: 2,
           port: ports[1]!,
@@ -351,14 +357,14 @@ describe("PeerManager over TLS on 127.0.0.1", () => {
         })
         yield* awaitStableMesh([a1, b], [1, 2])
 
+        const bannedAt = Date.now()
         yield* a1.registry.ban(peer(2), "manual ban for the test", "1 hour")
         yield* waitUntil(
           "the ban closes the connection on both sides",
           Effect.map(
             Effect.all([a1.manager.connected, b.manager.connected]),
             ([x, y]) => x.length === 0 && y.length === 0
-          ),
-          "2 seconds"
+          )
         )
         yield* a1.stop
 
@@ -366,24 +372,24 @@ describe("PeerManager over TLS on 127.0.0.1", () => {
         assert.isTrue(yield* a2.registry.isBanned(peer(2)), "the ban was loaded from the data directory")
         const ban = Option.getOrThrow(Option.getOrThrow(yield* a2.registry.get(peer(2))).ban)
         assert.strictEqual(ban.reason, "manual ban for the test")
-        assert.isAbove(ban.until, Date.now() + 59 * 60 * 1000)
+        assert.isAtLeast(ban.until, bannedAt + 60 * 60 * 1000, "the ban kept its expiry")
 
         // B keeps redialling A (it holds nothing against A), and A refuses it every time.
         const failures = Effect.map(b.registry.get(peer(1)), (s) =>
           Option.isSome(s) ? s.value.consecutiveFailures : 0
         )
         const failuresBefore = yield* failures
-        yield* holdsFor(
+        // Until B has been refused three more times, however long its redials take here.
+        yield* holdsUntil(
           "A refuses B",
           Effect.map(
             Effect.all([a2.manager.connection(peer(2)), b.manager.connection(peer(1))]),
             ([x, y]) => Option.isNone(x) && Option.isNone(y)
           ),
-          "1500 millis"
+          Effect.map(failures, (n) => n - failuresBefore >= 3)
         )
-        assert.isAtLeast((yield* failures) - failuresBefore, 3, "B kept redialling A meanwhile")
         assert.isTrue(yield* a2.registry.isBanned(peer(2)))
       }),
-    20_000
+    90_000
   )
 })
