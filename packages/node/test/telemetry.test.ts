@@ -361,6 +361,31 @@ it.scopedLive(
   60_000
 )
 
+it.scopedLive("refused inbound connections are counted per reason in hotstuff2_connections_refused", () =>
+  Effect.gen(function* () {
+    const ports = yield* reservePorts(2)
+    const addresses = [`127.0.0.1:${ports[0]}`]
+    const node = yield* start(0, addresses, { prometheus: `127.0.0.1:${ports[1]}`, metricsInterval: 100 })
+    // Plaintext to the TLS port, three times: each is refused as `tls`.
+    for (let i = 0; i < 3; i++) {
+      const socket = net.connect({ host: "127.0.0.1", port: ports[0]! }, () =>
+        socket.write("GET / HTTP/1.0\r\n\r\n")
+      )
+      socket.on("error", () => undefined)
+      yield* Effect.addFinalizer(() => Effect.sync(() => socket.destroy()))
+    }
+    const refused = { node: short(0), reason: "tls" }
+    yield* waitLive(
+      "three tls refusals in the scrape",
+      Effect.map(
+        scrape(ports[1]!),
+        (text) => valueOf(parse(text), "hotstuff2_connections_refused_total", refused) === 3
+      )
+    )
+    yield* node.stop
+  })
+)
+
 /** A collector that accepts connections and never answers: every export waits for its deadline. */
 const silentCollector = Effect.acquireRelease(
   Effect.async<{ readonly server: net.Server; readonly sockets: Set<net.Socket> }>((resume) => {

@@ -98,8 +98,10 @@ export interface PeerManagerShape {
   readonly connected: Effect.Effect<ReadonlyArray<PeerId>>
   /** The connection to a peer, if any. */
   readonly connection: (peer: PeerId) => Effect.Effect<Option.Option<T.Connection>>
-  /** Connected, disconnected, discovered, score changed, banned, unbanned. */
+  /** Connected, disconnected, discovered, score changed, banned, unbanned, refused. */
   readonly events: Stream.Stream<PeerEvent>
+  /** Inbound connection attempts this node's listener refused so far, by reason. */
+  readonly refused: Effect.Effect<T.RefusalCounts>
 }
 
 export class PeerManager extends Context.Tag("@hotstuff2/peers/PeerManager")<

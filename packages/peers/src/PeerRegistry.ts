@@ -98,6 +98,19 @@ export type PeerEvent =
       readonly count: number
     }
   | { readonly _tag: "Unbanned"; readonly peer: PeerId }
+  | {
+      /**
+       * Inbound connections of this known peer were refused after its key was proven (banned, not
+       * admitted, wrong network...): at most one event per `refusalEventInterval`, counting the
+       * refusals since the last one.
+       */
+      readonly _tag: "Refused"
+      readonly peer: PeerId
+      /** The latest refusal's reason (`InboundRefused.reason`) and detail. */
+      readonly reason: string
+      readonly detail: string
+      readonly count: number
+    }
 
 export interface PeerRegistryShape {
   readonly get: (peer: PeerId) => Effect.Effect<Option.Option<PeerState>>
@@ -134,6 +147,11 @@ export interface PeerRegistryShape {
     duration?: import("effect/Duration").DurationInput
   ) => Effect.Effect<void>
   readonly unban: (peer: PeerId) => Effect.Effect<void>
+  /**
+   * Records an inbound connection of `peer` refused after its key was proven. Only a peer the
+   * registry knows is recorded (a flood of fresh keys creates nothing); see the `Refused` event.
+   */
+  readonly refused: (peer: PeerId, reason: string, detail: string) => Effect.Effect<void>
   readonly isBanned: (peer: PeerId) => Effect.Effect<boolean>
   readonly changes: Stream.Stream<PeerEvent>
 }

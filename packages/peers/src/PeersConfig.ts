@@ -91,6 +91,12 @@ export const PeersConfig = Schema.Struct({
   rateLimits: Schema.optionalWith(Schema.Array(ChannelRateLimit), { default: () => defaultRateLimits }),
   /** A flooding peer is reported (RateLimitExceeded) at most once per interval. */
   rateLimitReportInterval: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(1) }),
+  /**
+   * Inbound connections of a known peer (one in the registry: a validator, or a peer seen before)
+   * refused after its key was proven are published as a `Refused` event at most once per interval,
+   * with the count since the last one.
+   */
+  refusalEventInterval: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(10) }),
   // ---- admission and persistence ----
   /** Admit authenticated peers outside the validator set. */
   admitNonValidators: Schema.optionalWith(Schema.Boolean, { default: () => false }),

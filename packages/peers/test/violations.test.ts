@@ -1,6 +1,7 @@
 // An authenticated peer that breaks the protocol (a frame on a channel this node does not have, a
 // frame over its size limit) is told why in a goodbye, is charged for it, and is banned when it
-// reconnects and repeats; what it sent before the violation is still delivered.
+// reconnects and repeats; what it sent before the violation is still delivered. Its refused dials
+// after the ban show as `Refused` peer events and in the listener's counts.
 import { assert, describe, it } from "@effect/vitest"
 import { MemoryTransport, Transport, TransportConfig } from "@hotstuff2/transport"
 import * as Chunk from "effect/Chunk"
@@ -124,6 +125,27 @@ describe("protocol violations by an authenticated peer", () => {
           if (banned._tag === "Some" && banned.value.ban._tag === "Some") {
             assert.match(banned.value.ban.value.reason, /ProtocolViolation: FrameTooLarge/)
           }
+          // The banned peer keeps dialling: each dial is refused, and the victim tells of it as a
+          // `Refused` event at once, then at most once per `refusalEventInterval` (10 s) with the count.
+          for (let i = 0; i < 3; i++) {
+            assert.isTrue(
+              Either.isLeft(yield* settle(Effect.either(attacker.dial(address(1), identity(1).peerId))))
+            )
+          }
+          yield* TestClock.adjust("10 seconds")
+          assert.isTrue(
+            Either.isLeft(yield* settle(Effect.either(attacker.dial(address(1), identity(1).peerId))))
+          )
+          const refusedEvents = seen.filter((e) => e._tag === "Refused")
+          assert.deepStrictEqual(
+            refusedEvents.map((e) => (e._tag === "Refused" ? [e.peer, e.reason, e.count] : [])),
+            [
+              [identity(2).peerId, "not-admitted", 1],
+              [identity(2).peerId, "not-admitted", 4]
+            ]
+          )
+          assert.strictEqual((yield* victim.manager.refused)["not-admitted"], 5)
+
           const charged = seen.filter(
             (e): e is Extract<PeerRegistry.PeerEvent, { _tag: "ScoreChanged" }> =>
               e._tag === "ScoreChanged" && e.event === "ProtocolViolation"

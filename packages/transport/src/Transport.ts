@@ -11,6 +11,7 @@ import type {
   Backpressure,
   ConnectionClosed,
   DialError,
+  HandshakeFailure,
   InboundRefused,
   ListenError,
   UnknownChannel
@@ -115,15 +116,30 @@ export type Authorize = (peer: PeerId, remoteAddress: string) => Effect.Effect<b
 export interface ListenOptions {
   /** Admission: default admits every authenticated peer of the same network. */
   readonly authorize?: Authorize
+  /**
+   * Whether an attempt from this remote host may use the `reservedHandshakes` slots: say yes for
+   * hosts known to belong to validators, so that a flood of unfinished handshakes from other
+   * addresses cannot keep them out. The host is the remote IP as the socket reports it (an
+   * IPv4-mapped IPv6 address as plain IPv4), or the simulated network's host name. Default: none.
+   */
+  readonly reserved?: (host: string) => boolean
 }
+
+/** Inbound attempts refused so far, by reason. */
+export type RefusalCounts = Readonly<Partial<Record<HandshakeFailure, number>>>
 
 export interface Listener {
   /** The bound address, `host:port` (the real port when asked for port 0). */
   readonly address: string
   /** Authenticated, admitted inbound connections. */
   readonly connections: Stream.Stream<Connection>
-  /** Inbound attempts refused, with the typed reason. */
+  /**
+   * Inbound attempts refused, with the typed reason (the newest 256 are kept for a consumer that
+   * falls behind; `refused` counts every one).
+   */
   readonly refusals: Stream.Stream<InboundRefused>
+  /** Every refusal so far, by reason. */
+  readonly refused: Effect.Effect<RefusalCounts>
   /** Stops accepting; connections already accepted stay open. */
   readonly close: Effect.Effect<void>
 }

@@ -137,6 +137,13 @@ export const TransportConfig = Schema.Struct({
   handshakeTimeout: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(5) }),
   /** Handshakes in progress at once on a listener; more are refused at once. */
   maxConcurrentHandshakes: Schema.optionalWith(PositiveInt, { default: () => 256 }),
+  /**
+   * Of `maxConcurrentHandshakes`, the slots kept for attempts from hosts the listener's `reserved`
+   * option names (validators' hosts): a flood of handshakes from elsewhere fills the others only.
+   * None are kept by a listener without that option. Default: a quarter of
+   * `maxConcurrentHandshakes` (64 of 256).
+   */
+  reservedHandshakes: Schema.optional(Schema.Int.pipe(Schema.nonNegative())),
   /** Authenticated inbound connections at once on a listener. */
   maxInboundConnections: Schema.optionalWith(PositiveInt, { default: () => 1024 }),
   /** Inbound connections (and handshakes) at once from one remote IP. */
@@ -150,14 +157,29 @@ export const TransportConfig = Schema.Struct({
   /** Inbound message bytes buffered per connection before the socket is paused. */
   maxInboundBytes: Schema.optionalWith(PositiveInt, { default: () => 64 * MiB }),
   /** On close, how long queued frames may take to flush before the socket is cut. */
-  closeTimeout: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(2) })
+  closeTimeout: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(2) }),
+  /**
+   * Refused inbound attempts are logged as one line per interval with their counts by reason (the
+   * first refusal after a quiet interval at once): a flood of refusals is not a flood of log lines.
+   */
+  refusalLogInterval: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(10) })
 }).pipe(
   Schema.filter((c) => {
     const ids = new Set(c.channels.map((ch) => ch.id))
-    return ids.size === c.channels.length || "channel ids must be distinct"
+    if (ids.size !== c.channels.length) return "channel ids must be distinct"
+    return c.reservedHandshakes === undefined || c.reservedHandshakes < c.maxConcurrentHandshakes
+      ? true
+      : {
+          path: ["reservedHandshakes"],
+          message: `must be less than maxConcurrentHandshakes (${c.maxConcurrentHandshakes})`
+        }
   })
 )
 export type TransportConfig = typeof TransportConfig.Type
+
+/** The handshake slots kept for reserved hosts: `reservedHandshakes`, or a quarter of the total. */
+export const reservedHandshakesOf = (config: TransportConfig): number =>
+  config.reservedHandshakes ?? Math.floor(config.maxConcurrentHandshakes / 4)
 export type TransportConfigInput = typeof TransportConfig.Encoded
 
 /**

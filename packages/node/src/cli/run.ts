@@ -39,7 +39,13 @@ const logEvent = (e: PeerEvent): Effect.Effect<void> => {
     case "Unbanned":
       return Effect.logInfo(`peer ${short(e.peer)} unbanned`)
     case "ScoreChanged":
-      return Effect.logDebug(`peer ${short(e.peer)} score ${e.score.toFixed(1)} (${e.event})`)
+      return Effect.logDebug(
+        `peer ${short(e.peer)} score ${e.score.toFixed(1)} (${e.event}${e.detail === undefined ? "" : `: ${e.detail}`})`
+      )
+    case "Refused":
+      return Effect.logWarning(
+        `peer ${short(e.peer)}: ${e.count} inbound connection${e.count === 1 ? "" : "s"} refused (${e.reason}: ${e.detail})`
+      )
   }
 }
 

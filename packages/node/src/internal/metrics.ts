@@ -32,6 +32,10 @@ const dropped = gauge(
 const rtt = gauge("hotstuff2_peer_rtt_ms", "Smoothed heartbeat round-trip time per peer, milliseconds")
 const score = gauge("hotstuff2_peer_score", "Reputation score per peer (0 neutral)")
 const banned = gauge("hotstuff2_peers_banned", "Peers under a ban now")
+const refusedConnections = counter(
+  "hotstuff2_connections_refused",
+  "Inbound connection attempts refused, per reason (over-limit, tls, not-admitted, timeout...)"
+)
 
 const label = MetricLabel.make
 type LabelSet = ReadonlyArray<MetricLabel.MetricLabel>
@@ -143,6 +147,8 @@ export const make = (
   }
 
   const channelsSeen = new Set<number>()
+  /** The listener's refusal counts as last added to the counter, per reason. */
+  const refusalsCounted = new Map<string, { readonly labels: LabelSet; count: number }>()
 
   const sample = Effect.gen(function* () {
     flush()
@@ -182,6 +188,17 @@ export const make = (
       if (state.rtt !== undefined) rtt.unsafeUpdate(state.rtt, [nodeLabel, peerLabel])
     }
     banned.unsafeUpdate(bans, [nodeLabel])
+    for (const [reason, count] of Object.entries(yield* manager.refused)) {
+      let counted = refusalsCounted.get(reason)
+      if (counted === undefined) {
+        counted = { labels: [nodeLabel, label("reason", reason)], count: 0 }
+        refusalsCounted.set(reason, counted)
+      }
+      if (count !== undefined && count > counted.count) {
+        refusedConnections.unsafeUpdate(count - counted.count, counted.labels)
+        counted.count = count
+      }
+    }
   })
 
   return { observer, sample, flush }

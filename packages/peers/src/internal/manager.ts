@@ -33,6 +33,8 @@ import * as PeersConfig from "../PeersConfig.js"
 import { FairInbox } from "./inbox.js"
 
 const HEARTBEAT = TransportConfig.Channel.heartbeat
+/** Remote hosts remembered per validator for the reserved handshake slots. */
+const HOSTS_PER_VALIDATOR = 4
 
 /** A token bucket refilled continuously; times in monotonic milliseconds. */
 class Bucket {
@@ -108,6 +110,29 @@ export const make = (options: PeerManagerOptions) =>
     const local = options.identity.peerId
     const validators = new Set(options.validators.map((v) => v.id).filter((id) => id !== local))
     const slots = new Map<PeerId, Slot>()
+    /**
+     * Hosts known to belong to validators: those of their configured addresses, and the remote hosts
+     * their connections came from (at most `HOSTS_PER_VALIDATOR` each). Their handshakes may use the
+     * transport's reserved slots.
+     */
+    const validatorHosts = new Set<string>()
+    const learnedHosts = new Map<PeerId, Set<string>>()
+    const hostOf = (address: string) => Transport.parseAddress(address)?.host.replace(/^::ffff:/i, "")
+    for (const v of options.validators) {
+      for (const address of v.addresses) {
+        const host = hostOf(address)
+        if (host !== undefined) validatorHosts.add(host)
+      }
+    }
+    const learnHost = (peer: PeerId, address: string) => {
+      const host = hostOf(address)
+      if (host === undefined || validatorHosts.has(host) || !validators.has(peer)) return
+      const learned = learnedHosts.get(peer) ?? new Set<string>()
+      if (learned.size >= HOSTS_PER_VALIDATOR) return
+      learned.add(host)
+      learnedHosts.set(peer, learned)
+      validatorHosts.add(host)
+    }
     const inbox = new FairInbox(config.inboundFramesPerPeer, config.inboundBytesPerPeer)
     yield* Effect.addFinalizer(() => Effect.sync(() => inbox.close()))
     const perConnection = yield* FiberSet.make<void, never>()
@@ -447,6 +472,7 @@ export const make = (options: PeerManagerOptions) =>
           if (!keepNew) return
         }
         setConnection(slot, connection)
+        learnHost(peer, connection.remoteAddress)
         yield* registry.setConnection(peer, "connected", {
           address: connection.remoteAddress,
           direction: connection.direction
@@ -557,10 +583,25 @@ export const make = (options: PeerManagerOptions) =>
         }
       })
 
-    // Listen, admitting validators (and non-validators if configured) that are not banned.
-    const listener = yield* transport.listen(options.listen, { authorize: (peer) => admitted(peer) })
+    // Listen, admitting validators (and non-validators if configured) that are not banned, and
+    // keeping handshake slots for validators' hosts.
+    const listener = yield* transport.listen(options.listen, {
+      authorize: (peer) => admitted(peer),
+      reserved: (host) => validatorHosts.has(host)
+    })
     yield* listener.connections.pipe(
       Stream.runForEach((connection) => register(connection)),
+      Effect.interruptible,
+      Effect.forkScoped
+    )
+    // A refusal of a proven key goes to the registry, which tells of repeated refusals of a peer it
+    // knows (`Refused`); the counts by reason are the listener's (`refused`).
+    yield* listener.refusals.pipe(
+      Stream.runForEach((refusal) =>
+        refusal.peer === undefined
+          ? Effect.void
+          : registry.refused(refusal.peer as PeerId, refusal.reason, refusal.detail)
+      ),
       Effect.interruptible,
       Effect.forkScoped
     )
@@ -673,7 +714,8 @@ export const make = (options: PeerManagerOptions) =>
         [...slots].filter(([, s]) => s.connection !== undefined).map(([peer]) => peer)
       ),
       connection: (peer) => Effect.sync(() => Option.fromNullable(slots.get(peer)?.connection)),
-      events: registry.changes
+      events: registry.changes,
+      refused: listener.refused
     } satisfies PeerManagerShape
   }) as Effect.Effect<
     PeerManagerShape,

@@ -131,6 +131,10 @@ interface PeerRecord {
   readonly lastSeen: number | undefined
   readonly rtt: number | undefined
   readonly consecutiveFailures: number
+  /** Refusals of this peer's inbound connections since the last `Refused` event (not persisted). */
+  readonly refusals: number
+  /** Clock millis of the last `Refused` event. */
+  readonly refusedEventAt: number
 }
 
 interface State {
@@ -152,6 +156,7 @@ interface Settings {
   readonly banFactor: number
   readonly banCapMillis: number
   readonly rttSmoothing: number
+  readonly refusalEventMillis: number
   readonly limits: RegistryLimits
 }
 
@@ -215,7 +220,9 @@ const newRecord = (id: PeerId, seq: number, now: number, validator: boolean): Pe
   banCount: 0,
   lastSeen: undefined,
   rtt: undefined,
-  consecutiveFailures: 0
+  consecutiveFailures: 0,
+  refusals: 0,
+  refusedEventAt: Number.NEGATIVE_INFINITY
 })
 
 /** Clears a ban that has run out, publishing `Unbanned`. */
@@ -463,6 +470,7 @@ export const make = (
       banFactor: config.banFactor,
       banCapMillis: Duration.toMillis(config.banCap),
       rttSmoothing: config.rttSmoothing,
+      refusalEventMillis: Duration.toMillis(config.refusalEventInterval),
       limits: {
         maxNonValidatorPeers: config.maxKnownPeers,
         maxAddressesPerPeer: config.maxAddressesPerPeer,
@@ -753,6 +761,16 @@ export const make = (
           if (score > settings.banThreshold) return [score, next]
           const reason = `reputation ${Math.round(score * 100) / 100} reached the ban threshold ${settings.banThreshold} (last: ${event}${detail === undefined ? "" : `: ${detail}`})`
           return [score, applyBan(settings, next, fx, reason, undefined)]
+        }),
+
+      refused: (peer, reason, detail) =>
+        onPeer(peer, false, undefined, (record, fx) => {
+          const refusals = record.refusals + 1
+          if (fx.now - record.refusedEventAt < settings.refusalEventMillis) {
+            return [undefined, { ...record, refusals }]
+          }
+          fx.events.push({ _tag: "Refused", peer, reason, detail, count: refusals })
+          return [undefined, { ...record, refusals: 0, refusedEventAt: fx.now }]
         }),
 
       ban: (peer, reason, duration) =>

@@ -19,12 +19,13 @@ import {
   parseAddress,
   type TransportShape
 } from "../Transport.js"
-import type { TransportConfig } from "../TransportConfig.js"
+import { reservedHandshakesOf, type TransportConfig } from "../TransportConfig.js"
 import { DialError, type HandshakeFailure, InboundRefused, ListenError } from "../TransportError.js"
 import { ConnectionCore } from "./connection.js"
 import { makeConnection, shutdownCore } from "./connectionApi.js"
 import * as Handshake from "./handshake.js"
 import type { Pipe } from "./pipe.js"
+import { refusalLog } from "./refusalLog.js"
 import * as Timers from "./timers.js"
 
 /** One inbound connection attempt, before the handshake. */
@@ -278,6 +279,11 @@ export const make = (
         const connections = yield* Effect.acquireRelease(Queue.unbounded<Connection>(), Queue.shutdown)
         const refusals = yield* Effect.acquireRelease(Queue.sliding<InboundRefused>(256), Queue.shutdown)
         const authorize: Authorize | undefined = options.authorize
+        const reservedFor = options.reserved
+        // Without a `reserved` option no host may use reserved slots: then none are kept.
+        const reservedSlots = reservedFor === undefined ? 0 : reservedHandshakesOf(config)
+        const refused: { [reason in HandshakeFailure]?: number } = {}
+        const log = refusalLog(config, now, timers, run)
         let handshaking = 0
         let inbound = 0
         const perHost = new Map<string, number>()
@@ -296,22 +302,34 @@ export const make = (
           core?: ConnectionCore
         ) =>
           Effect.gen(function* () {
-            const remote = attempt.remoteAddress
-            yield* Effect.logWarning("inbound connection refused").pipe(
-              Effect.annotateLogs({ remote, reason, detail, ...(peer ? { peer } : {}) })
-            )
-            yield* Queue.offer(
-              refusals,
-              new InboundRefused({ remoteAddress: remote, reason, detail, ...(peer ? { peer } : {}) })
-            )
+            refused[reason] = (refused[reason] ?? 0) + 1
+            const refusal = new InboundRefused({
+              remoteAddress: attempt.remoteAddress,
+              reason,
+              detail,
+              ...(peer ? { peer } : {})
+            })
+            yield* log(refusal)
+            yield* Queue.offer(refusals, refusal)
           }).pipe(
             // Cut even when the offer is interrupted (the listener's queue shut down with its scope).
             Effect.ensuring(Effect.sync(() => core?.state !== "closing" && attempt.destroy()))
           )
 
-        const overLimit = (): string | undefined => {
-          if (handshaking >= config.maxConcurrentHandshakes) {
-            return `${handshaking} handshakes in progress (max ${config.maxConcurrentHandshakes})`
+        /** Whether the attempt may use the reserved handshake slots: its IP is one the listener names. */
+        const isReserved = (attempt: InboundAttempt): boolean => {
+          if (reservedFor === undefined) return false
+          const host = parseAddress(attempt.remoteAddress)?.host
+          return host !== undefined && reservedFor(host.replace(/^::ffff:/i, ""))
+        }
+
+        const overLimit = (reserved: boolean): string | undefined => {
+          // The last `reservedSlots` handshake slots are only for hosts the listener reserves them for.
+          const handshakeLimit = config.maxConcurrentHandshakes - (reserved ? 0 : reservedSlots)
+          if (handshaking >= handshakeLimit) {
+            return reserved || reservedSlots === 0
+              ? `${handshaking} handshakes in progress (max ${handshakeLimit})`
+              : `${handshaking} handshakes in progress (max ${handshakeLimit} from hosts other than validators', ${reservedSlots} more kept for theirs)`
           }
           if (inbound >= config.maxInboundConnections) {
             return `${inbound} inbound connections (max ${config.maxInboundConnections})`
@@ -323,7 +341,7 @@ export const make = (
           const host = attempt.remoteHost
           const fromHost = perHost.get(host) ?? 0
           const limit =
-            overLimit() ??
+            overLimit(isReserved(attempt)) ??
             (fromHost >= config.maxConnectionsPerIp
               ? `${fromHost} connections from ${host} (max ${config.maxConnectionsPerIp})`
               : undefined)
@@ -429,6 +447,7 @@ export const make = (
           address: bound.address,
           connections: Stream.fromQueue(connections, { maxChunkSize: 1 }),
           refusals: Stream.fromQueue(refusals, { maxChunkSize: 1 }),
+          refused: Effect.sync(() => ({ ...refused })),
           close: bound.close
         } satisfies Listener
       }).pipe(Effect.withSpan("Transport.listen", { attributes: { address, transport: backend.kind } }))
