@@ -12,13 +12,17 @@
 // - heap: the last 64-node round's mesh, idle with heartbeats on, against the same 64 nodes built
 //   with no validators (no connections) just before the 64-node rounds, both after forced GC; per
 //   connection (two ends, both in this process) and per end (what one node holds for one peer).
+// - churn: node A stays up while node B starts, connects, and is stopped, over and over (as
+//   test/leak.test.ts does); A's heap after forced GC before and after BENCH_CHURN_CYCLES (default
+//   500) cycles, past 200 warm-up cycles, per cycle, and the time of a cycle. The test checks
+//   that each cycle's node and connection are released; the bytes are a figure, reported here.
 //
 // 64-node rounds run while they fit a time budget (BENCH_BUDGET_S, default 170 s for the whole
 // run): when one round takes most of a minute, fewer rounds run; `roundsPlanned` says so.
 //
 // One JSON line per result on stdout, then a summary with the issue's targets (reported, not
 // asserted); progress on stderr. Env: BENCH_ROUNDS_16 (default 5), BENCH_ROUNDS_64 (default 3),
-// BENCH_ONLY (comma-separated subset of raw,16,64,heap), BENCH_IDLE_MS (default 5000).
+// BENCH_ONLY (comma-separated subset of raw,16,64,heap,churn), BENCH_IDLE_MS (default 5000).
 // What-if variants (bench-side only, to size a fix; reported in `variant`): BENCH_HANDSHAKE_TIMEOUT_MS
 // (the transport's `handshakeTimeout`, default 5 s), BENCH_DIAL_CONCURRENCY (at most this many dials
 // at once per node), BENCH_LARGER_WAITS_MS (a node holds back its dial to a smaller PeerId this long,
@@ -41,7 +45,7 @@ import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
-import { PeerManager, PeerRegistry } from "../src/index.js"
+import { PeerManager, PeerRegistry, type PeersConfig } from "../src/index.js"
 import { rawMesh } from "./rawTls.js"
 
 const { machine, median, now, report, round } = Bench
@@ -57,10 +61,13 @@ const envInt = (name: string, fallback?: number) => {
   const n = Number(process.env[name])
   return Number.isInteger(n) && n > 0 ? n : fallback
 }
-const only = new Set((process.env.BENCH_ONLY ?? "raw,16,64,heap").split(","))
+const only = new Set((process.env.BENCH_ONLY ?? "raw,16,64,heap,churn").split(","))
 const ROUNDS_16 = envInt("BENCH_ROUNDS_16", 5)!
 const ROUNDS_64 = envInt("BENCH_ROUNDS_64", 3)!
 const IDLE_MS = envInt("BENCH_IDLE_MS", 5000)!
+const CHURN_CYCLES = envInt("BENCH_CHURN_CYCLES", 500)!
+/** Cycles before the churn baseline: until then V8 is still compiling the hot paths. */
+const CHURN_WARMUP = 200
 const BUDGET_S = envInt("BENCH_BUDGET_S", 170)!
 const MESH_DEADLINE_MS = 60_000
 const POLL_MS = 10
@@ -206,7 +213,8 @@ const startNode = (
   n: number,
   port: number,
   validators: ReadonlyArray<PeerManager.Validator>,
-  counters: DialCounters
+  counters: DialCounters,
+  config: PeersConfig.PeersConfigInput = peersConfig
 ) =>
   Effect.gen(function* () {
     const identity = identities[n]!
@@ -216,11 +224,11 @@ const startNode = (
       identity,
       listen: `127.0.0.1:${port}`,
       validators,
-      config: peersConfig
+      config
     }).pipe(
       Layer.provide(benchTransport(identity.peerId, counters, ref)),
       Layer.provideMerge(TlsTransport.layer({ identity, config: transportConfig })),
-      Layer.provideMerge(PeerRegistry.PeerRegistry.layer(peersConfig))
+      Layer.provideMerge(PeerRegistry.PeerRegistry.layer(config))
     )
     const context = yield* Layer.buildWithScope(layer, scope).pipe(Effect.orDie)
     ref.manager = Context.get(context, PeerManager.PeerManager)
@@ -386,6 +394,74 @@ const reportHeap = async (n: number, cluster: Cluster, meshMillis: number | unde
       external: MiB(delta("external")),
       arrayBuffers: MiB(delta("arrayBuffers"))
     },
+    ...info
+  })
+}
+
+// ---- churn ----
+
+let churnBytesPerCycle: number | undefined
+
+/**
+ * Heap in use after full collections, a few macrotasks later: the immediate queue's last entry may
+ * hold the last stopped node's socket until the next one runs.
+ */
+const heapAfterGc = async () => {
+  for (let i = 0; i < 3; i++) await new Promise<void>((resolve) => setImmediate(resolve))
+  for (let i = 0; i < 4; i++) gc()
+  return process.memoryUsage().heapUsed
+}
+
+const runChurn = async () => {
+  log(`churn: ${CHURN_WARMUP} warm-up and ${CHURN_CYCLES} measured connect/disconnect cycles`)
+  const ports = await reservePorts(2)
+  const validators = ports.map((port, i) => ({ id: identities[i]!.peerId, addresses: [`127.0.0.1:${port}`] }))
+  // As test/leak.test.ts: B (the larger key) dials A at once, so a cycle takes one handshake.
+  const config = { ...peersConfig, redialBase: 100, redialCap: 1000, dialGrace: 0 }
+  const counters = newCounters()
+  const start = (n: number) =>
+    Effect.runPromise(
+      startNode(n, ports[n]!, validators, counters, config).pipe(Effect.provide(countingLogger))
+    )
+  const a = await start(0)
+  const aSeesB = async () =>
+    Option.isSome(await Effect.runPromise(a.manager.connection(identities[1]!.peerId)))
+  const until = async (what: string, condition: () => Promise<boolean>) => {
+    const deadline = Date.now() + MESH_DEADLINE_MS
+    while (!(await condition())) {
+      if (Date.now() > deadline) throw new Error(`churn: no ${what} within ${MESH_DEADLINE_MS} ms`)
+      await sleep(1)
+    }
+  }
+  const cycle = async () => {
+    const b = await start(1)
+    await until("connection", async () => (await aSeesB()) && (await connectedCounts([b]))[0] === 1)
+    await Effect.runPromise(Scope.close(b.scope, Exit.void))
+    await until("disconnection", async () => !(await aSeesB()))
+  }
+  const quiet = async () => liveSockets() === 0 && !(await aSeesB())
+  for (let i = 0; i < CHURN_WARMUP; i++) await cycle()
+  await until("quiet", quiet)
+  const before = await heapAfterGc()
+  const started = now()
+  for (let i = 0; i < CHURN_CYCLES; i++) await cycle()
+  const millis = Number(now() - started) / 1e6
+  await until("quiet", quiet)
+  const after = await heapAfterGc()
+  await Effect.runPromise(Scope.close(a.scope, Exit.void))
+  churnBytesPerCycle = (after - before) / CHURN_CYCLES
+  log(`churn: ${round(millis / CHURN_CYCLES, 2)} ms and ${round(churnBytesPerCycle, 0)} heap bytes per cycle`)
+  report({
+    bench: "peers",
+    case: "connect/disconnect churn, one node staying up (TLS)",
+    cycles: CHURN_CYCLES,
+    warmupCycles: CHURN_WARMUP,
+    cycleMillis: round(millis / CHURN_CYCLES, 2),
+    // The stayer's and the churner's heap together (one process), after forced GC, before and after.
+    heapUsedMiB: { before: round(before / 2 ** 20, 2), after: round(after / 2 ** 20, 2) },
+    heapBytesPerCycle: round(churnBytesPerCycle, 0),
+    dialAttempts: counters.attempts,
+    dialFailures: counters.failed,
     ...info
   })
 }
@@ -580,6 +656,7 @@ const main = async () => {
     const baseline = only.has("heap") ? await heapBaseline(64) : undefined
     await runMesh(64, ROUNDS_64, baseline)
   }
+  if (only.has("churn")) await runChurn()
   const mesh64 = meshTimes[64]
   const raw64 = rawTimes["64 both ways"]
   report({
@@ -588,6 +665,7 @@ const main = async () => {
     meshMillis: meshTimes,
     rawTlsMillis: rawTimes,
     mesh64OverRawBothWays: mesh64 != null && raw64 !== undefined ? round(mesh64 / raw64, 2) : null,
+    churnHeapBytesPerCycle: churnBytesPerCycle === undefined ? null : round(churnBytesPerCycle, 0),
     targets: [
       {
         target: "64-node full mesh under 10 s",
