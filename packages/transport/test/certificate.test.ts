@@ -23,6 +23,12 @@ const contains = (haystack: Uint8Array, needle: Uint8Array) =>
 const derTime = (tag: number, text: string) =>
   Buffer.concat([Uint8Array.of(tag, text.length), Buffer.from(text)])
 
+/**
+ * A guard, not a measure: generous for a loaded 2-core CI machine (a handshake here takes
+ * milliseconds), and under the test timeout (30 s).
+ */
+const HANG_GUARD_MS = 15_000
+
 /** Fails instead of hanging when a handshake never completes, so `finally` still cleans up. */
 const within = <A>(ms: number, what: string, promise: Promise<A>): Promise<A> => {
   let timer: NodeJS.Timeout | undefined
@@ -67,7 +73,7 @@ const handshake = async (
       listener.once("tlsClientError", reject)
     })
     await within(
-      5_000,
+      HANG_GUARD_MS,
       "listen",
       new Promise<void>((resolve, reject) => {
         listener.once("error", reject)
@@ -87,11 +93,19 @@ const handshake = async (
       socket.once("secureConnect", () => resolve(seen(socket)))
       socket.once("error", reject)
     })
-    const [serverSide, clientSide] = await within(5_000, "handshake", Promise.all([serverSaw, clientSaw]))
+    const [serverSide, clientSide] = await within(
+      HANG_GUARD_MS,
+      "handshake",
+      Promise.all([serverSaw, clientSaw])
+    )
     return { server: serverSide, client: clientSide }
   } finally {
     for (const socket of sockets) socket.destroy()
-    await within(5_000, "server close", new Promise<void>((resolve) => listener.close(() => resolve())))
+    await within(
+      HANG_GUARD_MS,
+      "server close",
+      new Promise<void>((resolve) => listener.close(() => resolve()))
+    )
   }
 }
 
