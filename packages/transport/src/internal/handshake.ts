@@ -65,7 +65,7 @@ export const encodeHello = (h: Hello): Uint8Array => {
   return out
 }
 
-const decodeHello = (bytes: Uint8Array): Hello | undefined => {
+export const decodeHello = (bytes: Uint8Array): Hello | undefined => {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   if (buf.length < 3 || buf[0] !== HELLO) return undefined
   const networkLength = buf[2]!
