@@ -26,6 +26,8 @@ export type Direction = "inbound" | "outbound"
 export interface InboundFrame {
   readonly channel: number
   readonly messages: ReadonlyArray<Uint8Array>
+  /** It came compressed: what it cost was offered to `unsafeAdmitCompressed` before it was inflated. */
+  readonly compressed?: true
 }
 
 /** Why a connection closed, and which side closed it. */
@@ -103,6 +105,12 @@ export interface Connection {
    * receiver that throws is removed, and `receive` dies with the error.
    */
   readonly unsafeReceive: (receiver: ((frame: InboundFrame) => boolean) | undefined) => void
+  /**
+   * Asked in the socket's data callback before a compressed frame is inflated, with its channel and
+   * what it costs (its declared inflated size, or its wire size if larger): false drops the frame
+   * uninflated (a rate limit that runs out). `undefined` removes it.
+   */
+  readonly unsafeAdmitCompressed: (admit: ((channel: number, bytes: number) => boolean) | undefined) => void
   /** Flushes queued frames (up to `closeTimeout`), tells the peer why, and closes. Idempotent. */
   readonly close: (reason?: { readonly reason: string; readonly detail?: string }) => Effect.Effect<void>
   /** Completes once the connection is closed, with why. */

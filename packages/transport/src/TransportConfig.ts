@@ -130,6 +130,17 @@ export const TransportConfig = Schema.Struct({
   }),
   /** Largest inflated body of a compressed frame (bytes). */
   maxDecompressedBytes: Schema.optionalWith(PositiveInt, { default: () => 64 * MiB }),
+  /**
+   * Largest ratio of a compressed frame's inflated size to its size on the wire: past it the frame
+   * is a protocol error (a bomb), and this side sends such a body uncompressed.
+   */
+  maxInflationRatio: Schema.optionalWith(PositiveInt, { default: () => 64 }),
+  /**
+   * Compressed frames that inflate to more than this are inflated off the event loop (zlib's thread
+   * pool), the connection's later frames held behind them in order: inflating 64 MiB at once would
+   * stall every connection for about half a second.
+   */
+  maxInlineInflateBytes: Schema.optionalWith(PositiveInt, { default: () => 256 * 1024 }),
   maxMessagesPerFrame: Schema.optionalWith(PositiveInt, { default: () => 4096 }),
   /** Frames of at least this many bytes are deflated on channels with compression. */
   compressionThreshold: Schema.optionalWith(PositiveInt, { default: () => 64 * 1024 }),

@@ -181,7 +181,7 @@ for (const harness of [tlsHarness, tcpHarness]) {
           Either.getOrThrow(
             Frame.encode(
               { channel: 255, messages: [new Uint8Array(300_000)] },
-              { compression: "deflate", compressionThreshold: 1024 }
+              { compression: "deflate", compressionThreshold: 1024, maxInflationRatio: 100_000 }
             )
           )
         )

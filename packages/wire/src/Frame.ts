@@ -31,6 +31,11 @@ const KNOWN_FLAGS = Flags.deflate
 export interface Frame {
   readonly channel: number
   readonly messages: ReadonlyArray<Uint8Array>
+  /**
+   * Set on a decoded frame that came compressed: its bytes were charged to the sender (through the
+   * decoder's `admitCompressed`) before it was inflated.
+   */
+  readonly compressed?: true
 }
 
 /**
@@ -72,7 +77,17 @@ export interface FrameLimits {
   readonly maxDecompressedBytes: number
   /** Most messages in one frame. */
   readonly maxMessagesPerFrame: number
+  /**
+   * Largest ratio of a compressed body's inflated size to its size on the wire (default
+   * `defaultMaxInflationRatio`): a small frame cannot make this node inflate a large one.
+   */
+  readonly maxInflationRatio?: number
+  /** The channels whose frames may come compressed; a compressed frame elsewhere is malformed. Default: all. */
+  readonly compressedChannels?: ReadonlySet<number>
 }
+
+/** Real payloads (blocks, certificates) deflate 1.3 to 3 times; a zeroed megabyte, a thousand. */
+export const defaultMaxInflationRatio = 64
 
 export const defaultLimits: FrameLimits = {
   maxFrameBytes: 16 * 1024 * 1024,
@@ -88,6 +103,8 @@ export interface EncodeOptions {
   readonly maxFrameBytes?: number
   readonly maxDecompressedBytes?: number
   readonly maxMessagesPerFrame?: number
+  /** A body that deflates beyond this ratio is sent as it is (a receiver would refuse it deflated). */
+  readonly maxInflationRatio?: number
   /**
    * Where the frame's bytes go: a Buffer of exactly `size` bytes the frame may keep (default:
    * `Buffer.allocUnsafe`, which carves small ones from Node's shared 8 KiB pool). A connection
@@ -201,7 +218,8 @@ export const encode = (
   if (compress) {
     const deflated = zlib.deflateRawSync(out.subarray(HEADER_BYTES), { level: 1 })
     const body = u32Size(size) + deflated.length
-    if (body < size) {
+    // Deflated only where it helps and a receiver would inflate it (within its ratio).
+    if (body < size && size <= (options.maxInflationRatio ?? defaultMaxInflationRatio) * body) {
       if (body > limit) return Either.left(new FrameTooLarge({ channel, size: body, limit }))
       const packed = Buffer.allocUnsafe(HEADER_BYTES + body)
       writeHeader(packed, 0, channel, Flags.deflate, body)
@@ -228,6 +246,9 @@ const checkHeader = (header: Uint8Array, limits: FrameLimits): Either.Either<num
   if ((flags & ~KNOWN_FLAGS) !== 0)
     return Either.left(malformed(2, `unknown flag bits 0x${flags.toString(16)}`))
   if (header[3] !== 0) return Either.left(malformed(3, "reserved header byte must be 0"))
+  if ((flags & Flags.deflate) !== 0 && limits.compressedChannels?.has(header[1]!) === false) {
+    return Either.left(malformed(2, `compressed frame on channel ${header[1]}, which takes no compression`))
+  }
   const length = ((header[4]! << 24) >>> 0) + (header[5]! << 16) + (header[6]! << 8) + header[7]!
   if (length > limits.maxFrameBytes) {
     return Either.left(new FrameTooLarge({ channel: header[1]!, size: length, limit: limits.maxFrameBytes }))
@@ -256,58 +277,74 @@ const readBatch = (body: Uint8Array, limits: FrameLimits): Array<Uint8Array> => 
   return messages
 }
 
-/** Decodes one frame's body (after a checked header). */
-const decodeBody = (
+/** A compressed body's inflated size as it declares it, and where its deflate stream starts. */
+interface Compressed {
+  readonly declared: number
+  readonly deflated: Uint8Array
+}
+
+/** Reads and checks a compressed body's declared size against the size and ratio limits. */
+const compressedBody = (
   channel: number,
-  flags: number,
   body: Uint8Array,
   limits: FrameLimits
+): Either.Either<Compressed, FrameError> => {
+  let declared: number
+  let at: number
+  try {
+    const reader = new Reader(body, 0, body.length)
+    declared = reader.u32()
+    at = reader.pos
+  } catch (e) {
+    if (e instanceof DecodeFailure) return Either.left(malformed(HEADER_BYTES, e.reason))
+    throw e
+  }
+  const ratioLimit = (limits.maxInflationRatio ?? defaultMaxInflationRatio) * body.length
+  const limit = Math.min(limits.maxDecompressedBytes, ratioLimit)
+  if (declared > limit) return Either.left(new DecompressedTooLarge({ channel, size: declared, limit }))
+  return Either.right({ declared, deflated: body.subarray(at) })
+}
+
+/** What zlib gave for a compressed body (sync or async), checked against what the body declared. */
+const inflated = (
+  channel: number,
+  body: Compressed,
+  result: { readonly buffer: Buffer; readonly engine: { readonly bytesWritten: number } } | Error,
+  limits: FrameLimits
+): Either.Either<Frame, FrameError> => {
+  const { declared, deflated } = body
+  const start = HEADER_BYTES + u32Size(declared)
+  if (result instanceof Error) {
+    return Either.left(
+      (result as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE"
+        ? malformed(HEADER_BYTES, `inflates to more than the declared ${declared} bytes`)
+        : malformed(HEADER_BYTES, `invalid deflate data: ${result.message}`)
+    )
+  }
+  const consumed = result.engine.bytesWritten
+  if (consumed !== deflated.length) {
+    return Either.left(
+      malformed(start + consumed, `${deflated.length - consumed} bytes after the end of the deflate stream`)
+    )
+  }
+  if (result.buffer.length !== declared) {
+    return Either.left(
+      malformed(HEADER_BYTES, `inflates to ${result.buffer.length} bytes, declared ${declared}`)
+    )
+  }
+  return batch(channel, result.buffer, limits, true)
+}
+
+/** A body's batch as a frame; `compressed` marks one that was inflated. */
+const batch = (
+  channel: number,
+  body: Uint8Array,
+  limits: FrameLimits,
+  compressed: boolean
 ): Either.Either<Frame, FrameError> => {
   try {
-    if ((flags & Flags.deflate) === 0) return Either.right({ channel, messages: readBatch(body, limits) })
-    const reader = new Reader(body, 0, body.length)
-    const declared = reader.u32()
-    if (declared > limits.maxDecompressedBytes) {
-      return Either.left(
-        new DecompressedTooLarge({ channel, size: declared, limit: limits.maxDecompressedBytes })
-      )
-    }
-    const deflated = body.subarray(reader.pos)
-    let inflated: Buffer
-    let consumed: number
-    try {
-      // maxOutputLength stops a deflate bomb at the declared size instead of after it.
-      const result = zlib.inflateRawSync(deflated, {
-        maxOutputLength: Math.max(declared, 1),
-        info: true
-      }) as unknown as {
-        buffer: Buffer
-        engine: { bytesWritten: number }
-      }
-      inflated = result.buffer
-      consumed = result.engine.bytesWritten
-    } catch (e) {
-      const reason = (e as Error)?.message ?? String(e)
-      return Either.left(
-        (e as NodeJS.ErrnoException)?.code === "ERR_BUFFER_TOO_LARGE"
-          ? malformed(HEADER_BYTES, `inflates to more than the declared ${declared} bytes`)
-          : malformed(HEADER_BYTES, `invalid deflate data: ${reason}`)
-      )
-    }
-    if (consumed !== deflated.length) {
-      return Either.left(
-        malformed(
-          HEADER_BYTES + reader.pos + consumed,
-          `${deflated.length - consumed} bytes after the end of the deflate stream`
-        )
-      )
-    }
-    if (inflated.length !== declared) {
-      return Either.left(
-        malformed(HEADER_BYTES, `inflates to ${inflated.length} bytes, declared ${declared}`)
-      )
-    }
-    return Either.right({ channel, messages: readBatch(inflated, limits) })
+    const messages = readBatch(body, limits)
+    return Either.right(compressed ? { channel, messages, compressed: true } : { channel, messages })
   } catch (e) {
     if (e instanceof DecodeFailure) {
       const error = fromFailure("Frame", e)
@@ -315,6 +352,33 @@ const decodeBody = (
     }
     throw e
   }
+}
+
+// maxOutputLength stops a deflate bomb at the declared size instead of after it; `info` gives how
+// much of the input the stream used (bytes after its end are refused).
+const inflateOptions = (declared: number) => ({ maxOutputLength: Math.max(declared, 1), info: true })
+
+type InflateResult = { readonly buffer: Buffer; readonly engine: { readonly bytesWritten: number } }
+
+const inflateNow = (body: Compressed): InflateResult | Error => {
+  try {
+    return zlib.inflateRawSync(body.deflated, inflateOptions(body.declared)) as unknown as InflateResult
+  } catch (e) {
+    return e instanceof Error ? e : new Error(String(e))
+  }
+}
+
+/** Decodes one frame's body (after a checked header), inflating a compressed one in place. */
+const decodeBody = (
+  channel: number,
+  flags: number,
+  body: Uint8Array,
+  limits: FrameLimits
+): Either.Either<Frame, FrameError> => {
+  if ((flags & Flags.deflate) === 0) return batch(channel, body, limits, false)
+  return Either.flatMap(compressedBody(channel, body, limits), (compressed) =>
+    inflated(channel, compressed, inflateNow(compressed), limits)
+  )
 }
 
 /** Decodes exactly one whole frame from `bytes`. */
@@ -345,11 +409,30 @@ const after = (parts: ReadonlyArray<Uint8Array>, n: number): Array<Uint8Array> =
   return out
 }
 
+/** How a `FrameDecoder` treats compressed frames, beyond its limits. */
+export interface DecoderOptions {
+  /**
+   * Compressed bodies declared to inflate to more than this many bytes are inflated off the event
+   * loop (zlib's thread pool): the decoder holds every byte after such a frame until it is done,
+   * then goes on in order. Default: every body is inflated at once, in `push`.
+   */
+  readonly asyncInflateAbove?: number
+  /** Told when the decoder starts (true) and stops (false) holding frames behind an inflation. */
+  readonly onHold?: (held: boolean) => void
+  /** An error found after `push` returned: in an inflated frame, or in the bytes held behind it. */
+  readonly onError?: (error: FrameError) => void
+}
+
 /**
  * An incremental frame decoder for one byte stream. Feed it chunks as they arrive, cut anywhere;
  * it calls `onFrame` synchronously for each whole frame, in order. It holds at most one partial
  * frame (header plus a body within `maxFrameBytes`) beyond the chunk in hand. After an error the
  * stream cannot be resynchronised: every later `push` returns the same error.
+ *
+ * A compressed frame is checked (its channel, its declared size against `maxDecompressedBytes` and
+ * `maxInflationRatio`), then offered to `admitCompressed` with what it costs before anything is
+ * inflated: false drops it uninflated. A large one is inflated asynchronously when
+ * `asyncInflateAbove` says so (see `DecoderOptions`).
  */
 export class FrameDecoder {
   private parts: Array<Uint8Array> = []
@@ -358,8 +441,21 @@ export class FrameDecoder {
   private need = HEADER_BYTES
   private bodyLength = -1
   private error: FrameError | undefined
+  /** An inflation is running off the event loop: bytes are only buffered until it is done. */
+  private holding = false
+  private onFrame: (frame: Frame) => void = () => {}
+  /** Stopped (`discard`): an inflation that finishes later delivers nothing. */
+  private discarded = false
+  /**
+   * Asked before a compressed body is inflated, with its channel and what it costs: its declared
+   * inflated size (or its size on the wire, if larger). False drops the frame, uninflated.
+   */
+  admitCompressed: ((channel: number, bytes: number) => boolean) | undefined
 
-  constructor(private limits: FrameLimits = defaultLimits) {}
+  constructor(
+    private limits: FrameLimits = defaultLimits,
+    private readonly options: DecoderOptions = {}
+  ) {}
 
   /**
    * Changes the limits for the frames after the current one: a connection decodes its handshake
@@ -369,16 +465,34 @@ export class FrameDecoder {
     this.limits = limits
   }
 
-  /** Bytes held waiting for the rest of a frame. */
+  /** Bytes held waiting for the rest of a frame (or behind an inflation). */
   get bufferedBytes(): number {
     return this.buffered
   }
 
+  /** Whether frames are held behind an inflation running off the event loop. */
+  get held(): boolean {
+    return this.holding
+  }
+
+  /** Stops for good: an inflation still running delivers nothing, and buffered bytes are let go. */
+  discard(): void {
+    this.discarded = true
+    this.parts = []
+    this.buffered = 0
+  }
+
   push(chunk: Uint8Array, onFrame: (frame: Frame) => void): FrameError | undefined {
     if (this.error !== undefined) return this.error
-    if (chunk.length === 0) return undefined
+    if (this.discarded || chunk.length === 0) return undefined
     this.parts.push(chunk)
     this.buffered += chunk.length
+    this.onFrame = onFrame
+    return this.holding ? undefined : this.drain()
+  }
+
+  /** Decodes whole frames from what is buffered, until a partial one, an error, or an async inflation. */
+  private drain(): FrameError | undefined {
     while (this.buffered >= this.need) {
       if (this.bodyLength < 0) {
         // Check the header as soon as it is complete, before waiting for (or allocating) its body.
@@ -395,8 +509,6 @@ export class FrameDecoder {
       // bytes after it stay views of their chunk, not part of the copy).
       const single = this.parts.length === 1
       const buf = single ? this.parts[0]! : gather(this.parts, frameBytes)
-      const decoded = decodeBody(buf[1]!, buf[2]!, buf.subarray(HEADER_BYTES, frameBytes), this.limits)
-      if (Either.isLeft(decoded)) return this.fail(decoded.left)
       this.parts = single
         ? buf.length > frameBytes
           ? [buf.subarray(frameBytes)]
@@ -405,9 +517,48 @@ export class FrameDecoder {
       this.buffered -= frameBytes
       this.need = HEADER_BYTES
       this.bodyLength = -1
-      onFrame(decoded.right)
+      const channel = buf[1]!
+      const body = buf.subarray(HEADER_BYTES, frameBytes)
+      if ((buf[2]! & Flags.deflate) === 0) {
+        const decoded = batch(channel, body, this.limits, false)
+        if (Either.isLeft(decoded)) return this.fail(decoded.left)
+        this.onFrame(decoded.right)
+        continue
+      }
+      const checked = compressedBody(channel, body, this.limits)
+      if (Either.isLeft(checked)) return this.fail(checked.left)
+      const compressed = checked.right
+      if (this.admitCompressed?.(channel, Math.max(compressed.declared, body.length)) === false) continue
+      const above = this.options.asyncInflateAbove
+      if (above !== undefined && compressed.declared > above) {
+        this.inflateLater(channel, compressed)
+        return undefined
+      }
+      const decoded = inflated(channel, compressed, inflateNow(compressed), this.limits)
+      if (Either.isLeft(decoded)) return this.fail(decoded.left)
+      this.onFrame(decoded.right)
     }
     return undefined
+  }
+
+  private inflateLater(channel: number, compressed: Compressed): void {
+    this.holding = true
+    this.options.onHold?.(true)
+    const limits = this.limits
+    zlib.inflateRaw(compressed.deflated, inflateOptions(compressed.declared), (error, result) => {
+      if (this.discarded) return
+      const decoded = inflated(channel, compressed, error ?? (result as unknown as InflateResult), limits)
+      this.holding = false
+      let failure: FrameError | undefined
+      if (Either.isLeft(decoded)) failure = this.fail(decoded.left)
+      else {
+        this.onFrame(decoded.right)
+        // The frame's consumer may have stopped the decoder, or the bytes behind it hold another.
+        if (!this.discarded) failure = this.drain()
+      }
+      if (failure !== undefined) this.options.onError?.(failure)
+      if (!this.holding) this.options.onHold?.(false)
+    })
   }
 
   private fail(error: FrameError): FrameError {

@@ -2,8 +2,22 @@ import * as zlib from "node:zlib"
 import { assert, describe, it } from "@effect/vitest"
 import * as Either from "effect/Either"
 import * as fc from "effect/FastCheck"
-import { Frame } from "../src/index.js"
+import { Frame, type WireError } from "../src/index.js"
+
+type Malformed = WireError.Malformed
+
 import { hex } from "./fixtures/plain.js"
+
+/** `n` bytes that deflate about 2 to 3 times, as real payloads do: a small alphabet, no long runs. */
+const compressible = (n: number): Uint8Array => {
+  const out = new Uint8Array(n)
+  let x = 12345
+  for (let i = 0; i < n; i++) {
+    x = (x * 1103515245 + 12345) >>> 0
+    out[i] = 97 + ((x >>> 16) % 8)
+  }
+  return out
+}
 
 const limits: Frame.FrameLimits = {
   maxFrameBytes: 4096,
@@ -155,7 +169,7 @@ describe("Frame", () => {
       Frame.encode({ channel: 1, messages: [new Uint8Array(100)] }, { compression: "deflate" })
     )
     assert.strictEqual(small[2], 0, "small frames are never compressed")
-    const payload = new Uint8Array(100_000).fill(42)
+    const payload = compressible(100_000)
     const big = Either.getOrThrow(
       Frame.encode(
         { channel: 3, messages: [payload] },
@@ -163,9 +177,45 @@ describe("Frame", () => {
       )
     )
     assert.strictEqual(big[2], Frame.Flags.deflate)
-    assert.isBelow(big.length, 2000)
+    assert.isBelow(big.length, 60_000)
     const frame = Either.getOrThrow(Frame.decode(big))
     assert.strictEqual(hex(frame.messages[0]!), hex(payload))
+    assert.isTrue(frame.compressed)
+  })
+
+  it("sends a body that would inflate beyond maxInflationRatio as it is, and refuses one that does", () => {
+    // 100 kB of one byte deflates about 600 times: a receiver would take it for a bomb.
+    const zeros = new Uint8Array(100_000).fill(42)
+    const plainFrame = Either.getOrThrow(
+      Frame.encode({ channel: 3, messages: [zeros] }, { compression: "deflate", compressionThreshold: 1024 })
+    )
+    assert.strictEqual(plainFrame[2], 0, "not deflated")
+    const deflated = Either.getOrThrow(
+      Frame.encode(
+        { channel: 3, messages: [zeros] },
+        { compression: "deflate", compressionThreshold: 1024, maxInflationRatio: 1000 }
+      )
+    )
+    assert.strictEqual(deflated[2], Frame.Flags.deflate)
+    const refused = Frame.decode(deflated)
+    assert.isTrue(Either.isLeft(refused) && refused.left._tag === "DecompressedTooLarge")
+    assert.isTrue(Either.isRight(Frame.decode(deflated, { ...Frame.defaultLimits, maxInflationRatio: 1000 })))
+  })
+
+  it("refuses a compressed frame on a channel that takes no compression", () => {
+    const frame = Either.getOrThrow(
+      Frame.encode(
+        { channel: 1, messages: [compressible(10_000)] },
+        { compression: "deflate", compressionThreshold: 1024 }
+      )
+    )
+    assert.strictEqual(frame[2], Frame.Flags.deflate)
+    const only4 = { ...Frame.defaultLimits, compressedChannels: new Set([4]) }
+    const refused = Frame.decode(frame, only4)
+    assert.isTrue(Either.isLeft(refused) && /takes no compression/.test((refused.left as Malformed).reason))
+    const onChannel4 = Buffer.from(frame)
+    onChannel4[1] = 4
+    assert.isTrue(Either.isRight(Frame.decode(onChannel4, only4)))
   })
 
   it("checks the declared inflated size before inflating, and stops a deflate bomb at it", () => {
@@ -203,7 +253,7 @@ describe("Frame", () => {
   it("refuses bytes after the end of the deflate stream", () => {
     const frame = Either.getOrThrow(
       Frame.encode(
-        { channel: 3, messages: [new Uint8Array(5000).fill(1)] },
+        { channel: 3, messages: [compressible(5000)] },
         { compression: "deflate", compressionThreshold: 100 }
       )
     )
@@ -250,5 +300,91 @@ describe("Frame", () => {
         Either.map(Frame.encode(frame, limits), (b) => b.length)
       )
     }
+  })
+})
+
+describe("FrameDecoder and compressed frames", () => {
+  const encode = (channel: number, message: Uint8Array, compression: "none" | "deflate" = "none") =>
+    Either.getOrThrow(
+      Frame.encode({ channel, messages: [message] }, { compression, compressionThreshold: 1024 })
+    )
+  const small = (byte: number) => new Uint8Array([byte, byte, byte])
+
+  it("inflates a large body off the event loop and holds the frames behind it, in order", async () => {
+    const big = compressible(200_000)
+    const stream = Buffer.concat([encode(4, small(1)), encode(4, big, "deflate"), encode(4, small(2))])
+    const seen: Array<string> = []
+    const holds: Array<boolean> = []
+    let released!: () => void
+    const done = new Promise<void>((resolve) => {
+      released = resolve
+    })
+    const decoder = new Frame.FrameDecoder(Frame.defaultLimits, {
+      asyncInflateAbove: 64 * 1024,
+      onHold: (held) => {
+        holds.push(held)
+        if (!held) released()
+      },
+      onError: (e) => seen.push(`error ${e._tag}`)
+    })
+    const onFrame = (frame: Frame.Frame) =>
+      seen.push(
+        frame.messages[0]!.length === 3 ? `small ${frame.messages[0]![0]}` : `big ${frame.compressed}`
+      )
+    assert.isUndefined(decoder.push(stream, onFrame))
+    assert.deepStrictEqual(seen, ["small 1"], "the frame after the large one waits for it")
+    assert.isTrue(decoder.held)
+    // More bytes while held are buffered, not decoded.
+    assert.isUndefined(decoder.push(encode(4, small(3)), onFrame))
+    assert.deepStrictEqual(seen, ["small 1"])
+    await done
+    assert.deepStrictEqual(seen, ["small 1", "big true", "small 2", "small 3"])
+    assert.deepStrictEqual(holds, [true, false])
+    assert.isFalse(decoder.held)
+  })
+
+  it("asks admitCompressed with the declared size before inflating, and drops what it refuses", () => {
+    const body = compressible(100_000)
+    const asked: Array<[number, number]> = []
+    const decoder = new Frame.FrameDecoder(Frame.defaultLimits)
+    decoder.admitCompressed = (channel, bytes) => {
+      asked.push([channel, bytes])
+      return false
+    }
+    const seen: Array<number> = []
+    const error = decoder.push(Buffer.concat([encode(4, body, "deflate"), encode(4, small(9))]), (f) =>
+      seen.push(f.messages[0]!.length)
+    )
+    assert.isUndefined(error)
+    assert.deepStrictEqual(seen, [3], "the refused frame is dropped uninflated; the next one passes")
+    assert.strictEqual(asked.length, 1)
+    assert.strictEqual(asked[0]![0], 4)
+    assert.isAtLeast(asked[0]![1], body.length, "charged its inflated size, not its smaller wire size")
+  })
+
+  it("reports an error found after an async inflation to onError, and stops", async () => {
+    const stream = Buffer.concat([
+      encode(4, compressible(200_000), "deflate"),
+      Buffer.from([9, 9, 9, 9, 9, 9, 9, 9])
+    ])
+    const errors: Array<string> = []
+    let released!: () => void
+    const done = new Promise<void>((resolve) => {
+      released = resolve
+    })
+    const decoder = new Frame.FrameDecoder(Frame.defaultLimits, {
+      asyncInflateAbove: 1024,
+      onHold: (held) => held || released(),
+      onError: (e) => errors.push(e._tag)
+    })
+    const frames: Array<Frame.Frame> = []
+    assert.isUndefined(decoder.push(stream, (f) => frames.push(f)))
+    await done
+    assert.strictEqual(frames.length, 1)
+    assert.deepStrictEqual(errors, ["UnknownVersion"])
+    assert.isDefined(
+      decoder.push(encode(4, small(1)), (f) => frames.push(f)),
+      "the stream stays failed"
+    )
   })
 })

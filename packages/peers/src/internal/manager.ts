@@ -84,6 +84,8 @@ interface Slot {
   buckets: Map<number, { messages: Bucket; bytes: Bucket }>
   lastRateReport: number
   dropped: number
+  /** A compressed frame was dropped over the rate limit before inflation: the reader reports it. */
+  compressedDropped: boolean
   /** Monotonic millis of the last `registry.touch`: at most one per heartbeat interval. */
   touchedAt: number
   /** What this peer's dialer fiber does now; "none" while there is none (connected, or not a validator). */
@@ -178,6 +180,7 @@ export const make = (options: PeerManagerOptions) =>
           buckets: new Map(),
           lastRateReport: Number.NEGATIVE_INFINITY,
           dropped: 0,
+          compressedDropped: false,
           touchedAt: Number.NEGATIVE_INFINITY,
           dialer: "none",
           backoff: undefined
@@ -284,12 +287,16 @@ export const make = (options: PeerManagerOptions) =>
       return buckets
     }
 
-    /** Inbound rate limit: whether the whole frame is within the peer's budget on its channel (then charged). */
+    /**
+     * Inbound rate limit: whether the whole frame is within the peer's budget on its channel (then
+     * charged). A frame that came compressed paid its bytes before it was inflated (`admitCompressed`):
+     * only its messages are counted here.
+     */
     const withinLimits = (slot: Slot, frame: Transport.InboundFrame, at: number): boolean => {
       const buckets = bucketsOf(slot, frame.channel, at)
       if (buckets === undefined) return true
       let bytes = 0
-      for (const m of frame.messages) bytes += m.length
+      if (frame.compressed !== true) for (const m of frame.messages) bytes += m.length
       // Both buckets are charged, or neither.
       if (!buckets.messages.take(frame.messages.length, at)) return false
       if (!buckets.bytes.take(bytes, at)) {
@@ -311,18 +318,34 @@ export const make = (options: PeerManagerOptions) =>
       buckets.bytes.refill(at)
       let n = 0
       let bytes = 0
+      const paid = frame.compressed === true
       while (
         n < frame.messages.length &&
         n + 1 <= buckets.messages.tokens &&
-        bytes + frame.messages[n]!.length <= buckets.bytes.tokens
+        (paid || bytes + frame.messages[n]!.length <= buckets.bytes.tokens)
       ) {
-        bytes += frame.messages[n]!.length
+        if (!paid) bytes += frame.messages[n]!.length
         n++
       }
       buckets.messages.tokens -= n
       buckets.bytes.tokens -= bytes
       return n
     }
+
+    /**
+     * Before a compressed frame is inflated: it pays what it will cost (its declared inflated size)
+     * from the peer's byte budget on its channel, or is dropped uninflated and counted, so a flood of
+     * compressed frames is cut before it costs any inflation. The reader reports it.
+     */
+    const admitCompressedFor =
+      (slot: Slot) =>
+      (channel: number, bytes: number): boolean => {
+        const buckets = bucketsOf(slot, channel, now())
+        if (buckets === undefined || buckets.bytes.take(bytes, now())) return true
+        slot.dropped++
+        slot.compressedDropped = true
+        return false
+      }
 
     /** A ping to the peer, as a message (sent by the caller), remembered for its pong. */
     const nextPing = (slot: Slot, at: number): Uint8Array => {
@@ -397,7 +420,9 @@ export const make = (options: PeerManagerOptions) =>
           for (const whole of taken.right) {
             if (slot.connection !== connection) return // replaced or detached: the rest is dropped
             const within = admittedCount(slot, whole, at)
-            if (within < whole.messages.length) {
+            const compressedDropped = slot.compressedDropped
+            slot.compressedDropped = false
+            if (within < whole.messages.length || compressedDropped) {
               slot.dropped += whole.messages.length - within
               if (at - slot.lastRateReport >= reportEvery) {
                 slot.lastRateReport = at
@@ -441,7 +466,13 @@ export const make = (options: PeerManagerOptions) =>
     const receiverFor =
       (peer: PeerId, slot: Slot, connection: Transport.Connection) =>
       (frame: Transport.InboundFrame): boolean => {
-        if (slot.connection !== connection || frame.channel === HEARTBEAT || inbox.isFull(peer)) return false
+        if (
+          slot.connection !== connection ||
+          frame.channel === HEARTBEAT ||
+          slot.compressedDropped ||
+          inbox.isFull(peer)
+        )
+          return false
         const at = now()
         if (at - slot.touchedAt >= heartbeatMillis || !withinLimits(slot, frame, at)) return false
         // Cannot fail: the queue has room, and after shutdown the frame is dropped as `offer` would.
@@ -479,6 +510,7 @@ export const make = (options: PeerManagerOptions) =>
         })
         // A dialer still waiting has nothing left to do; one in the middle of a dial finishes it.
         if (slot.dialer === "waiting") yield* FiberMap.remove(dialers, peer)
+        connection.unsafeAdmitCompressed(admitCompressedFor(slot))
         // Long-lived fibers are interruptible even when the manager is built in an uninterruptible
         // region (an acquireRelease acquire): closing its scope must stop them.
         yield* FiberSet.run(

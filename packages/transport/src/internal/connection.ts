@@ -83,6 +83,8 @@ class ChannelQueue {
 interface ChannelTable {
   readonly byId: ReadonlyArray<ChannelConfig | undefined>
   readonly rank: ReadonlyArray<number>
+  /** The channels configured with compression: a compressed frame elsewhere is a protocol error. */
+  readonly compressed: ReadonlySet<number>
 }
 
 const tables = new WeakMap<TransportConfig, ChannelTable>()
@@ -97,7 +99,8 @@ const channelTable = (config: TransportConfig): ChannelTable => {
       rank[channel.id] = i
     })
     for (let id = 0; id < byId.length; id++) byId[id] ??= undefined
-    table = { byId, rank }
+    const compressed = new Set(config.channels.filter((c) => c.compression !== "none").map((c) => c.id))
+    table = { byId, rank, compressed }
     tables.set(config, table)
   }
   return table
@@ -228,6 +231,8 @@ export class ConnectionCore {
    */
   private receiverHeld = false
   private paused = false
+  /** A compressed frame is being inflated off the event loop: the pipe is paused behind it. */
+  private inflating = false
   /** The remote broke the protocol: nothing more of what it sends is read. */
   private violated = false
 
@@ -250,11 +255,23 @@ export class ConnectionCore {
     this.frameOptions = {
       maxFrameBytes: config.maxFrameBytes,
       maxMessagesPerFrame: config.maxMessagesPerFrame,
-      compressionThreshold: config.compressionThreshold
+      compressionThreshold: config.compressionThreshold,
+      maxInflationRatio: config.maxInflationRatio
     }
     this.frameOptionsWhenBlocked = { ...this.frameOptions, allocate: this.carve }
     this.joinBytes = Math.min(JOIN_BYTES, config.maxFrameBytes, config.maxDecompressedBytes)
-    this.decoder = new Frame.FrameDecoder(HANDSHAKE_LIMITS)
+    this.decoder = new Frame.FrameDecoder(HANDSHAKE_LIMITS, {
+      asyncInflateAbove: config.maxInlineInflateBytes,
+      onHold: (held) => {
+        this.inflating = held
+        if (held) this.pipe.pause()
+        else if (this.state !== "closed") {
+          this.wake()
+          if (!this.paused) this.pipe.resume()
+        }
+      },
+      onError: (error) => this.protocolError(`${error._tag}: ${error.message}`)
+    })
     pipe.attach({
       data: (chunk) => this.onData(chunk),
       drain: () => {
@@ -277,7 +294,9 @@ export class ConnectionCore {
     this.decoder.setLimits({
       maxFrameBytes: config.maxFrameBytes,
       maxDecompressedBytes: config.maxDecompressedBytes,
-      maxMessagesPerFrame: config.maxMessagesPerFrame
+      maxMessagesPerFrame: config.maxMessagesPerFrame,
+      maxInflationRatio: config.maxInflationRatio,
+      compressedChannels: this.table.compressed
     })
   }
 
@@ -565,6 +584,14 @@ export class ConnectionCore {
     this.receiver = receiver
   }
 
+  /**
+   * Asked before a compressed frame is inflated, with its channel and what it costs (its declared
+   * inflated size, or its wire size if larger): false drops it uninflated. `undefined` removes it.
+   */
+  setAdmitCompressed(admit: ((channel: number, bytes: number) => boolean) | undefined): void {
+    this.decoder.admitCompressed = admit
+  }
+
   private offerToReceiver(frame: InboundFrame): boolean {
     try {
       return this.receiver!(frame)
@@ -590,7 +617,7 @@ export class ConnectionCore {
       this.inboundBytes = 0
       if (this.paused && this.state !== "closed") {
         this.paused = false
-        this.pipe.resume()
+        if (!this.inflating) this.pipe.resume()
       }
       callback(frames)
     } else if (this.state === "closed") {
@@ -696,6 +723,7 @@ export class ConnectionCore {
   private onPipeClosed(error?: Error): void {
     if (this.state === "closed") return
     this.state = "closed"
+    this.decoder.discard()
     this.cancelCloseTimer?.()
     this.closeReason ??= error
       ? { initiator: "remote", reason: "error", detail: error.message }

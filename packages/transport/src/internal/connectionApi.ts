@@ -66,6 +66,7 @@ export const makeConnection = (core: ConnectionCore): Connection => {
       }),
     unsafeSend,
     unsafeReceive: (receiver) => core.setReceiver(receiver),
+    unsafeAdmitCompressed: (admit) => core.setAdmitCompressed(admit),
     frames: Stream.repeatEffectChunkOption(
       Effect.mapBoth(receive, { onFailure: () => Option.none(), onSuccess: Chunk.unsafeFromArray })
     ),
