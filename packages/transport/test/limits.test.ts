@@ -4,6 +4,8 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Stream from "effect/Stream"
 import { TcpTransport, TlsTransport, type Transport, TransportConfig } from "../src/index.js"
 import { accept, receiver } from "./fixtures/conformance.js"
@@ -92,6 +94,52 @@ for (const harness of harnesses) {
           assert.strictEqual(again.reason, "over-limit")
           yield* works3(5)
         })
+    )
+
+    it.scopedLive("holds the limit when handshakes run side by side: four at once with max 2 give two", () =>
+      Effect.gen(function* () {
+        const server = yield* buildTransport(harness, identity(1), { maxInboundConnections: 2 })
+        const listener = yield* server.listen(harness.listenAddress(1))
+        const dialers = yield* Effect.all([2, 3, 4, 5].map((n) => buildTransport(harness, identity(n))))
+        const to = identity(1).peerId
+        // All four dial at once: each attempt finds no inbound connection yet when it arrives.
+        const dialed = yield* Effect.all(
+          dialers.map((t) => Effect.either(t.dial(listener.address, to))),
+          { concurrency: "unbounded" }
+        )
+        const accepted = [yield* accept(listener), yield* accept(listener)]
+        // The two past the limit are refused before their handshake ends, or told why once it has.
+        const closings = yield* Effect.forEach(dialed, (d) =>
+          Either.isLeft(d) ? Effect.succeed(undefined) : Effect.fork(d.right.closed)
+        )
+        const deadline = Date.now() + Duration.toMillis(DEADLINE)
+        let turnedAway = 0
+        for (;;) {
+          turnedAway = 0
+          for (const closing of closings) {
+            if (closing === undefined) turnedAway++
+            else {
+              const done = yield* Fiber.poll(closing)
+              if (
+                done._tag === "Some" &&
+                Exit.isSuccess(done.value) &&
+                done.value.value.reason === "over-limit"
+              )
+                turnedAway++
+            }
+          }
+          if (turnedAway >= 2 || Date.now() > deadline) break
+          yield* Effect.sleep("20 millis")
+        }
+        assert.strictEqual(turnedAway, 2, "two of the four turned away")
+        assert.strictEqual((yield* listener.refused)["over-limit"], 2)
+        // The two accepted still work.
+        for (const [i, at] of accepted.entries()) {
+          const mine = dialed.find((d) => Either.isRight(d) && d.right.localPeer === at.remotePeer)
+          assert.isDefined(mine)
+          if (mine !== undefined && Either.isRight(mine)) yield* (yield* worksCheck(mine.right, at))(10 + i)
+        }
+      })
     )
   })
 }

@@ -358,7 +358,19 @@ export const make = (
             else release(host)
             return refuse(attempt, e.reason, e.detail, e.peer, core)
           }
-          const accepted = (core: ConnectionCore) => {
+          /**
+           * The authenticated connection, counted, or undefined when `maxInboundConnections` filled
+           * up while its handshake ran (handshakes run side by side: the limit checked at the
+           * attempt is checked again here); the peer is then told why, and the refusal reported.
+           */
+          const accepted = (core: ConnectionCore): Connection | undefined => {
+            if (inbound >= config.maxInboundConnections) {
+              const detail = `${inbound} inbound connections (max ${config.maxInboundConnections})`
+              core.close("over-limit", detail, Handshake.encodeGoodbye("over-limit", detail))
+              core.onClosed(() => release(host))
+              run(refuse(attempt, "over-limit", detail, core.remotePeer, core))
+              return undefined
+            }
             inbound++
             core.onClosed(() => {
               inbound--
@@ -386,7 +398,10 @@ export const make = (
               Effect.ensuring(Effect.sync(() => handshaking--)),
               Effect.matchEffect({
                 onFailure: (e) => failed(e, core),
-                onSuccess: (core) => Queue.offer(connections, accepted(core))
+                onSuccess: (core) => {
+                  const connection = accepted(core)
+                  return connection === undefined ? Effect.void : Queue.offer(connections, connection)
+                }
               }),
               Effect.onInterrupt(() => Effect.sync(() => attempt.destroy()))
             )
@@ -435,7 +450,8 @@ export const make = (
                   if (outcome instanceof Handshake.HandshakeError) return fail(outcome)
                   if (finished) return
                   finish()
-                  if (!Queue.unsafeOffer(connections, accepted(opened))) attempt.destroy()
+                  const connection = accepted(opened)
+                  if (connection !== undefined && !Queue.unsafeOffer(connections, connection)) attempt.destroy()
                 }
               )
             })
