@@ -60,6 +60,11 @@ export interface ConnectionStats {
   readonly queued: Readonly<Record<number, { readonly frames: number; readonly bytes: number }>>
   /** Whether the socket is paused because the inbound queue is full. */
   readonly readPaused: boolean
+  /**
+   * Messages left out of their frame, never sent, because they changed after `send` checked them
+   * (a `Frame.Deferred` that no longer verifies: the application modified a message it had sent).
+   */
+  readonly changedAfterSend: number
 }
 
 /** An authenticated connection to one peer. */

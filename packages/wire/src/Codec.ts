@@ -123,6 +123,17 @@ class Later implements Deferred {
     readonly length: number
   ) {}
 
+  verify(): boolean {
+    try {
+      return (
+        this.compiled.is(this.message) &&
+        (this.prefix?.length ?? 0) + 1 + this.compiled.fast.size(this.message) === this.length
+      )
+    } catch {
+      return false
+    }
+  }
+
   writeTo(target: Buffer, offset: number): void {
     const writer = new Writer(target)
     writer.pos = offset
@@ -133,7 +144,8 @@ class Later implements Deferred {
     } catch {
       writer.pos = -1
     }
-    // Changed since it was checked: zeros in its place, which the receiver refuses as one bad message.
+    // Changed since it was checked, and written by a builder that did not `verify` it first: zeros in
+    // its place, which the receiver refuses as one bad message.
     if (writer.pos !== offset + this.length) target.fill(0, offset, offset + this.length)
   }
 }
@@ -143,8 +155,9 @@ class Later implements Deferred {
  * it (a `Frame.Deferred`), without a buffer of its own: one allocation and one copy of the message
  * fewer. Validated, and failing, exactly as `encode`. The message is read again when the frame is
  * built (for a connection, at the latest at the end of the sender's turn), so it must not change
- * meanwhile: messages are immutable values. One that changed anyway, and no longer encodes to the
- * checked length, is sent as zeros, which the receiver refuses; the frame and the connection are fine.
+ * meanwhile: messages are immutable values. A connection calls `verify` when it builds the frame: a
+ * message that changed anyway (no longer valid, or no longer of the checked length) is left out of
+ * the frame, counted and never sent.
  */
 export const encodeLater = (
   prefix: Uint8Array | undefined,

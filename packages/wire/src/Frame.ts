@@ -47,6 +47,12 @@ export interface Frame {
 export interface Deferred {
   readonly length: number
   readonly writeTo: (target: Buffer, offset: number) => void
+  /**
+   * Checks again, just before the frame is built, that the message is still what was checked:
+   * false if it changed since (it is then left out of the frame, never sent). A frame builder that
+   * calls it and then `writeTo` with no code in between writes exactly what it verified.
+   */
+  readonly verify?: () => boolean
 }
 
 /** A message to send: its bytes, or a `Deferred` that writes them into the frame. */

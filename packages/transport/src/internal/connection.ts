@@ -122,6 +122,8 @@ export interface CoreOptions {
   readonly remoteAddress: string
   readonly direction: Direction
   readonly timers: Timers
+  /** A message queued on `channel` changed after `send` checked it, and was left out (never sent). */
+  readonly onChanged?: (core: ConnectionCore, channel: number) => void
 }
 
 let nextId = 1
@@ -244,6 +246,7 @@ export class ConnectionCore {
   private framesReceived = 0
   private bytesReceived = 0
   private writes = 0
+  private changedAfterSend = 0
   private cancelCloseTimer: (() => void) | undefined
 
   constructor(
@@ -509,6 +512,13 @@ export class ConnectionCore {
       size = Frame.sizeOf(joined)
     }
     const channel = queue.config.id
+    // Checked again now, with nothing run between this and the frame's bytes being written.
+    const unchanged = this.unchanged(channel, messages)
+    if (unchanged !== messages) {
+      if (unchanged.length === 0) return undefined
+      messages = unchanged
+      size = Frame.sizeOf(unchanged)
+    }
     if (queue.config.compression !== "deflate" || size < this.frameOptions.compressionThreshold!) {
       return { channel, messages, size }
     }
@@ -517,6 +527,25 @@ export class ConnectionCore {
     if (Either.isRight(encoded)) return encoded.right
     queue.dropped++
     return undefined
+  }
+
+  /**
+   * `messages` less those that changed since `send` checked them (`Frame.Deferred.verify`): left out,
+   * counted, reported, never sent. The same array when none did.
+   */
+  private unchanged(channel: number, messages: ReadonlyArray<Frame.Outbound>): ReadonlyArray<Frame.Outbound> {
+    let kept: Array<Frame.Outbound> | undefined
+    for (let i = 0; i < messages.length; i++) {
+      const message = messages[i]!
+      if (message instanceof Uint8Array || message.verify === undefined || message.verify()) {
+        kept?.push(message)
+        continue
+      }
+      kept ??= messages.slice(0, i)
+      this.changedAfterSend++
+      this.options.onChanged?.(this, channel)
+    }
+    return kept ?? messages
   }
 
   private optionsFor(queue: ChannelQueue, options: Frame.EncodeOptions): Frame.EncodeOptions {
@@ -763,7 +792,8 @@ export class ConnectionCore {
       writes: this.writes,
       dropped,
       queued,
-      readPaused: this.paused
+      readPaused: this.paused,
+      changedAfterSend: this.changedAfterSend
     }
   }
 }

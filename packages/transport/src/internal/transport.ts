@@ -115,13 +115,26 @@ export const make = (
       replay
     })
 
+    /** Logged once per connection (`stats().changedAfterSend` counts them all): an application bug. */
+    const warnedOfChange = new WeakSet<ConnectionCore>()
+    const onChanged = (core: ConnectionCore, channel: number) => {
+      if (warnedOfChange.has(core)) return
+      warnedOfChange.add(core)
+      run(
+        Effect.logError(
+          "a message changed after send checked it: left out of its frame, not sent (messages must not be modified once sent)"
+        ).pipe(Effect.annotateLogs({ peer: core.remotePeer, channel }))
+      )
+    }
+
     const open = (pipe: Pipe, direction: "inbound" | "outbound") => {
       const core = new ConnectionCore(pipe, {
         config,
         localPeer: identity.peerId,
         remoteAddress: pipe.remoteAddress,
         direction,
-        timers
+        timers,
+        onChanged
       })
       live.add(core)
       core.onClosed(() => live.delete(core))
@@ -451,7 +464,8 @@ export const make = (
                   if (finished) return
                   finish()
                   const connection = accepted(opened)
-                  if (connection !== undefined && !Queue.unsafeOffer(connections, connection)) attempt.destroy()
+                  if (connection !== undefined && !Queue.unsafeOffer(connections, connection))
+                    attempt.destroy()
                 }
               )
             })
