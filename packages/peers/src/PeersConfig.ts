@@ -111,7 +111,13 @@ export const PeersConfig = Schema.Struct({
   /** Frames from one peer waiting for the consumer of `inbound`; past it that peer's reader waits. */
   inboundFramesPerPeer: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 1024 }),
   /** Message bytes from one peer waiting for the consumer of `inbound`. */
-  inboundBytesPerPeer: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 16 * MiB })
+  inboundBytesPerPeer: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 16 * MiB }),
+  /**
+   * Message bytes from all peers waiting for the consumer of `inbound`: past it, a peer with a frame
+   * queued already waits (its reader, then its socket), so the node holds at most this plus one frame
+   * per peer.
+   */
+  inboundBytesTotal: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 256 * MiB })
 }).pipe(
   Schema.filter((c) =>
     c.banThreshold < -c.maxScore

@@ -167,6 +167,16 @@ export const TransportConfig = Schema.Struct({
   maxInboundFrames: Schema.optionalWith(PositiveInt, { default: () => 1024 }),
   /** Inbound message bytes buffered per connection before the socket is paused. */
   maxInboundBytes: Schema.optionalWith(PositiveInt, { default: () => 64 * MiB }),
+  /**
+   * Inbound message bytes buffered for consumers over all of this node's connections: past it, each
+   * connection that queues one more frame pauses its socket until the consumers catch up.
+   */
+  maxBufferedInboundBytes: Schema.optionalWith(PositiveInt, { default: () => 256 * MiB }),
+  /**
+   * Bytes queued outbound over all of this node's connections: past it a send is refused with
+   * `Backpressure` (`limit: "node"`) on a `reject` channel, and dropped and counted on the others.
+   */
+  maxQueuedOutboundBytes: Schema.optionalWith(PositiveInt, { default: () => 1024 * MiB }),
   /** On close, how long queued frames may take to flush before the socket is cut. */
   closeTimeout: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(2) }),
   /**

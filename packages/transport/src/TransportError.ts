@@ -79,10 +79,17 @@ export class Backpressure extends Schema.TaggedError<Backpressure>()("Backpressu
   queuedFrames: Schema.Number,
   queuedBytes: Schema.Number,
   maxFrames: Schema.Number,
-  maxBytes: Schema.Number
+  maxBytes: Schema.Number,
+  /**
+   * Which limit is full: the channel's queue to this peer (`queuedBytes` and `maxBytes` are the
+   * queue's; the default), or the node's outbound budget over every connection (they are the node's).
+   */
+  limit: Schema.optional(Schema.Literal("channel", "node"))
 }) {
   override get message() {
-    return `backpressure to ${this.peer.slice(0, 8)} on channel ${this.channel}: ${this.queuedFrames} frames / ${this.queuedBytes} bytes queued (limits ${this.maxFrames} / ${this.maxBytes})`
+    return this.limit === "node"
+      ? `backpressure to ${this.peer.slice(0, 8)} on channel ${this.channel}: the node has ${this.queuedBytes} bytes queued to all its peers (maxQueuedOutboundBytes ${this.maxBytes})`
+      : `backpressure to ${this.peer.slice(0, 8)} on channel ${this.channel}: ${this.queuedFrames} frames / ${this.queuedBytes} bytes queued (limits ${this.maxFrames} / ${this.maxBytes})`
   }
 }
 

@@ -27,10 +27,19 @@ export class FairInbox {
   private taker: Deferred.Deferred<void> | undefined
   private listener: (() => void) | undefined
   private shutdown = false
+  /** Message bytes queued over every peer. */
+  private bytes = 0
+  /** Peers whose reader waits for room. */
+  private readonly waiting = new Set<PeerId>()
 
   constructor(
     readonly maxFramesPerPeer: number,
-    readonly maxBytesPerPeer: number
+    readonly maxBytesPerPeer: number,
+    /**
+     * Past this many bytes over all peers, a peer that has a frame queued already waits for room (so
+     * every peer still gets one frame in, and the total stays within this plus one frame per peer).
+     */
+    readonly maxBytesTotal: number = Number.POSITIVE_INFINITY
   ) {}
 
   private queueOf(peer: PeerId): PeerQueue {
@@ -45,9 +54,12 @@ export class FairInbox {
   /** Whether `peer`'s queue is full: its reader would wait. */
   isFull(peer: PeerId): boolean {
     const queue = this.queues.get(peer)
+    if (queue === undefined) return false
+    const queued = queue.frames.length - queue.head
     return (
-      queue !== undefined &&
-      (queue.frames.length - queue.head >= this.maxFramesPerPeer || queue.bytes >= this.maxBytesPerPeer)
+      queued >= this.maxFramesPerPeer ||
+      queue.bytes >= this.maxBytesPerPeer ||
+      (queued > 0 && this.bytes >= this.maxBytesTotal)
     )
   }
 
@@ -57,7 +69,9 @@ export class FairInbox {
     const queue = this.queueOf(frame.peer)
     if (queue.frames.length === queue.head) this.ready.push(frame.peer)
     queue.frames.push(frame)
-    queue.bytes += sizeOf(frame)
+    const size = sizeOf(frame)
+    queue.bytes += size
+    this.bytes += size
     const taker = this.taker
     if (taker !== undefined) {
       this.taker = undefined
@@ -77,6 +91,7 @@ export class FairInbox {
       if (this.shutdown || this.tryOffer(frame)) return Effect.void
       const queue = this.queueOf(frame.peer)
       queue.space ??= Deferred.unsafeMake<void>(FiberId.none)
+      this.waiting.add(frame.peer)
       return Effect.zipRight(Deferred.await(queue.space), this.offer(frame))
     })
   }
@@ -99,7 +114,9 @@ export class FairInbox {
           continue
         }
         const frame = queue.frames[queue.head++]!
-        queue.bytes -= sizeOf(frame)
+        const size = sizeOf(frame)
+        queue.bytes -= size
+        this.bytes -= size
         out.push(frame)
         if (queue.head === queue.frames.length) {
           queue.frames = []
@@ -110,6 +127,21 @@ export class FairInbox {
           queue.space = undefined
           Deferred.unsafeDone(space, Effect.void)
         }
+      }
+    }
+    // Under the total again: every peer that waited may go on (readers waiting for room are few).
+    if (this.waiting.size > 0 && this.bytes < this.maxBytesTotal) {
+      for (const peer of this.waiting) {
+        const queue = this.queues.get(peer)
+        if (queue?.space === undefined) {
+          this.waiting.delete(peer)
+          continue
+        }
+        if (this.isFull(peer)) continue
+        const space = queue.space
+        queue.space = undefined
+        this.waiting.delete(peer)
+        Deferred.unsafeDone(space, Effect.void)
       }
     }
     return out

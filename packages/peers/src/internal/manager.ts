@@ -135,7 +135,11 @@ export const make = (options: PeerManagerOptions) =>
       learnedHosts.set(peer, learned)
       validatorHosts.add(host)
     }
-    const inbox = new FairInbox(config.inboundFramesPerPeer, config.inboundBytesPerPeer)
+    const inbox = new FairInbox(
+      config.inboundFramesPerPeer,
+      config.inboundBytesPerPeer,
+      config.inboundBytesTotal
+    )
     yield* Effect.addFinalizer(() => Effect.sync(() => inbox.close()))
     const perConnection = yield* FiberSet.make<void, never>()
     const dialers = yield* FiberMap.make<PeerId, void, never>()

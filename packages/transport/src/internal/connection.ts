@@ -10,6 +10,7 @@ import * as Either from "effect/Either"
 import type { CloseReason, ConnectionStats, Direction, InboundFrame, SendError } from "../Transport.js"
 import type { ChannelConfig, TransportConfig } from "../TransportConfig.js"
 import { Backpressure, ConnectionClosed, UnknownChannel } from "../TransportError.js"
+import { type Budget, unlimited } from "./budget.js"
 import { encodeGoodbye } from "./handshake.js"
 import type { Pipe } from "./pipe.js"
 import type { Timers } from "./timers.js"
@@ -42,7 +43,10 @@ class ChannelQueue {
   head = 0
   bytes = 0
   dropped = 0
-  constructor(readonly config: ChannelConfig) {}
+  constructor(
+    readonly config: ChannelConfig,
+    private readonly budget: Budget
+  ) {}
 
   get length(): number {
     return this.items.length - this.head
@@ -52,12 +56,15 @@ class ChannelQueue {
     this.items.push(item)
     this.sizes.push(size)
     this.bytes += size
+    this.budget.outbound += size
   }
 
   shift(): Queued {
     const item = this.items[this.head]!
     this.items[this.head] = undefined as unknown as Queued
-    this.bytes -= this.sizes[this.head++]!
+    const size = this.sizes[this.head++]!
+    this.bytes -= size
+    this.budget.outbound -= size
     if (this.head === this.items.length) {
       // Empty: an idle connection keeps no backing store.
       this.items.length = 0
@@ -72,6 +79,7 @@ class ChannelQueue {
   }
 
   clear(): void {
+    this.budget.outbound -= this.bytes
     this.items = []
     this.sizes = []
     this.head = 0
@@ -106,6 +114,9 @@ const channelTable = (config: TransportConfig): ChannelTable => {
   return table
 }
 
+/** For a core made without a node budget: its own limits only. */
+const UNLIMITED = unlimited()
+
 const CONTROL_CONFIG: ChannelConfig = {
   id: CONTROL_CHANNEL,
   name: "control",
@@ -122,6 +133,8 @@ export interface CoreOptions {
   readonly remoteAddress: string
   readonly direction: Direction
   readonly timers: Timers
+  /** The node-wide memory budget shared with the transport's other connections (default: none). */
+  readonly budget?: Budget
   /** A message queued on `channel` changed after `send` checked it, and was left out (never sent). */
   readonly onChanged?: (core: ConnectionCore, channel: number) => void
 }
@@ -205,7 +218,8 @@ export class ConnectionCore {
   private channels: Array<ChannelQueue | undefined> | undefined
   /** Per priority, the channels' queues in config order (round-robin within a level). */
   private readonly levels: Array<Array<ChannelQueue>> = []
-  private readonly control = new ChannelQueue(CONTROL_CONFIG)
+  private readonly budget: Budget
+  private readonly control: ChannelQueue
   private queuedFrames = 0
   private flushScheduled = false
   /** Whether the next turn's first frame is written at once (the last turn was no burst). */
@@ -254,6 +268,8 @@ export class ConnectionCore {
     readonly options: CoreOptions
   ) {
     const { config } = options
+    this.budget = options.budget ?? UNLIMITED
+    this.control = new ChannelQueue(CONTROL_CONFIG, this.budget)
     this.table = channelTable(config)
     this.frameOptions = {
       maxFrameBytes: config.maxFrameBytes,
@@ -310,7 +326,7 @@ export class ConnectionCore {
     if (existing !== undefined) return existing
     const config = this.table.byId[channelId]
     if (config === undefined) return undefined
-    const queue = new ChannelQueue(config)
+    const queue = new ChannelQueue(config, this.budget)
     this.channels ??= new Array(this.table.byId.length)
     this.channels[channelId] = queue
     const level = this.levels[config.priority] ?? []
@@ -352,6 +368,23 @@ export class ConnectionCore {
       size = item.length
     }
     const { maxQueuedFrames, maxQueuedBytes, overflow } = queue.config
+    const budget = this.budget
+    if (budget.outbound + size > budget.maxOutbound) {
+      // The node as a whole holds its budget: nothing of this connection's queue is dropped for it.
+      if (overflow === "reject") {
+        return backpressure({
+          peer: this.remotePeer,
+          channel: channelId,
+          queuedFrames: queue.length,
+          queuedBytes: budget.outbound,
+          maxFrames: maxQueuedFrames,
+          maxBytes: budget.maxOutbound,
+          limit: "node"
+        })
+      }
+      queue.dropped++
+      return undefined
+    }
     if (queue.length >= maxQueuedFrames || queue.bytes + size > maxQueuedBytes) {
       if (overflow === "reject") {
         return backpressure({
@@ -567,10 +600,31 @@ export class ConnectionCore {
     if (this.waiter === undefined || this.inbound.length === 0) return
     const waiter = this.waiter
     this.waiter = undefined
+    waiter(this.takeInbound())
+  }
+
+  /** Every frame queued for the consumer, handed over: their bytes leave this and the node's count. */
+  private takeInbound(): Array<InboundFrame> {
     const frames = this.inbound
+    const bytes = this.inboundBytes
     this.inbound = []
     this.inboundBytes = 0
-    waiter(frames)
+    if (bytes > 0) this.budget.releaseInbound(bytes)
+    return frames
+  }
+
+  /** The node's inbound budget has room again: read again, unless this connection's own queue is full. */
+  readonly resumeFromBudget = (): void => {
+    const { maxInboundFrames, maxInboundBytes } = this.options.config
+    if (
+      !this.paused ||
+      this.state === "closed" ||
+      this.inbound.length >= maxInboundFrames ||
+      this.inboundBytes >= maxInboundBytes
+    )
+      return
+    this.paused = false
+    if (!this.inflating) this.pipe.resume()
   }
 
   private readonly onFrame = (frame: Frame.Frame): void => {
@@ -591,14 +645,18 @@ export class ConnectionCore {
     if (this.receiver !== undefined && !this.receiverHeld && this.offerToReceiver(frame)) return
     this.receiverHeld = true
     this.inbound.push(frame)
-    for (const message of frame.messages) this.inboundBytes += message.length
+    let bytes = 0
+    for (const message of frame.messages) bytes += message.length
+    this.inboundBytes += bytes
+    this.budget.inbound += bytes
     const { maxInboundFrames, maxInboundBytes } = this.options.config
-    if (
-      this.waiter === undefined &&
-      !this.paused &&
-      (this.inbound.length >= maxInboundFrames || this.inboundBytes >= maxInboundBytes)
-    ) {
+    if (this.waiter !== undefined || this.paused) return
+    if (this.inbound.length >= maxInboundFrames || this.inboundBytes >= maxInboundBytes) {
       this.paused = true
+      this.pipe.pause()
+    } else if (this.budget.inboundFull) {
+      this.paused = true
+      this.budget.pausedOver(this)
       this.pipe.pause()
     }
   }
@@ -641,11 +699,10 @@ export class ConnectionCore {
   take(callback: (frames: Array<InboundFrame> | undefined) => void): void {
     if (this.waiter !== undefined) throw new Error("a connection has one consumer: another take is waiting")
     if (this.inbound.length > 0) {
-      const frames = this.inbound
-      this.inbound = []
-      this.inboundBytes = 0
+      const frames = this.takeInbound()
       if (this.paused && this.state !== "closed") {
         this.paused = false
+        this.budget.forget(this)
         if (!this.inflating) this.pipe.resume()
       }
       callback(frames)
@@ -760,14 +817,18 @@ export class ConnectionCore {
     for (let level = 0; level < this.levels.length; level++) {
       for (const queue of this.levels[level] ?? []) queue.clear()
     }
+    this.control.clear()
     this.queuedFrames = 0
+    // Frames still queued for the consumer no longer count against the node's budget (a closed
+    // connection receives nothing more): a consumer that never takes them cannot hold it forever.
+    this.budget.forget(this)
+    if (this.inboundBytes > 0) this.budget.releaseInbound(this.inboundBytes)
+    this.inboundBytes = 0
     // A waiting consumer gets the frames that arrived before the close first, then the end.
     if (this.waiter !== undefined) {
       const waiter = this.waiter
       this.waiter = undefined
-      const frames = this.inbound
-      this.inbound = []
-      this.inboundBytes = 0
+      const frames = this.takeInbound()
       waiter(frames.length > 0 ? frames : undefined)
     }
     const reason = this.closeReason

@@ -21,6 +21,7 @@ import {
 } from "../Transport.js"
 import { reservedHandshakesOf, type TransportConfig } from "../TransportConfig.js"
 import { DialError, type HandshakeFailure, InboundRefused, ListenError } from "../TransportError.js"
+import { Budget } from "./budget.js"
 import { ConnectionCore } from "./connection.js"
 import { makeConnection, shutdownCore } from "./connectionApi.js"
 import * as Handshake from "./handshake.js"
@@ -104,6 +105,7 @@ export const make = (
     const run = yield* Effect.interruptible(FiberSet.makeRuntime<never>())
     const timers = yield* Timers.make
     const replay = new Handshake.ReplayCache()
+    const budget = new Budget(config.maxBufferedInboundBytes, config.maxQueuedOutboundBytes)
     const live = new Set<ConnectionCore>()
 
     const handshakeOptions = (role: "dialer" | "listener") => ({
@@ -134,6 +136,7 @@ export const make = (
         remoteAddress: pipe.remoteAddress,
         direction,
         timers,
+        budget,
         onChanged
       })
       live.add(core)
