@@ -1,6 +1,7 @@
 // Codec benchmark: encode and decode+validate rates for a Vote, a 1 KiB and a 64 KiB Proposal, with
 // JSON.stringify/JSON.parse of the same messages as the in-run baseline; Ed25519 sign and verify.
 import * as crypto from "node:crypto"
+import * as zlib from "node:zlib"
 import { Bench } from "@hotstuff2/testing"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
@@ -78,7 +79,31 @@ for (const [name, message] of cases) {
     sink += JSON.parse(text) === null ? 1 : 0
   }, opts)
   report({ bench: "wire", case: `baseline JSON.parse ${name}`, ...parseRate, ...size, ...info })
+  // What a connection pays per `encodeLater` message to check it again when it builds the frame.
+  const later = Either.getOrThrow(Codec.encodeLater(undefined, message))
+  const verifyRate = measure(() => {
+    if (later.verify?.() !== true) throw new Error("verify failed")
+  }, opts)
+  report({ bench: "wire", case: `encodeLater verify ${name}`, ...verifyRate, ...size, ...info })
   if (sink < 0) console.log(sink)
+}
+
+// Inflating a large compressed body in place: what a connection would stall for without inflating
+// large bodies off the event loop (Frame.DecoderOptions.asyncInflateAbove).
+{
+  const raw = Buffer.alloc(64 * 1024 * 1024, 7)
+  const deflated = zlib.deflateRawSync(raw, { level: 1 })
+  const started = process.hrtime.bigint()
+  const inflated = zlib.inflateRawSync(deflated, { maxOutputLength: raw.length })
+  const millis = Number(process.hrtime.bigint() - started) / 1e6
+  report({
+    bench: "wire",
+    case: "inflate 64 MiB in place (one call)",
+    millis: Math.round(millis),
+    inflatedBytes: inflated.length,
+    wireBytes: deflated.length,
+    ...info
+  })
 }
 
 // A frame of 64 votes through the incremental decoder: the per-connection inbound path.
