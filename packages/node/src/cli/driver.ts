@@ -41,7 +41,9 @@ export const noCounters = () => ({
   bytesIn: 0,
   bytesOut: 0,
   rejected: 0,
-  sendFailures: 0
+  sendFailures: 0,
+  duplicates: 0,
+  outOfOrder: 0
 })
 
 /** Cumulative counters of one validator's driver. */
@@ -64,6 +66,13 @@ export interface DriverStats {
   readonly rejected: number
   /** Sends and broadcast recipients refused (not connected, backpressure). */
   readonly sendFailures: number
+  /**
+   * Deliveries the network should never make: a broadcast whose origin and sequence number were
+   * delivered before, or a vote (same voter, view and block) delivered before. Each is logged.
+   */
+  readonly duplicates: number
+  /** Broadcasts delivered after a later one of the same origin (a lower sequence number). Each is logged. */
+  readonly outOfOrder: number
 }
 
 export interface Driver {
@@ -74,6 +83,12 @@ export interface Driver {
 export const quorum = (n: number): number => n - Math.floor((n - 1) / 3)
 
 const ZERO_SIGNATURE = new Uint8Array(Identity.SIGNATURE_BYTES)
+
+/** Views of votes, and broadcasts per origin, remembered to tell a duplicate delivery. */
+const DELIVERY_MEMORY = 64n
+
+/** Each kind of delivery violation is logged this many times at most (all are counted). */
+const LOGGED_VIOLATIONS = 20
 
 const genesis: Message.QuorumCertificate = Message.QuorumCertificate.make({
   view: 0n,
@@ -98,7 +113,13 @@ const voteSigningBytes = (view: bigint, hash: Uint8Array, voter: Identity.PeerId
   signingBytes(Message.Vote.make({ view, blockHash: hash, voter, signature: ZERO_SIGNATURE }))
 
 type Event =
-  | { readonly _tag: "Inbound"; readonly size: number; readonly message: Message.Message }
+  | {
+      readonly _tag: "Inbound"
+      readonly size: number
+      readonly message: Message.Message
+      readonly origin: Identity.PeerId
+      readonly sequence: bigint | undefined
+    }
   | { readonly _tag: "Tick" }
   | { readonly _tag: "Propose"; readonly view: bigint }
 
@@ -138,6 +159,12 @@ export const start = (
     const votes = new Map<bigint, Map<string, Map<number, Uint8Array>>>()
     const certified = new Set<bigint>()
     const newViews = new Map<bigint, Set<Identity.PeerId>>()
+    // What the network promises of its deliveries, checked as they come (the chaos tests read the
+    // warnings): a broadcast once and in its origin's order (its sequence numbers only go up, across
+    // the origin's restarts too), a vote once. Votes carry no sequence number: one per voter and view.
+    const highestSequence = new Map<Identity.PeerId, bigint>()
+    const recentSequences = new Map<Identity.PeerId, Array<bigint>>()
+    const votesDelivered = new Map<bigint, Set<string>>()
 
     const checkCertificate = (qc: Message.QuorumCertificate): boolean => {
       if (qc.view === 0n) return qc.signers.length === 0
@@ -166,6 +193,7 @@ export const start = (
         for (const v of votes.keys()) if (v + 1n < view) votes.delete(v)
         for (const v of newViews.keys()) if (v < view) newViews.delete(v)
         for (const v of certified) if (v + 1n < view) certified.delete(v)
+        for (const v of votesDelivered.keys()) if (v + DELIVERY_MEMORY < view) votesDelivered.delete(v)
         // Through the event queue, not at once: a leader that certifies its own views (n = 1) must
         // still let other events (and the scope's end) in between.
         if (leader(view) === self) yield* Queue.offer(internal, { _tag: "Propose", view })
@@ -278,6 +306,7 @@ export const start = (
           signatures: indexes.map((i) => signatures.get(i)!)
         })
         counters.certificates++
+        yield* Effect.logDebug(`driver: certificate for view ${v.view} (${indexes.length} votes)`)
         raiseHighQC(qc)
         if (v.view + 1n > view) yield* enterView(v.view + 1n)
       })
@@ -321,6 +350,49 @@ export const start = (
       yield* enterView(next)
     })
 
+    const violation = (count: number, text: string) =>
+      count <= LOGGED_VIOLATIONS ? Effect.logWarning(`driver: ${text}`) : Effect.void
+
+    const checkDelivery = (event: Extract<Event, { _tag: "Inbound" }>): Effect.Effect<void> => {
+      const { origin, sequence, message } = event
+      if (sequence !== undefined) {
+        const highest = highestSequence.get(origin)
+        const recent = recentSequences.get(origin) ?? []
+        if (highest === undefined || sequence > highest) {
+          highestSequence.set(origin, sequence)
+          recentSequences.set(origin, recent)
+          recent.push(sequence)
+          if (recent.length > Number(DELIVERY_MEMORY)) recent.shift()
+          return Effect.void
+        }
+        if (recent.includes(sequence)) {
+          counters.duplicates++
+          return violation(
+            counters.duplicates,
+            `broadcast ${sequence} from ${origin.slice(0, 8)} (${message._tag}) delivered again (duplicate ${counters.duplicates})`
+          )
+        }
+        counters.outOfOrder++
+        return violation(
+          counters.outOfOrder,
+          `broadcast ${sequence} from ${origin.slice(0, 8)} (${message._tag}) delivered after ${highest} (out of order ${counters.outOfOrder})`
+        )
+      }
+      if (message._tag !== "Vote") return Effect.void
+      const key = `${message.voter}:${Buffer.from(message.blockHash).toString("hex")}`
+      const seen = votesDelivered.get(message.view) ?? new Set<string>()
+      votesDelivered.set(message.view, seen)
+      if (!seen.has(key)) {
+        seen.add(key)
+        return Effect.void
+      }
+      counters.duplicates++
+      return violation(
+        counters.duplicates,
+        `vote of ${message.voter.slice(0, 8)} for view ${message.view} delivered again (duplicate ${counters.duplicates})`
+      )
+    }
+
     const handle = (event: Event): Effect.Effect<void> => {
       switch (event._tag) {
         case "Tick":
@@ -330,15 +402,16 @@ export const start = (
         case "Inbound": {
           counters.bytesIn += event.size
           const m = event.message
+          const checked = checkDelivery(event)
           switch (m._tag) {
             case "Proposal":
-              return onProposal(m)
+              return Effect.zipRight(checked, onProposal(m))
             case "Vote":
-              return onVote(m)
+              return Effect.zipRight(checked, onVote(m))
             case "NewView":
-              return onNewView(m)
+              return Effect.zipRight(checked, onNewView(m))
             default:
-              return Effect.void
+              return checked
           }
         }
       }
@@ -347,7 +420,16 @@ export const start = (
     const tick = Math.max(10, Math.min(200, Math.floor(viewTimeout / 5)))
     const events = Stream.mergeAll(
       [
-        Stream.map(net.messages, (m): Event => ({ _tag: "Inbound", size: m.size, message: m.message })),
+        Stream.map(
+          net.messages,
+          (m): Event => ({
+            _tag: "Inbound",
+            size: m.size,
+            message: m.message,
+            origin: m.origin,
+            sequence: m.sequence
+          })
+        ),
         Stream.map(Stream.tick(Duration.millis(tick)), (): Event => ({ _tag: "Tick" })),
         Stream.fromQueue(internal)
       ],
