@@ -3,24 +3,18 @@
 // "node") even to a peer whose own queue is empty; inbound, past `maxBufferedInboundBytes` the
 // connections that keep receiving pause their sockets, and read again once the consumers catch up.
 import { assert, it } from "@effect/vitest"
-import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
-import * as Layer from "effect/Layer"
 import * as TestClock from "effect/TestClock"
-import { MemoryTransport, SimulatedNetwork, Transport, type TransportConfig } from "../src/index.js"
+import { MemoryTransport, type Transport } from "../src/index.js"
 import { accept } from "./fixtures/conformance.js"
-import { NETWORK } from "./fixtures/harness.js"
+import { type ConfigOverrides, memoryTransport, withNetwork } from "./fixtures/harness.js"
 import { identity } from "./fixtures/identities.js"
 
 const KiB = 1024
 const { consensus } = { consensus: 1 }
 
-const transportOf = (n: number, config: Partial<TransportConfig.TransportConfigInput> = {}) =>
-  Effect.map(
-    Layer.build(MemoryTransport.layer({ identity: identity(n), config: { networkId: NETWORK, ...config } })),
-    (context) => Context.get(context, Transport.Transport)
-  )
+const transportOf = (n: number, config: ConfigOverrides = {}) => memoryTransport(identity(n), config)
 
 const addressOf = (n: number) => `${MemoryTransport.hostOf(identity(n).peerId)}:9000`
 
@@ -32,14 +26,6 @@ const connect = (from: Transport.TransportShape, listener: Transport.Listener, t
     yield* TestClock.adjust("50 millis")
     return { out: yield* Fiber.join(dialing), in: yield* Fiber.join(accepting) }
   })
-
-const withNetwork = <A, E, R>(
-  options: SimulatedNetwork.SimulatedNetworkOptions,
-  body: Effect.Effect<A, E, R>
-) =>
-  Effect.flatMap(Layer.build(SimulatedNetwork.SimulatedNetwork.layer(options)), (context) =>
-    Effect.provide(body, context)
-  )
 
 it.scoped("outbound: past maxQueuedOutboundBytes, a send to any peer gets Backpressure (node)", () =>
   withNetwork(

@@ -4,28 +4,23 @@
 // not check (before, it was sent as zeros, and the receiver penalised this honest node).
 import { assert, it } from "@effect/vitest"
 import { Codec, type Identity, Message } from "@hotstuff2/wire"
-import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Fiber from "effect/Fiber"
-import * as Layer from "effect/Layer"
 import * as TestClock from "effect/TestClock"
-import { MemoryTransport, SimulatedNetwork, Transport, TransportConfig } from "../src/index.js"
+import { MemoryTransport, TransportConfig } from "../src/index.js"
 import { accept, receiver } from "./fixtures/conformance.js"
-import { NETWORK } from "./fixtures/harness.js"
+import { memoryTransport, withNetwork } from "./fixtures/harness.js"
 import { identity } from "./fixtures/identities.js"
 
-const transportOf = (n: number) =>
-  Effect.map(
-    Layer.build(MemoryTransport.layer({ identity: identity(n), config: { networkId: NETWORK } })),
-    (context) => Context.get(context, Transport.Transport)
-  )
+const transportOf = (n: number) => memoryTransport(identity(n))
 
 const vote = (view: bigint, voter: Identity.PeerId) =>
   Message.Vote.make({ view, blockHash: new Uint8Array(32).fill(1), voter, signature: new Uint8Array(64) })
 
 it.scoped("a sent message changed before its frame is built is left out, counted, and never sent", () =>
-  Effect.flatMap(Layer.build(SimulatedNetwork.SimulatedNetwork.layer({ seed: 1 })), (network) =>
+  withNetwork(
+    { seed: 1 },
     Effect.gen(function* () {
       const a = yield* transportOf(1)
       const b = yield* transportOf(2)
@@ -63,6 +58,6 @@ it.scoped("a sent message changed before its frame is built is left out, counted
       const [next] = (yield* inbox.messages(1)).flatMap((f) => f.messages)
       const decoded = Codec.decode(next!)
       assert.isTrue(Either.isRight(decoded) && decoded.right._tag === "Vote" && decoded.right.view === 4n)
-    }).pipe(Effect.provide(network))
+    })
   )
 )

@@ -3,13 +3,12 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
-import * as Layer from "effect/Layer"
 import * as Queue from "effect/Queue"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import { MemoryTransport, SimulatedNetwork, type Transport, TransportConfig } from "../src/index.js"
 import { accept, receiver } from "./fixtures/conformance.js"
-import { buildTransport, type Harness } from "./fixtures/harness.js"
+import { buildTransport, type Harness, withNetwork } from "./fixtures/harness.js"
 import { identity } from "./fixtures/identities.js"
 
 const harness: Harness<SimulatedNetwork.SimulatedNetwork> = {
@@ -21,15 +20,6 @@ const harness: Harness<SimulatedNetwork.SimulatedNetwork> = {
 }
 const host = (n: number) => MemoryTransport.hostOf(identity(n).peerId)
 const { consensus } = TransportConfig.Channel
-
-/** Runs `body` with a simulated network that outlives the transports built inside it. */
-const withNetwork = <A, E, R>(
-  options: SimulatedNetwork.SimulatedNetworkOptions,
-  body: Effect.Effect<A, E, R>
-) =>
-  Effect.flatMap(Layer.build(SimulatedNetwork.SimulatedNetwork.layer(options)), (context) =>
-    Effect.provide(body, context)
-  )
 
 /** Lets every fiber that can run, run (deliveries due now happen on the next scheduling steps). */
 const settle = Effect.repeatN(Effect.yieldNow(), 20)

@@ -3,15 +3,13 @@
 // (validators'), so that a flood of unfinished handshakes from other hosts cannot keep them out.
 // On the simulated network under TestClock.
 import { assert, describe, it } from "@effect/vitest"
-import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Fiber from "effect/Fiber"
-import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as TestClock from "effect/TestClock"
-import { MemoryTransport, SimulatedNetwork, Transport, type TransportConfig } from "../src/index.js"
-import { NETWORK } from "./fixtures/harness.js"
+import { SimulatedNetwork } from "../src/index.js"
+import { type ConfigOverrides, memoryTransport, withNetwork } from "./fixtures/harness.js"
 import { identity } from "./fixtures/identities.js"
 
 /** Runs `effect`, moving the TestClock 10 ms at a time until it is done (at most 60 s). */
@@ -26,18 +24,8 @@ const settle = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     return yield* Effect.dieMessage("not done within 60 s of clock time")
   })
 
-const transportOn = (n: number, host: string, config: Partial<TransportConfig.TransportConfigInput> = {}) =>
-  Effect.map(
-    Layer.build(
-      MemoryTransport.layer({ identity: identity(n), host, config: { networkId: NETWORK, ...config } })
-    ),
-    (context) => Context.get(context, Transport.Transport)
-  )
-
-const withNetwork = <A, E, R>(body: Effect.Effect<A, E, R>) =>
-  Effect.flatMap(Layer.build(SimulatedNetwork.SimulatedNetwork.layer({ seed: 3 })), (context) =>
-    Effect.provide(body, context)
-  )
+const transportOn = (n: number, host: string, config: ConfigOverrides = {}) =>
+  memoryTransport(identity(n), config, host)
 
 describe("a listener's refusals", () => {
   it.scoped("are counted by reason, and a flood of them is logged as one line per interval", () => {
@@ -51,6 +39,7 @@ describe("a listener's refusals", () => {
       })
     )
     return withNetwork(
+      { seed: 3 },
       Effect.gen(function* () {
         const listening = yield* transportOn(1, "listener", { refusalLogInterval: "10 seconds" })
         const listener = yield* listening.listen("listener:9000")
@@ -88,6 +77,7 @@ describe("a listener's refusals", () => {
       `with ${reserving ? "" : "no "}slots reserved for a validator's host, slowloris from 20 hosts ${reserving ? "does not keep" : "keeps"} the validator out`,
       () =>
         withNetwork(
+          { seed: 3 },
           Effect.gen(function* () {
             const network = yield* SimulatedNetwork.SimulatedNetwork
             const listening = yield* transportOn(1, "victim", {
