@@ -23,13 +23,36 @@ export interface Snapshot extends DriverStats {
   readonly meanRtt: number | null
 }
 
+/**
+ * The validator process's memory and handles at a moment (the soak test asks for it once a minute).
+ * Bytes as `process.memoryUsage()` reports them; `gc` says whether a full collection ran first (the
+ * process was started with --expose-gc), so that `heapUsed` is what is retained, not garbage.
+ */
+export interface ProcessSample {
+  /** Wall-clock millis when taken. */
+  readonly at: number
+  readonly gc: boolean
+  readonly heapUsed: number
+  readonly heapTotal: number
+  readonly rss: number
+  readonly external: number
+  readonly arrayBuffers: number
+  /** Active handles, requests and timers keeping the event loop alive (`process.getActiveResourcesInfo`). */
+  readonly handles: number
+  /** The same, counted by kind (TCPSocketWrap, Timeout, ...). */
+  readonly resources: Readonly<Record<string, number>>
+}
+
 export type ToValidator =
   | { readonly type: "start"; readonly setup: ValidatorSetup }
   /** Close the network cleanly and exit. */
   | { readonly type: "stop" }
+  /** Answer with a `sample` of this process's memory and handles. */
+  | { readonly type: "sample" }
 
 export type FromValidator =
   | { readonly type: "ready"; readonly peerId: string; readonly address: string }
   | { readonly type: "stats"; readonly snapshot: Snapshot }
+  | { readonly type: "sample"; readonly sample: ProcessSample }
   /** Could not start, or stopped on an error; the process exits non-zero after it. */
   | { readonly type: "failed"; readonly message: string }
