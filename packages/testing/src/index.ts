@@ -3,5 +3,7 @@ export * as Bench from "./Bench.js"
 
 /** Two-process benchmarks: a forked, pinned peer driven over IPC, always cleaned up. */
 export * as BenchProcess from "./BenchProcess.js"
+/** The fuzz engine: random and mutated inputs for a decoder, crashes and allocations, seeded. */
+export * as Fuzz from "./Fuzz.js"
 /** Raw node:tls / node:net baselines: the same frames, the same write coalescing. */
 export * as RawSocket from "./RawSocket.js"
