@@ -362,7 +362,12 @@ const batch = (
 
 // maxOutputLength stops a deflate bomb at the declared size instead of after it; `info` gives how
 // much of the input the stream used (bytes after its end are refused).
-const inflateOptions = (declared: number) => ({ maxOutputLength: Math.max(declared, 1), info: true })
+// A small body gets a small output chunk: zlib's default (16 KiB) would be allocated for any frame.
+const inflateOptions = (declared: number) => ({
+  maxOutputLength: Math.max(declared, 1),
+  chunkSize: Math.max(64, Math.min(declared, 16 * 1024)),
+  info: true
+})
 
 type InflateResult = { readonly buffer: Buffer; readonly engine: { readonly bytesWritten: number } }
 

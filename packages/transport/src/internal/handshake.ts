@@ -258,7 +258,11 @@ export const start = (
       return refuse("version", `protocol version ${hello.version}, expected ${PROTOCOL_VERSION}`)
     }
     if (hello.networkId !== networkId) {
-      return refuse("wrong-network", `network "${hello.networkId}", expected "${networkId}"`)
+      // The remote's id, escaped and cut short: it is the peer's bytes, going into a goodbye and a log.
+      return refuse(
+        "wrong-network",
+        `network ${JSON.stringify(hello.networkId.slice(0, 64))}, expected "${networkId}"`
+      )
     }
     if (hello.peer === identity.peerId || hello.nonce === nonce) {
       return refuse("identity-mismatch", "the remote presents this node's own key or nonce")
