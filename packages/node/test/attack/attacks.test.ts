@@ -171,7 +171,8 @@ const underAttack = <A>(
       highest,
       bound,
       `validator 3's RSS ${mib(highest)} within its bound ${mib(bound)} (baseline ${mib(baseline)} + ` +
-        `${budget.connections} connections x ${mib(budget.perConnection)} + ${budget.handshakes} handshakes x ${budget.perHandshake / KiB} KiB)`
+        `${budget.connections} connections x ${mib(budget.perConnection)} + ${mib(budget.queuedInbound)} queued + ` +
+        `${mib(budget.inboxes)} in inboxes + ${budget.handshakes} handshakes x ${budget.perHandshake / KiB} KiB)`
     )
     return { result, before, after } satisfies Attacked<A>
   })
