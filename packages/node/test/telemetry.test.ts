@@ -5,16 +5,21 @@ import * as http from "node:http"
 import * as net from "node:net"
 import { assert, it } from "@effect/vitest"
 import { Broadcaster } from "@hotstuff2/broadcast"
+import { TlsTransport, Transport, TransportConfig } from "@hotstuff2/transport"
 import { Identity } from "@hotstuff2/wire"
 import * as ConfigProvider from "effect/ConfigProvider"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import { type NodeConfig, NodeNetwork, type StartFailed } from "../src/index.js"
 import { reservePorts } from "../src/internal/ports.js"
 import {
   configFor,
   connectedPeers,
   drain,
+  identity,
+  NETWORK,
   peerId,
   proposal,
   type RunningNode,
@@ -384,6 +389,48 @@ it.scopedLive("refused inbound connections are counted per reason in hotstuff2_c
     )
     yield* node.stop
   })
+)
+
+it.scopedLive(
+  "a peer's protocol violation shows in hotstuff2_peer_penalties and hotstuff2_peer_disconnects",
+  () =>
+    Effect.gen(function* () {
+      const ports = yield* reservePorts(3)
+      const addresses = ports.slice(0, 2).map((p) => `127.0.0.1:${p}`)
+      yield* start(0, addresses, { prometheus: `127.0.0.1:${ports[2]}`, metricsInterval: 100 })
+      // Validator 1's key, on a transport with one channel more than node 0 has.
+      const context = yield* Layer.build(
+        TlsTransport.layer({
+          identity: identity(1),
+          config: {
+            networkId: NETWORK,
+            channels: [
+              ...TransportConfig.defaultChannels,
+              { ...TransportConfig.defaultChannels[1]!, id: 42, name: "stray" }
+            ]
+          }
+        })
+      )
+      const transport = Context.get(context, Transport.Transport)
+      const connection = yield* transport.dial(addresses[0]!, peerId(0))
+      yield* connection.send(42, [Uint8Array.of(1)])
+      assert.strictEqual((yield* connection.closed).reason, "protocol-error")
+      const node0 = { node: short(0) }
+      yield* waitLive(
+        "the penalty and the disconnect in the scrape",
+        Effect.map(scrape(ports[2]!), (text) => {
+          const samples = parse(text)
+          return (
+            valueOf(samples, "hotstuff2_peer_penalties_total", { ...node0, event: "ProtocolViolation" }) ===
+              1 &&
+            valueOf(samples, "hotstuff2_peer_disconnects_total", {
+              ...node0,
+              reason: "local: protocol-error"
+            }) === 1
+          )
+        })
+      )
+    })
 )
 
 /** A collector that accepts connections and never answers: every export waits for its deadline. */

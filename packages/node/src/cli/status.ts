@@ -11,7 +11,8 @@ const idle: Driver = { stats: Effect.succeed({ view: 0, ...noCounters() }) }
 export const snapshot = (net: NodeNetworkShape, driver: Driver = idle): Effect.Effect<Snapshot> =>
   Effect.gen(function* () {
     const stats = yield* driver.stats
-    const peers = (yield* net.peers).filter((p) => p.state === "connected")
+    // Validators only: the status line reads "n/m peers connected" against the validator set.
+    const peers = (yield* net.peers).filter((p) => p.validator && p.state === "connected")
     const rtts = peers.flatMap((p) => (p.rtt === undefined ? [] : [p.rtt]))
     return {
       ...stats,

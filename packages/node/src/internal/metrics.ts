@@ -9,6 +9,7 @@ import * as Metric from "effect/Metric"
 import * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 
 type Gauge = Metric.Metric.Gauge<number>
 
@@ -32,6 +33,14 @@ const dropped = gauge(
 const rtt = gauge("hotstuff2_peer_rtt_ms", "Smoothed heartbeat round-trip time per peer, milliseconds")
 const score = gauge("hotstuff2_peer_score", "Reputation score per peer (0 neutral)")
 const banned = gauge("hotstuff2_peers_banned", "Peers under a ban now")
+const penalties = counter(
+  "hotstuff2_peer_penalties",
+  "Reputation events charged to peers, validators or not, per event (ProtocolViolation, InvalidMessage, RateLimitExceeded...)"
+)
+const disconnects = counter(
+  "hotstuff2_peer_disconnects",
+  "Connections to peers that ended, per side and reason (local: protocol-error, remote: eof, local: banned...)"
+)
 const refusedConnections = counter(
   "hotstuff2_connections_refused",
   "Inbound connection attempts refused, per reason (over-limit, tls, not-admitted, timeout...)"
@@ -42,6 +51,8 @@ type LabelSet = ReadonlyArray<MetricLabel.MetricLabel>
 
 export interface NodeMetrics {
   readonly observer: Broadcaster.Observer
+  /** Counts what peers did and how their connections ended, from the registry's events; runs until interrupted. */
+  readonly watchPeers: Effect.Effect<void>
   /** Samples queue depths, drops, connections, RTT and scores into gauges (and flushes counts). */
   readonly sample: Effect.Effect<void>
   /** Adds the per-message counts kept since the last flush to the Effect counters. */
@@ -201,5 +212,28 @@ export const make = (
     }
   })
 
-  return { observer, sample, flush }
+  // Label sets made once per value: Effect finds a counter's hook by the labels array's identity.
+  const labelsOf = new Map<string, LabelSet>()
+  const labelled = (name: string, value: string): LabelSet => {
+    const key = `${name}=${value}`
+    let labels = labelsOf.get(key)
+    if (labels === undefined) {
+      labels = [nodeLabel, label(name, value)]
+      labelsOf.set(key, labels)
+    }
+    return labels
+  }
+  const watchPeers = Stream.runForEach(registry.changes, (event) =>
+    Effect.sync(() => {
+      if (event._tag === "ScoreChanged" && event.event !== "UsefulMessage") {
+        penalties.unsafeUpdate(1, labelled("event", event.event))
+      } else if (event._tag === "Disconnected") {
+        // "local: protocol-error: FrameTooLarge: ..." counts as "local: protocol-error": the detail
+        // is a peer's words, of unbounded variety.
+        disconnects.unsafeUpdate(1, labelled("reason", event.reason.split(": ").slice(0, 2).join(": ")))
+      }
+    })
+  )
+
+  return { observer, sample, flush, watchPeers }
 }

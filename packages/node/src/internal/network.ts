@@ -163,6 +163,7 @@ export const make = <R>(
     )
     const broadcaster = Context.get(broadcasterContext, Broadcaster.Broadcaster)
 
+    yield* Effect.forkScoped(Effect.interruptible(metrics.watchPeers))
     yield* Effect.forkScoped(
       metrics.sample.pipe(
         // A failed sample is logged and the next one still runs: metrics never stop for good.
