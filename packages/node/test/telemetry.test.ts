@@ -27,6 +27,7 @@ import {
   vote
 } from "./fixtures/cluster.js"
 import * as Otlp from "./fixtures/otlp.js"
+import { Metrics } from "./fixtures/validatorProcesses.js"
 import { waitLive } from "./fixtures/wait.js"
 
 const short = (n: number) => Identity.shortPeerId(peerId(n))
@@ -234,12 +235,6 @@ it.scopedLive(
 
 // ---- metrics ----
 
-interface Sample {
-  readonly name: string
-  readonly labels: Readonly<Record<string, string>>
-  readonly value: number
-}
-
 const scrape = (port: number) =>
   Effect.async<string, Error>((resume) => {
     const request = http.get({ host: "127.0.0.1", port, path: "/metrics", agent: false }, (response) => {
@@ -250,24 +245,8 @@ const scrape = (port: number) =>
     request.on("error", (e) => resume(Effect.fail(e)))
   })
 
-/** The samples of Prometheus's text format (no escapes in our label values). */
-const parse = (text: string): Array<Sample> =>
-  text
-    .split("\n")
-    .filter((line) => line.length > 0 && !line.startsWith("#"))
-    .flatMap((line) => {
-      const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)/.exec(line)
-      if (match === null) return []
-      const labels = Object.fromEntries(
-        [...(match[2] ?? "").matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"/g)].map((m) => [m[1]!, m[2]!])
-      )
-      return [{ name: match[1]!, labels, value: Number(match[3]) }]
-    })
-
-const valueOf = (samples: ReadonlyArray<Sample>, name: string, labels: Record<string, string>) =>
-  samples
-    .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
-    .reduce((sum, s) => sum + s.value, 0)
+const parse = Metrics.parse
+const valueOf = (metrics: Metrics, name: string, labels: Record<string, string>) => metrics.sum(name, labels)
 
 const portIsFree = (port: number) =>
   Effect.async<boolean>((resume) => {
@@ -319,7 +298,7 @@ it.scopedLive(
       yield* n1.net.send(n0.net.self, vote(12n, n1.net.self))
       yield* received(n0, "Vote", [])
 
-      let after: Array<Sample> = []
+      let after = parse("")
       yield* waitLive(
         "the counters to move",
         Effect.map(scrape(metricsPort), (text) => {

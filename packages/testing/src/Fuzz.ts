@@ -591,6 +591,44 @@ export const settings = (defaults: { cases: number; seed?: number }) => {
   return { cases, seed, only, names, meter: process.env.FUZZ_METER !== "0" }
 }
 
+/** Bounded work, not a timing check: room for a loaded 2-core CI machine. */
+const TEST_TIMEOUT_MS = 180_000
+/**
+ * The loop stops here, well before the test's timeout, so that a run that is too slow (or a decoder
+ * that got slow) fails with how far it got, instead of being cut by the runner.
+ */
+const HANG_GUARD_MS = TEST_TIMEOUT_MS * 0.8
+
+/** What `suite` needs of the test runner (vitest's `describe` and `it`): this package imports none. */
+export interface TestRunner {
+  readonly describe: (name: string, body: () => void) => void
+  readonly it: (name: string, body: () => void, timeout?: number) => void
+}
+
+/**
+ * The bounded run of every package's `npm test`: one test per target, `FUZZ_CASES` cases (default
+ * 10^5) from `FUZZ_SEED`. A test fails on a crash, a violated property, an outcome never reached,
+ * or a run stopped by its hang guard before its cases were done.
+ */
+export const suite = (targets: ReadonlyArray<Target>, runner: TestRunner): void => {
+  const { cases, seed } = settings({ cases: 100_000 })
+  runner.describe("fuzz", () => {
+    for (const target of targets) {
+      runner.it(
+        `${target.name}: ${cases} random and mutated inputs: no throw, its properties hold, every outcome reached (seed ${seed})`,
+        () => {
+          const report = run(target, { cases, seed, deadline: Date.now() + HANG_GUARD_MS })
+          if (process.env.FUZZ_REPORT) console.log(JSON.stringify(report))
+          const found = problems(report)
+          if (found.length > 0) throw new Error(found.join("\n"))
+          if (report.cases !== cases) throw new Error(`${target.name}: ran ${report.cases} of ${cases} cases`)
+        },
+        TEST_TIMEOUT_MS
+      )
+    }
+  })
+}
+
 /** Memory after full collections and a pause (ArrayBuffers are freed behind the collector), when --expose-gc. */
 const settledMemory = async (): Promise<NodeJS.MemoryUsage | undefined> => {
   const gc = (globalThis as { gc?: () => void }).gc
