@@ -14,6 +14,7 @@ import { peerId, seedOf } from "../fixtures/cluster.js"
 import {
   type Exit,
   type Host,
+  isRunning,
   type Lab,
   type Line,
   makeLab,
@@ -29,15 +30,6 @@ const NETWORK = "hotstuff2-chaos"
 export const SIZE = 4
 /** Every wait of a scenario gives up after this; none of them is a claim about speed. */
 export const DEADLINE_MS = 90_000
-
-const isRunning = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM"
-  }
-}
 
 let bundled: Promise<string> | undefined
 const bundleDir = path.join(BUNDLES, `${BUNDLE_PREFIX}${process.pid}`)
