@@ -167,7 +167,7 @@ const benchTransport = (local: PeerManager.PeerId, counters: DialCounters, ref: 
         variant.dialConcurrency === undefined
           ? undefined
           : yield* Effect.makeSemaphore(variant.dialConcurrency)
-      const counted = (address: string, peer: PeerManager.PeerId) =>
+      const counted = (address: string, peer: Transport.Expected) =>
         Effect.suspend(() => {
           counters.attempts++
           return inner.dial(address, peer)
@@ -180,10 +180,10 @@ const benchTransport = (local: PeerManager.PeerId, counters: DialCounters, ref: 
               })
           })
         )
-      const limited = (address: string, peer: PeerManager.PeerId) =>
+      const limited = (address: string, peer: Transport.Expected) =>
         limit === undefined ? counted(address, peer) : limit.withPermits(1)(counted(address, peer))
-      const dial = (address: string, peer: PeerManager.PeerId) =>
-        variant.largerWaitsMs === undefined || local < peer
+      const dial = (address: string, peer: Transport.Expected) =>
+        variant.largerWaitsMs === undefined || typeof peer !== "string" || local < peer
           ? limited(address, peer)
           : Effect.gen(function* () {
               yield* Effect.sleep(variant.largerWaitsMs!)

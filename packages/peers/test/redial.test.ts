@@ -22,10 +22,13 @@ const recordingTransport = (n: number, dials: Map<string, Array<number>>) =>
     Transport.Transport,
     Effect.map(Transport.Transport, (inner) => ({
       ...inner,
-      dial: (to: string, peer: Transport.PeerId) =>
+      dial: (to: string, peer: Transport.Expected) =>
         Effect.zipRight(
           Effect.flatMap(Clock.currentTimeMillis, (at) =>
-            Effect.sync(() => dials.set(peer, [...(dials.get(peer) ?? []), at]))
+            Effect.sync(() => {
+              const key = Transport.describeExpected(peer)
+              dials.set(key, [...(dials.get(key) ?? []), at])
+            })
           ),
           inner.dial(to, peer)
         )

@@ -16,7 +16,7 @@ import { peerIdOfCertificate, selfSignedCertificate } from "./internal/certifica
 import { HandshakeError } from "./internal/handshake.js"
 import { onceSocket, type SecuredSocket, type SocketFlavor, socketBackend } from "./internal/socketBackend.js"
 import { make } from "./internal/transport.js"
-import { type PeerId, Transport } from "./Transport.js"
+import { describeExpected, type Expected, expects, Transport } from "./Transport.js"
 import * as TransportConfig from "./TransportConfig.js"
 import type { InvalidTransportConfig } from "./TransportError.js"
 
@@ -62,12 +62,12 @@ const acceptTls = (
   }
 }
 
-/** A client connection; `done` once it is secure and the server's certificate holds `expectedPeer`'s key. */
+/** A client connection; `done` once it is secure and the server's certificate holds an `expected` key. */
 const connectTls = (
   context: tls.SecureContext,
   host: string,
   port: number,
-  expectedPeer: PeerId,
+  expected: Expected,
   done: (result: SecuredSocket | HandshakeError) => void
 ): (() => void) => {
   // `noDelay` at connect: `setNoDelay` on a TLS socket that is not connected yet is lost, and
@@ -92,12 +92,12 @@ const connectTls = (
       )
     }
     const pinnedPeer = peerIdOfCertificate(socket.getPeerX509Certificate())
-    if (pinnedPeer !== expectedPeer) {
+    if (pinnedPeer === undefined || !expects(expected, pinnedPeer)) {
       socket.destroy()
       return done(
         new HandshakeError({
           reason: "identity-mismatch",
-          detail: `certificate key is ${pinnedPeer?.slice(0, 16) ?? "not Ed25519"}, expected ${expectedPeer.slice(0, 16)}`,
+          detail: `certificate key is ${pinnedPeer?.slice(0, 16) ?? "not Ed25519"}, expected ${describeExpected(expected).slice(0, 16)}`,
           peer: pinnedPeer
         })
       )
@@ -126,11 +126,10 @@ const tlsFlavor = (context: tls.SecureContext): SocketFlavor => ({
   // The certificate proves the key and TLS protects the hellos: no extra signatures needed.
   signatures: false,
   accept: (raw) => asEffect((done) => acceptTls(context, raw, done)),
-  connect: (host, port, expectedPeer) =>
-    asEffect((done) => connectTls(context, host, port, expectedPeer, done)),
+  connect: (host, port, expected) => asEffect((done) => connectTls(context, host, port, expected, done)),
   // Callbacks: a connection setup costs no fiber of its own.
   acceptNow: (raw, done) => acceptTls(context, raw, done),
-  connectNow: (host, port, expectedPeer, done) => connectTls(context, host, port, expectedPeer, done)
+  connectNow: (host, port, expected, done) => connectTls(context, host, port, expected, done)
 })
 
 /** TLS 1.3 with pinned Ed25519 certificates. Closing the layer closes every listener and connection. */

@@ -166,12 +166,28 @@ export interface TransportShape {
     options?: ListenOptions
   ) => Effect.Effect<Listener, ListenError, Scope.Scope>
   /**
-   * Connects to `address` and authenticates the remote as `expectedPeer` before returning; fails
+   * Connects to `address` and authenticates the remote as `expected` before returning; fails
    * with a typed `DialError` (unreachable, timeout, identity mismatch, refused...) otherwise. The
    * connection lives until closed, or until the transport's layer is released.
    */
-  readonly dial: (address: string, expectedPeer: PeerId) => Effect.Effect<Connection, DialError>
+  readonly dial: (address: string, expected: Expected) => Effect.Effect<Connection, DialError>
 }
+
+/**
+ * Who a dial accepts at the other end: one pinned key, or (a bootstrap node whose key is not known,
+ * a DNS name that may be any validator) any key the predicate accepts. Either way the remote proves
+ * the key it presents (its certificate, or a signed hello) before any application byte; the
+ * predicate only decides whether that proven key is welcome. This node's own key never is.
+ */
+export type Expected = PeerId | ((peer: PeerId) => boolean)
+
+/** Whether a proven key is what a dial expected. */
+export const expects = (expected: Expected, peer: PeerId | undefined): boolean =>
+  peer !== undefined && (typeof expected === "string" ? peer === expected : expected(peer))
+
+/** How a dial's expectation reads in errors and spans: the key, or `any`. */
+export const describeExpected = (expected: Expected): string =>
+  typeof expected === "string" ? expected : "any"
 
 export class Transport extends Context.Tag("@hotstuff2/transport/Transport")<Transport, TransportShape>() {}
 

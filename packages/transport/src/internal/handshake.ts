@@ -26,7 +26,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
 import * as Runtime from "effect/Runtime"
-import type { Authorize, PeerId } from "../Transport.js"
+import { type Authorize, describeExpected, type Expected, expects, type PeerId } from "../Transport.js"
 import type { HandshakeFailure } from "../TransportError.js"
 import type { ConnectionCore } from "./connection.js"
 
@@ -141,8 +141,8 @@ export interface HandshakeOptions {
   readonly identity: Identity.Identity
   readonly networkId: string
   readonly role: "dialer" | "listener"
-  /** Dialer: the key the remote must have. */
-  readonly expectedPeer?: PeerId | undefined
+  /** Dialer: the key the remote must have, or the keys it may have. */
+  readonly expected?: Expected | undefined
   /** TLS: the key the remote's certificate proved; its Hello must name the same. */
   readonly pinnedPeer?: PeerId | undefined
   /** Listener: admission. */
@@ -273,10 +273,10 @@ export const start = (
         `hello names ${hello.peer.slice(0, 16)}, certificate proves ${options.pinnedPeer.slice(0, 16)}`
       )
     }
-    if (options.expectedPeer !== undefined && hello.peer !== options.expectedPeer) {
+    if (options.expected !== undefined && !expects(options.expected, hello.peer)) {
       return refuse(
         "identity-mismatch",
-        `remote is ${hello.peer.slice(0, 16)}, expected ${options.expectedPeer.slice(0, 16)}`
+        `remote is ${hello.peer.slice(0, 16)}, expected ${describeExpected(options.expected).slice(0, 16)}`
       )
     }
     const skew = Duration.toMillis(options.maxClockSkew)

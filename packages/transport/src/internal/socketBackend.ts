@@ -2,7 +2,7 @@
 // socket into an authenticated byte stream (TLS with a pinned certificate, or plain TCP).
 import * as net from "node:net"
 import * as Effect from "effect/Effect"
-import { formatAddress, type PeerId, parseAddress } from "../Transport.js"
+import { type Expected, formatAddress, type PeerId, parseAddress } from "../Transport.js"
 import { type HandshakeFailure, ListenError } from "../TransportError.js"
 import { HandshakeError } from "./handshake.js"
 import { socketPipe } from "./socketPipe.js"
@@ -13,11 +13,11 @@ export interface SocketFlavor {
   readonly signatures: boolean
   /** Server side: the accepted raw socket to a byte stream, and the key its certificate proved (TLS). */
   readonly accept: (raw: net.Socket) => Effect.Effect<SecuredSocket, HandshakeError>
-  /** Client side: connect and, for TLS, check the certificate against `expectedPeer` before any byte is read. */
+  /** Client side: connect and, for TLS, check the certificate against `expected` before any byte is read. */
   readonly connect: (
     host: string,
     port: number,
-    expectedPeer: PeerId
+    expected: Expected
   ) => Effect.Effect<SecuredSocket, HandshakeError>
   /** `accept` as callbacks (no fiber): calls `done` once unless cancelled; the cancel cuts the socket. */
   readonly acceptNow?: (raw: net.Socket, done: (result: SecuredSocket | HandshakeError) => void) => () => void
@@ -25,7 +25,7 @@ export interface SocketFlavor {
   readonly connectNow?: (
     host: string,
     port: number,
-    expectedPeer: PeerId,
+    expected: Expected,
     done: (result: SecuredSocket | HandshakeError) => void
   ) => () => void
 }
@@ -110,13 +110,13 @@ export const socketBackend = (flavor: SocketFlavor): Backend => {
   }
   const connectNow =
     (connect: NonNullable<SocketFlavor["connectNow"]>): NonNullable<Backend["connectNow"]> =>
-    (address, expectedPeer, done) => {
+    (address, expected, done) => {
       const parsed = parseAddress(address)
       if (parsed === undefined) {
         done(new HandshakeError({ reason: "unreachable", detail: "not a host:port address" }))
         return () => {}
       }
-      return connect(parsed.host, parsed.port, expectedPeer, (result) => {
+      return connect(parsed.host, parsed.port, expected, (result) => {
         if (result instanceof HandshakeError) return done(result)
         const { socket, pinnedPeer } = result
         track(socket)
@@ -183,13 +183,13 @@ export const socketBackend = (flavor: SocketFlavor): Backend => {
           })
         }
       }),
-    connect: (address, expectedPeer) =>
+    connect: (address, expected) =>
       Effect.gen(function* () {
         const parsed = parseAddress(address)
         if (parsed === undefined) {
           return yield* new HandshakeError({ reason: "unreachable", detail: "not a host:port address" })
         }
-        const { socket, pinnedPeer } = yield* flavor.connect(parsed.host, parsed.port, expectedPeer)
+        const { socket, pinnedPeer } = yield* flavor.connect(parsed.host, parsed.port, expected)
         track(socket)
         return {
           pipe: socketPipe(socket, address),

@@ -13,6 +13,8 @@ import * as Stream from "effect/Stream"
 import {
   type Authorize,
   type Connection,
+  describeExpected,
+  type Expected,
   type Listener,
   type ListenOptions,
   type PeerId,
@@ -77,7 +79,7 @@ export interface Backend {
   /** Opens a byte stream to `address`; a backend that can (TLS) checks the key before returning. */
   readonly connect: (
     address: string,
-    expectedPeer: PeerId
+    expected: Expected
   ) => Effect.Effect<
     { readonly pipe: Pipe; readonly pinnedPeer?: PeerId; readonly destroy: () => void },
     Handshake.HandshakeError
@@ -88,7 +90,7 @@ export interface Backend {
    */
   readonly connectNow?: (
     address: string,
-    expectedPeer: PeerId,
+    expected: Expected,
     done: (result: Connected | Handshake.HandshakeError) => void
   ) => () => void
   /** Cuts whatever the backend still holds, at shutdown after connections had their goodbye. */
@@ -185,8 +187,8 @@ export const make = (
       })
     )
 
-    const dialFailure = (address: string, expectedPeer: PeerId, e: Handshake.HandshakeError) =>
-      new DialError({ address, expectedPeer, reason: e.reason, detail: e.detail })
+    const dialFailure = (address: string, expected: Expected, e: Handshake.HandshakeError) =>
+      new DialError({ address, expectedPeer: describeExpected(expected), reason: e.reason, detail: e.detail })
 
     /**
      * Connect, TLS and the handshake as callbacks under one `Effect.async`, bounded by one timer: a
@@ -195,7 +197,7 @@ export const make = (
     const dialNow = (
       connectNow: NonNullable<Backend["connectNow"]>,
       address: string,
-      expectedPeer: PeerId
+      expected: Expected
     ): Effect.Effect<Connection, DialError> =>
       Effect.async<Connection, DialError>((resume) => {
         let finished = false
@@ -211,10 +213,10 @@ export const make = (
           cancelHandshake?.()
           // Cut the stream, unless a goodbye telling the listener why is still being flushed.
           if (core?.state !== "closing") destroy?.()
-          resume(Effect.fail(dialFailure(address, expectedPeer, e)))
+          resume(Effect.fail(dialFailure(address, expected, e)))
         }
         const cancelTimer = timers(handshakeMillis, () => fail(timeoutFailure))
-        cancelConnect = connectNow(address, expectedPeer, (connected) => {
+        cancelConnect = connectNow(address, expected, (connected) => {
           cancelConnect = undefined
           if (finished) {
             if (!(connected instanceof Handshake.HandshakeError)) connected.destroy()
@@ -226,7 +228,7 @@ export const make = (
           core = opened
           cancelHandshake = Handshake.start(
             opened,
-            { ...handshakeOptions("dialer"), expectedPeer, pinnedPeer: connected.pinnedPeer },
+            { ...handshakeOptions("dialer"), expected, pinnedPeer: connected.pinnedPeer },
             now,
             runAuthorize,
             (result) => {
@@ -249,16 +251,16 @@ export const make = (
         })
       })
 
-    const dialEffect = (address: string, expectedPeer: PeerId): Effect.Effect<Connection, DialError> => {
+    const dialEffect = (address: string, expected: Expected): Effect.Effect<Connection, DialError> => {
       let destroy: (() => void) | undefined
       let core: ConnectionCore | undefined
       return Effect.gen(function* () {
-        const connected = yield* backend.connect(address, expectedPeer)
+        const connected = yield* backend.connect(address, expected)
         destroy = connected.destroy
         core = open(connected.pipe, "outbound")
         yield* Handshake.run(core, {
           ...handshakeOptions("dialer"),
-          expectedPeer,
+          expected,
           pinnedPeer: connected.pinnedPeer
         })
         return makeConnection(core)
@@ -268,18 +270,18 @@ export const make = (
         Effect.onExit((exit) =>
           Effect.sync(() => Exit.isSuccess(exit) || core?.state === "closing" || destroy?.())
         ),
-        Effect.mapError((e) => dialFailure(address, expectedPeer, e))
+        Effect.mapError((e) => dialFailure(address, expected, e))
       )
     }
 
-    const dial = (address: string, expectedPeer: PeerId): Effect.Effect<Connection, DialError> =>
+    const dial = (address: string, expected: Expected): Effect.Effect<Connection, DialError> =>
       (backend.connectNow !== undefined
-        ? dialNow(backend.connectNow, address, expectedPeer)
-        : dialEffect(address, expectedPeer)
+        ? dialNow(backend.connectNow, address, expected)
+        : dialEffect(address, expected)
       ).pipe(
         // No stack trace: capturing one costs more than the rest of the span.
         Effect.withSpan("Transport.dial", {
-          attributes: { address, peer: expectedPeer, transport: backend.kind },
+          attributes: { address, peer: describeExpected(expected), transport: backend.kind },
           captureStackTrace: false
         })
       )
