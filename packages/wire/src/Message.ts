@@ -14,6 +14,8 @@ export const MAX_SYNC_BLOCKS = 1024
 export const MAX_ADDRESSES = 16
 export const MAX_ADDRESS_BYTES = 256
 export const MAX_PEER_RECORDS = 256
+/** A network id is at most 64 bytes (the transport's and the envelope's rule). */
+export const MAX_NETWORK_ID_BYTES = 64
 export const MAX_TOPIC_BYTES = 128
 
 const { hash, peerId, signature } = F
@@ -147,8 +149,10 @@ const PongField = F.message("Pong", 0x21, { nonce: F.u64 })
 
 const PeerRecordField = F.message("PeerRecord", 0x30, {
   peer: peerId,
+  network: F.utf8(MAX_NETWORK_ID_BYTES),
   addresses: F.list(F.utf8(MAX_ADDRESS_BYTES), MAX_ADDRESSES, 4),
   sequence: F.u64,
+  epoch: F.u64,
   signature
 })
 
@@ -206,7 +210,10 @@ export interface Ping extends Schema.Schema.Type<typeof Ping> {}
 export const Pong = PongField.schema
 export interface Pong extends Schema.Schema.Type<typeof Pong> {}
 
-/** Where a peer can be reached, signed by that peer; a higher `sequence` replaces a lower one. */
+/**
+ * Where a peer of network `network` can be reached, signed by that peer over its signing bytes; a
+ * higher `sequence` replaces a lower one. `epoch` is the newest validator-set epoch the signer knew.
+ */
 export const PeerRecord = PeerRecordField.schema
 export interface PeerRecord extends Schema.Schema.Type<typeof PeerRecord> {}
 
