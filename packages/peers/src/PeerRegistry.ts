@@ -24,8 +24,15 @@ export type ReputationEvent =
   | "ProtocolViolation"
   | "UsefulMessage"
 
-/** Where an address came from. */
-export type AddressSource = "config" | "discovery" | "inbound"
+/**
+ * Where an address came from. `config`, `bootstrap`, `dns` and `anchor` addresses are the operator's
+ * (or proven by a past connection): gossip never pushes them out. `gossip` came in a peer record
+ * signed by the peer; `inbound` is where a connection of the peer came from.
+ */
+export type AddressSource = "config" | "bootstrap" | "dns" | "anchor" | "gossip" | "inbound"
+
+/** Sources that gossip and inbound connections can never push out of a peer's addresses. */
+export const protectedSources: ReadonlySet<AddressSource> = internal.protectedSources
 
 /** An address of a peer and how dialling it went. */
 export interface AddressInfo {
@@ -119,6 +126,16 @@ export interface PeerRegistryShape {
   readonly setValidators: (peers: ReadonlyArray<PeerId>) => Effect.Effect<void>
   /** Adds an address (publishing `Discovered` when it is new). */
   readonly addAddress: (peer: PeerId, address: string, source: AddressSource) => Effect.Effect<void>
+  /**
+   * Makes `addresses` the peer's addresses from `source`: adds the new ones (as `addAddress` does)
+   * and forgets those from that source that are not among them (a newer peer record, a new DNS
+   * answer). An address another source also gave is kept under that source.
+   */
+  readonly replaceAddresses: (
+    peer: PeerId,
+    source: AddressSource,
+    addresses: ReadonlyArray<string>
+  ) => Effect.Effect<void>
   /** Records a dial's outcome for that address (health used to order addresses). */
   readonly recordDial: (peer: PeerId, address: string, ok: boolean) => Effect.Effect<void>
   /** Addresses to dial, healthiest first: recent success, then fewest failures, then config order. */

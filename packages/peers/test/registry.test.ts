@@ -282,7 +282,7 @@ describe("PeerRegistry changes", () => {
         yield* registry.setConnection(alice, "connected", { address: "a:1", direction: "inbound" })
         yield* registry.setConnection(alice, "disconnected", { reason: "eof" })
         yield* registry.setConnection(alice, "disconnected", { reason: "eof" })
-        yield* registry.addAddress(bob, "b:1", "discovery") // a marker: the third event
+        yield* registry.addAddress(bob, "b:1", "gossip") // a marker: the third event
         const events = yield* changes
         assert.deepStrictEqual(
           events.map((e) => e._tag),
@@ -299,8 +299,8 @@ describe("PeerRegistry addresses and health", () => {
     withRegistry({}, (registry) =>
       Effect.gen(function* () {
         const changes = yield* collectChanges(registry, 2)
-        yield* registry.addAddress(alice, "a:1", "discovery")
-        yield* registry.addAddress(alice, "a:1", "discovery")
+        yield* registry.addAddress(alice, "a:1", "gossip")
+        yield* registry.addAddress(alice, "a:1", "gossip")
         yield* registry.addAddress(alice, "a:1", "inbound")
         yield* registry.addAddress(alice, "a:2", "config")
         const events = yield* changes
@@ -312,7 +312,7 @@ describe("PeerRegistry addresses and health", () => {
         assert.deepStrictEqual(
           addresses.map((a) => [a.address, a.source]),
           [
-            ["a:1", "discovery"],
+            ["a:1", "gossip"],
             ["a:2", "config"]
           ]
         )
@@ -320,12 +320,60 @@ describe("PeerRegistry addresses and health", () => {
     )
   )
 
+  it.effect(
+    "gossip never pushes out an operator's address (config, bootstrap, DNS, anchor); replacing one source's addresses leaves the others",
+    () =>
+      withRegistry({ maxAddressesPerPeer: 4 }, (registry) =>
+        Effect.gen(function* () {
+          yield* registry.addAddress(alice, "a:1", "config")
+          yield* registry.addAddress(alice, "a:2", "bootstrap")
+          yield* registry.addAddress(alice, "a:3", "dns")
+          yield* registry.addAddress(alice, "a:4", "anchor")
+          // Full of protected addresses, all failing: gossip still finds no room.
+          for (const a of ["a:1", "a:2", "a:3", "a:4"]) yield* registry.recordDial(alice, a, false)
+          for (let i = 0; i < 10; i++) yield* registry.addAddress(alice, `g:${i}`, "gossip")
+          const sources = (yield* state(registry, alice)).addresses.map((a) => [a.address, a.source])
+          assert.deepStrictEqual(sources, [
+            ["a:1", "config"],
+            ["a:2", "bootstrap"],
+            ["a:3", "dns"],
+            ["a:4", "anchor"]
+          ])
+
+          // On another peer gossip fills the room; an operator's address then pushes a failing one out.
+          for (let i = 0; i < 4; i++) yield* registry.addAddress(bob, `g:${i}`, "gossip")
+          yield* registry.recordDial(bob, "g:0", false)
+          yield* registry.addAddress(bob, "d:1", "dns")
+          assert.deepStrictEqual(
+            (yield* state(registry, bob)).addresses.map((a) => a.address),
+            ["g:1", "g:2", "g:3", "d:1"]
+          )
+          // A newer record: its addresses replace the gossip ones, the DNS one stays.
+          yield* registry.replaceAddresses(bob, "gossip", ["g:3", "g:9"])
+          assert.deepStrictEqual(
+            (yield* state(registry, bob)).addresses.map((a) => [a.address, a.source]),
+            [
+              ["g:3", "gossip"],
+              ["d:1", "dns"],
+              ["g:9", "gossip"]
+            ]
+          )
+          // A new DNS answer replaces the DNS address and leaves gossip's.
+          yield* registry.replaceAddresses(bob, "dns", [])
+          assert.deepStrictEqual(
+            (yield* state(registry, bob)).addresses.map((a) => a.address),
+            ["g:3", "g:9"]
+          )
+        })
+      )
+  )
+
   it.effect("orders dial addresses healthiest first and moves a failing address behind a healthy one", () =>
     withRegistry({}, (registry) =>
       Effect.gen(function* () {
         yield* registry.addAddress(alice, "a:1", "config")
         yield* registry.addAddress(alice, "a:2", "config")
-        yield* registry.addAddress(alice, "a:3", "discovery")
+        yield* registry.addAddress(alice, "a:3", "gossip")
         assert.deepStrictEqual(yield* registry.dialOrder(alice), ["a:1", "a:2", "a:3"])
 
         // a:1 keeps failing: it goes behind the untried ones.
@@ -401,7 +449,7 @@ describe("PeerRegistry addresses and health", () => {
       yield* TestClock.adjust(1)
       yield* registry.ban(carol, "operator", "1 hour") // t=2: banned, kept while idle peers exist
       yield* TestClock.adjust(1)
-      yield* registry.addAddress(peer(4), "d:1", "discovery") // t=3: fourth non-validator
+      yield* registry.addAddress(peer(4), "d:1", "gossip") // t=3: fourth non-validator
       const ids = (yield* registry.all).map((s) => s.id)
       assert.deepStrictEqual(ids, [peer(9), alice, carol, peer(4)])
       yield* TestClock.adjust(1)
@@ -431,13 +479,13 @@ describe("PeerRegistry persistence", () => {
       yield* withRegistry(config, (registry) =>
         Effect.gen(function* () {
           yield* registry.addAddress(alice, "a:1", "config")
-          yield* registry.addAddress(alice, "a:2", "discovery")
+          yield* registry.addAddress(alice, "a:2", "gossip")
           yield* TestClock.adjust(10)
           yield* registry.recordDial(alice, "a:1", false)
           yield* registry.recordDial(alice, "a:2", true)
           yield* reportTimes(registry, alice, "BadSignature", 2) // banned until 60_010
           yield* registry.ban(bob, "operator", Duration.infinity)
-          yield* registry.addAddress(carol, "c:1", "discovery")
+          yield* registry.addAddress(carol, "c:1", "gossip")
         })
       )
 
@@ -462,7 +510,7 @@ describe("PeerRegistry persistence", () => {
           assert.strictEqual(a.banCount, 1)
           assert.deepStrictEqual(a.addresses, [
             { address: "a:1", source: "config", lastSuccess: undefined, lastFailure: 10, failures: 1 },
-            { address: "a:2", source: "discovery", lastSuccess: 10, lastFailure: undefined, failures: 0 }
+            { address: "a:2", source: "gossip", lastSuccess: 10, lastFailure: undefined, failures: 0 }
           ])
           assert.deepStrictEqual(yield* registry.dialOrder(alice), ["a:2", "a:1"])
           assert.strictEqual(

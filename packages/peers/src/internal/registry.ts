@@ -85,9 +85,20 @@ const BanUntil = Schema.transform(Schema.Union(Schema.Finite, Schema.Literal("ne
   encode: (until) => (Number.isFinite(until) ? until : ("never" as const))
 })
 
+/** Files written before the sources were told apart say `discovery` for what gossip gave. */
+const StoredSource = Schema.transform(
+  Schema.Literal("config", "bootstrap", "dns", "anchor", "gossip", "inbound", "discovery"),
+  Schema.Literal("config", "bootstrap", "dns", "anchor", "gossip", "inbound"),
+  {
+    strict: true,
+    decode: (source) => (source === "discovery" ? "gossip" : source),
+    encode: (source) => source
+  }
+)
+
 const StoredAddress = Schema.Struct({
   address: Schema.String,
-  source: Schema.Literal("config", "discovery", "inbound"),
+  source: StoredSource,
   lastSuccess: Schema.optional(Schema.Finite),
   lastFailure: Schema.optional(Schema.Finite),
   failures: Schema.NonNegativeInt
@@ -205,7 +216,16 @@ const sortForDialling = (addresses: ReadonlyArray<AddressInfo>): Array<AddressIn
     })
     .map(({ address }) => address)
 
-const sourceRank: Record<AddressSource, number> = { config: 2, discovery: 1, inbound: 0 }
+export const protectedSources: ReadonlySet<AddressSource> = new Set(["config", "bootstrap", "dns", "anchor"])
+
+const sourceRank: Record<AddressSource, number> = {
+  config: 4,
+  bootstrap: 3,
+  dns: 3,
+  anchor: 2,
+  gossip: 1,
+  inbound: 0
+}
 
 const newRecord = (id: PeerId, seq: number, now: number, validator: boolean): PeerRecord => ({
   id,
@@ -655,12 +675,16 @@ export const make = (
           }
           let kept = record.addresses
           if (kept.length >= settings.limits.maxAddressesPerPeer) {
+            // The least healthy address of a lower source makes room; an operator's address (config,
+            // bootstrap, DNS, anchor) is never pushed out by gossip or an inbound connection, and
+            // always finds room.
+            const mine = protectedSources.has(source)
             const victim = sortForDialling(kept)
-              .filter((a) => a.source !== "config")
+              .filter((a) => !protectedSources.has(a.source) && sourceRank[a.source] <= sourceRank[source])
               .at(-1)
-            if (victim !== undefined && (victim.failures > 0 || source === "config")) {
+            if (victim !== undefined && (victim.failures > 0 || mine)) {
               kept = kept.filter((a) => a !== victim)
-            } else if (source !== "config") {
+            } else if (!mine) {
               return [undefined, record]
             }
           }
@@ -674,6 +698,18 @@ export const make = (
             failures: 0
           }
           return [undefined, { ...record, addresses: [...kept, added] }]
+        }),
+
+      replaceAddresses: (peer, source, addresses) =>
+        Effect.gen(function* () {
+          const wanted = new Set(addresses)
+          yield* onPeer(peer, false, undefined, (record, fx) => {
+            const kept = record.addresses.filter((a) => a.source !== source || wanted.has(a.address))
+            if (kept.length === record.addresses.length) return [undefined, record]
+            fx.dirty = true
+            return [undefined, { ...record, addresses: kept }]
+          })
+          for (const address of addresses) yield* registry.addAddress(peer, address, source)
         }),
 
       recordDial: (peer, address, ok) =>
