@@ -12,7 +12,7 @@ import type { ChannelConfig, TransportConfig } from "../TransportConfig.js"
 import { Backpressure, ConnectionClosed, UnknownChannel } from "../TransportError.js"
 import { type Budget, unlimited } from "./budget.js"
 import { encodeGoodbye } from "./handshake.js"
-import type { Pipe } from "./pipe.js"
+import { HANDSHAKE_FRAME_BYTES, type Pipe } from "./pipe.js"
 import type { Timers } from "./timers.js"
 
 /** Channel 255 carries the transport's own frames: handshake and goodbye. */
@@ -23,7 +23,7 @@ export const CONTROL_CHANNEL = 255
  * must not make this node buffer megabytes or inflate anything.
  */
 export const HANDSHAKE_LIMITS: Frame.FrameLimits = {
-  maxFrameBytes: 4096,
+  maxFrameBytes: HANDSHAKE_FRAME_BYTES,
   maxDecompressedBytes: 0,
   maxMessagesPerFrame: 4
 }
@@ -310,6 +310,7 @@ export class ConnectionCore {
     this.remotePeer = peer
     this.state = "open"
     const { config } = this.options
+    this.pipe.opened?.(config.maxFrameBytes)
     this.decoder.setLimits({
       maxFrameBytes: config.maxFrameBytes,
       maxDecompressedBytes: config.maxDecompressedBytes,

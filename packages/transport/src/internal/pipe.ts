@@ -32,4 +32,15 @@ export interface Pipe {
   readonly resume: () => void
   readonly end: (onFinished?: () => void) => void
   readonly destroy: (error?: Error) => void
+  /**
+   * Optional: the handshake authenticated the remote, and frames up to `maxFrameBytes` (body) are
+   * now allowed; before, at most `HANDSHAKE_FRAME_BYTES`. A byte-stream pipe ignores it (the
+   * connection's decoder checks every header); a pipe that gathers whole frames before handing
+   * them over (one stream per channel, as QUIC) uses it to refuse a large frame on its header
+   * instead of buffering it.
+   */
+  readonly opened?: (maxFrameBytes: number) => void
 }
+
+/** Largest frame body before the handshake authenticated the remote (the connection's limit). */
+export const HANDSHAKE_FRAME_BYTES = 4096
