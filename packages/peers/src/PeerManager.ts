@@ -3,7 +3,7 @@
  * within seconds when a peer is dead, and isolates one that misbehaves: one connection per peer,
  * redial on a jittered exponential schedule, heartbeats with RTT, inbound rate limits, and bans.
  */
-import type { Transport as T } from "@hotstuff2/transport"
+import type { Transport as T, TransportError } from "@hotstuff2/transport"
 import type { Frame, Identity } from "@hotstuff2/wire"
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
@@ -31,6 +31,13 @@ export interface PeerManagerOptions {
   /** The peers to stay connected to (this node may be among them; it is skipped). */
   readonly validators: ReadonlyArray<Validator>
   readonly config?: PeersConfigInput
+  /**
+   * Channels whose frames go to their own consumer (`inboundOn`) instead of `inbound`: discovery
+   * takes its channel this way. Each holds `inboundFramesPerPeer` frames per peer; past that, frames
+   * of that channel are dropped and counted (these are drop channels: a slow consumer must not pause
+   * the peer's socket, and with it its votes).
+   */
+  readonly separateChannels?: ReadonlyArray<number>
 }
 
 /** Frames received from a peer, in order per channel. */
@@ -102,6 +109,33 @@ export interface PeerManagerShape {
   readonly events: Stream.Stream<PeerEvent>
   /** Inbound connection attempts this node's listener refused so far, by reason. */
   readonly refused: Effect.Effect<T.RefusalCounts>
+  /**
+   * Frames of one of the `separateChannels`, rate limited as any other (one consumer per channel).
+   * A channel that is not separate gives an empty stream: its frames go to `inbound`.
+   */
+  readonly inboundOn: (channel: number) => Stream.Stream<InboundFrame>
+  /** Frames of the separate channels dropped because their consumer fell behind, by channel. */
+  readonly separateDropped: Effect.Effect<ReadonlyMap<number, number>>
+  /**
+   * Replaces the validator set (an epoch change): newcomers get a dialer (their `addresses` enter the
+   * registry as `config`), peers that left lose theirs, and the connection of one that left is closed
+   * as `not-a-validator` unless non-validators are admitted or it was `connectTo`'d. Idempotent.
+   */
+  readonly setValidators: (validators: ReadonlyArray<Validator>) => Effect.Effect<void>
+  /** The current validator set (this node left out). */
+  readonly validators: Effect.Effect<ReadonlySet<PeerId>>
+  /**
+   * Dials `address` once, for a peer this node wants whatever the validator set says (a bootstrap
+   * node, a DNS target whose key is not yet known): `expected` is its key, or a predicate over the
+   * key it proves. The connection is admitted and kept like a validator's (heartbeats, rate limits)
+   * but never redialled, until `disconnect`. Returns the proven key.
+   */
+  readonly connectTo: (
+    address: string,
+    expected: T.Expected
+  ) => Effect.Effect<PeerId, TransportError.DialError | PeerNotConnected>
+  /** Closes this peer's connection with `reason` (a `connectTo` peer is no longer kept); a validator's is redialled. */
+  readonly disconnect: (peer: PeerId, reason: string) => Effect.Effect<void>
 }
 
 export class PeerManager extends Context.Tag("@hotstuff2/peers/PeerManager")<

@@ -27,6 +27,8 @@ export interface Dialer {
   readonly connected: (peer: PeerId, slot: Slot) => Effect.Effect<void>
   /** Starts every dialer, in PeerId order. */
   readonly startAll: Effect.Effect<void>
+  /** The validator set changed: the dial grace is worked out again, and peers that left lose their dialer. */
+  readonly validatorsChanged: Effect.Effect<void>
 }
 
 export const makeDialer = (deps: {
@@ -52,7 +54,7 @@ export const makeDialer = (deps: {
     // Dialers start in PeerId order, so a smaller peer dials its larger peers in that order too,
     // `maxConcurrentDials` at a time: this node's dial comes after those of the validators between
     // the two. The grace given to that peer grows with their number, at most `redialCap`.
-    const sortedValidators = [...validators, local].sort()
+    let sortedValidators = [...validators, local].sort()
     const graceFor = (peer: PeerId): number => {
       const before = sortedValidators.indexOf(local) - sortedValidators.indexOf(peer) - 1
       const turns = 1 + Math.floor(Math.max(0, before) / config.maxConcurrentDials)
@@ -160,5 +162,14 @@ export const makeDialer = (deps: {
         if (peer !== local) yield* startDialer(peer, slotOf(peer), undefined)
     })
 
-    return { dials, startDialer, connected, startAll } satisfies Dialer
+    const validatorsChanged = Effect.gen(function* () {
+      sortedValidators = [...validators, local].sort()
+      for (const peer of [...dialers].map(([peer]) => peer)) {
+        if (!dials(peer)) {
+          yield* FiberMap.remove(dialers, peer)
+        }
+      }
+    })
+
+    return { dials, startDialer, connected, startAll, validatorsChanged } satisfies Dialer
   })

@@ -21,7 +21,8 @@ import {
   type PeerId,
   type PeerManagerOptions,
   type PeerManagerShape,
-  PeerNotConnected
+  PeerNotConnected,
+  type Validator
 } from "../PeerManager.js"
 import { PeerRegistry } from "../PeerRegistry.js"
 import * as PeersConfig from "../PeersConfig.js"
@@ -52,12 +53,26 @@ export const make = (options: PeerManagerOptions) =>
     const validators = new Set(options.validators.map((v) => v.id).filter((id) => id !== local))
     const slots = new Map<PeerId, Slot>()
     const reservedHosts = new ReservedHosts(validators, options.validators)
+    /** Peers `connectTo`'d: admitted and kept whatever the validator set says, until `disconnect`. */
+    const invited = new Set<PeerId>()
+    const separate = new Map(
+      (options.separateChannels ?? []).map((channel) => [
+        channel,
+        new FairInbox(config.inboundFramesPerPeer, config.inboundBytesPerPeer, config.inboundBytesTotal)
+      ])
+    )
+    const separateDropped = new Map<number, number>()
     const inbox = new FairInbox(
       config.inboundFramesPerPeer,
       config.inboundBytesPerPeer,
       config.inboundBytesTotal
     )
-    yield* Effect.addFinalizer(() => Effect.sync(() => inbox.close()))
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        inbox.close()
+        for (const side of separate.values()) side.close()
+      })
+    )
     const perConnection = yield* FiberSet.make<void, never>()
 
     const slotOf = (peer: PeerId): Slot => {
@@ -92,6 +107,7 @@ export const make = (options: PeerManagerOptions) =>
       ) {
         slots.delete(peer)
         inbox.forget(peer)
+        for (const side of separate.values()) side.forget(peer)
       }
     }
 
@@ -149,11 +165,21 @@ export const make = (options: PeerManagerOptions) =>
     const admitted = (peer: PeerId) =>
       Effect.map(
         registry.isBanned(peer),
-        (banned) => !banned && (validators.has(peer) || config.admitNonValidators)
+        (banned) => !banned && (validators.has(peer) || invited.has(peer) || config.admitNonValidators)
       )
 
     const heartbeat = makeHeartbeat({ config, registry, now, slots, detach })
-    const reader = makeReader({ config, registry, now, inbox, limiter, heartbeat, onClosed })
+    const reader = makeReader({
+      config,
+      registry,
+      now,
+      inbox,
+      separate,
+      separateDropped,
+      limiter,
+      heartbeat,
+      onClosed
+    })
 
     /** Makes `connection` the peer's one connection, or closes it as a duplicate. */
     const register = (connection: Transport.Connection): Effect.Effect<void> =>
@@ -258,6 +284,54 @@ export const make = (options: PeerManagerOptions) =>
     const notConnected = (peer: PeerId) =>
       new PeerNotConnected({ peer, detail: "not connected (pass waitForConnection to wait)" })
 
+    /** Closes the peer's connection (a validator's dialer takes over); its slot goes once idle. */
+    const disconnect = (peer: PeerId, reason: string, detail: string) =>
+      Effect.suspend(() => {
+        const slot = slots.get(peer)
+        const connection = slot?.connection
+        if (slot === undefined || connection === undefined) return Effect.void
+        return Effect.zipRight(
+          detach(peer, slot, connection, reason, detail),
+          Effect.sync(() => forgetIfIdle(peer, slot))
+        )
+      })
+
+    const setValidators = (next: ReadonlyArray<Validator>) =>
+      Effect.gen(function* () {
+        const ids = new Set(next.map((v) => v.id).filter((id) => id !== local))
+        const left = [...validators].filter((id) => !ids.has(id))
+        const joined = [...ids].filter((id) => !validators.has(id))
+        validators.clear()
+        for (const id of ids) validators.add(id)
+        reservedHosts.addConfigured(next)
+        yield* registry.setValidators([...validators])
+        for (const v of next) {
+          if (v.id === local) continue
+          for (const address of v.addresses) yield* registry.addAddress(v.id, address, "config")
+        }
+        yield* dialer.validatorsChanged
+        for (const peer of left) {
+          if (!invited.has(peer) && !config.admitNonValidators) {
+            yield* disconnect(peer, "not-a-validator", "left the validator set")
+          }
+        }
+        for (const peer of joined.sort()) yield* dialer.startDialer(peer, slotOf(peer), undefined)
+      })
+
+    const connectTo = (address: string, expected: Transport.Expected) =>
+      Effect.gen(function* () {
+        const connection = yield* transport.dial(address, expected)
+        const peer = connection.remotePeer
+        invited.add(peer)
+        yield* register(connection)
+        const slot = slots.get(peer)
+        if (slot?.connection === undefined) {
+          invited.delete(peer)
+          return yield* new PeerNotConnected({ peer, detail: "dialled, but not admitted (banned?)" })
+        }
+        return peer
+      })
+
     return {
       localPeer: local,
       address: listener.address,
@@ -303,7 +377,22 @@ export const make = (options: PeerManagerOptions) =>
       ),
       connection: (peer) => Effect.sync(() => Option.fromNullable(slots.get(peer)?.connection)),
       events: registry.changes,
-      refused: listener.refused
+      refused: listener.refused,
+      inboundOn: (channel) => {
+        const side = separate.get(channel)
+        return side === undefined
+          ? Stream.empty
+          : Stream.repeatEffectChunk(Effect.map(side.take(256), Chunk.unsafeFromArray))
+      },
+      separateDropped: Effect.sync(() => new Map(separateDropped)),
+      setValidators,
+      validators: Effect.sync(() => new Set(validators)),
+      connectTo,
+      disconnect: (peer, reason) =>
+        Effect.suspend(() => {
+          invited.delete(peer)
+          return disconnect(peer, reason, "asked by this node")
+        })
     } satisfies PeerManagerShape
   }) as Effect.Effect<
     PeerManagerShape,

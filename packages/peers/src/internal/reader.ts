@@ -38,6 +38,9 @@ export const makeReader = (deps: {
   readonly registry: PeerRegistryShape
   readonly now: () => number
   readonly inbox: FairInbox
+  /** The separate channels' inboxes (drop when full) and their drop counts. */
+  readonly separate: ReadonlyMap<number, FairInbox>
+  readonly separateDropped: Map<number, number>
   readonly limiter: RateLimiter
   readonly heartbeat: Heartbeat
   /** The peer's connection closed: the manager takes it out of its slot. */
@@ -48,7 +51,7 @@ export const makeReader = (deps: {
     why: Transport.CloseReason
   ) => Effect.Effect<void>
 }): Reader => {
-  const { registry, now, inbox, onClosed } = deps
+  const { registry, now, inbox, separate, separateDropped, onClosed } = deps
   const { admittedCount, countDropped, withinLimits } = deps.limiter
   const { onHeartbeat } = deps.heartbeat
   const heartbeatMillis = Duration.toMillis(deps.config.heartbeatInterval)
@@ -56,9 +59,10 @@ export const makeReader = (deps: {
   /**
    * Where a frame within its limits goes, by channel: the one place that decides it, for the fast
    * path and the reader alike. Undefined: the reader handles it itself (heartbeats); otherwise the
-   * inbox whose consumer takes it (`inbound`).
+   * inbox whose consumer takes it (`inbound`, or a separate channel's `inboundOn`).
    */
-  const inboxFor = (channel: number): FairInbox | undefined => (channel === HEARTBEAT ? undefined : inbox)
+  const inboxFor = (channel: number): FairInbox | undefined =>
+    channel === HEARTBEAT ? undefined : separate.size === 0 ? inbox : (separate.get(channel) ?? inbox)
 
   const read = (peer: PeerId, slot: Slot, connection: Transport.Connection) =>
     Effect.gen(function* () {
@@ -93,7 +97,12 @@ export const makeReader = (deps: {
             continue
           }
           const inboundFrame = { peer, channel: frame.channel, messages: frame.messages }
-          if (!target.tryOffer(inboundFrame)) {
+          if (target !== inbox && !target.tryOffer(inboundFrame)) {
+            // A separate channel drops what its consumer has no room for: it never pauses the socket.
+            separateDropped.set(frame.channel, (separateDropped.get(frame.channel) ?? 0) + 1)
+            continue
+          }
+          if (target === inbox && !target.tryOffer(inboundFrame)) {
             // Waiting here is this node's consumer falling behind: it must not count against the
             // peer. A close meanwhile is noticed at once (sends fail typed, redial starts).
             slot.readerBlocked = true

@@ -22,6 +22,11 @@ export class ReservedHosts {
     private readonly validators: ReadonlySet<PeerId>,
     configured: ReadonlyArray<Validator>
   ) {
+    this.addConfigured(configured)
+  }
+
+  /** Validators' configured addresses (at start, and at each change of the set): their hosts are reserved. */
+  addConfigured(configured: ReadonlyArray<Validator>): void {
     for (const v of configured) {
       for (const address of v.addresses) {
         const host = hostOf(address)
