@@ -10,6 +10,8 @@ export * as TcpTransport from "./TcpTransport.js"
 export * as TlsTransport from "./TlsTransport.js"
 /** The contract: listen, dial, connections with prioritised channels. */
 export * as Transport from "./Transport.js"
+/** The public backend seam: plug a transport of your own under the same core and conformance suite. */
+export * as TransportBackend from "./TransportBackend.js"
 /** Every limit and channel, Schema-validated with defaults. */
 export * as TransportConfig from "./TransportConfig.js"
 /** Typed errors: dial failures, refusals, backpressure. */
