@@ -1,0 +1,3 @@
+export * as Discovery from "./Discovery.js"
+export * as DiscoveryConfig from "./DiscoveryConfig.js"
+export * as DiscoveryError from "./DiscoveryError.js"
