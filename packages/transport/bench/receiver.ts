@@ -10,12 +10,13 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
-import { TcpTransport, TlsTransport, Transport, TransportConfig } from "../src/index.js"
+import { QuicTransport, TcpTransport, TlsTransport, Transport, TransportConfig } from "../src/index.js"
 
 import {
   encodeFrame,
   isMode,
   type Mode,
+  quicOptions,
   receiverIdentity,
   tlsMaterial,
   tlsVersions,
@@ -50,12 +51,18 @@ const raw = (kind: "tls" | "tcp"): void =>
   )
 
 /** Our Transport: consume with `connection.receive` (a batch per take); echo with `unsafeSend`. */
-const transport = (kind: "tls" | "tcp") =>
+const transport = (kind: "tls" | "tcp" | "quic") =>
   Effect.gen(function* () {
     const layer =
       kind === "tls"
         ? TlsTransport.layer({ identity: receiverIdentity, config: transportConfig })
-        : TcpTransport.layer({ identity: receiverIdentity, config: transportConfig, allowUnencrypted: true })
+        : kind === "quic"
+          ? QuicTransport.layer({ identity: receiverIdentity, config: transportConfig, quic: quicOptions })
+          : TcpTransport.layer({
+              identity: receiverIdentity,
+              config: transportConfig,
+              allowUnencrypted: true
+            })
     const context = yield* Layer.build(layer)
     const listener = yield* Context.get(context, Transport.Transport).listen(`${LISTEN.host}:${LISTEN.port}`)
     send({ type: "listening", address: listener.address })
@@ -86,7 +93,9 @@ if (mode === undefined || process.send === undefined) {
 if (mode === "raw-tls" || mode === "raw-tcp") raw(mode === "raw-tls" ? "tls" : "tcp")
 else {
   // The stream ends when the parent closes the connection: done.
-  Effect.runPromise(transport(mode === "transport-tls" ? "tls" : "tcp")).then(
+  Effect.runPromise(
+    transport(mode === "transport-tls" ? "tls" : mode === "transport-quic" ? "quic" : "tcp")
+  ).then(
     () => process.exit(0),
     (error: unknown) => fail(`transport: ${String(error)}`)
   )

@@ -7,8 +7,19 @@ import { TransportConfig } from "../src/index.js"
 import { selfSignedCertificate } from "../src/internal/certificate.js"
 
 /** What the receiver process runs: a raw socket baseline or our Transport, over TLS or TCP. */
-export type Mode = "raw-tls" | "raw-tcp" | "transport-tls" | "transport-tcp"
-export const modes: ReadonlyArray<Mode> = ["raw-tls", "raw-tcp", "transport-tls", "transport-tcp"]
+export type Mode = "raw-tls" | "raw-tcp" | "transport-tls" | "transport-tcp" | "transport-quic"
+export const modes: ReadonlyArray<Mode> = [
+  "raw-tls",
+  "raw-tcp",
+  "transport-tls",
+  "transport-tcp",
+  "transport-quic"
+]
+
+/** QUIC's options in both processes: BENCH_QUIC_PAYLOAD sets the UDP payload (default 1350). */
+export const quicOptions = {
+  maxUdpPayloadBytes: Number(process.env.BENCH_QUIC_PAYLOAD ?? 1350) || 1350
+}
 
 export const isMode = (s: string | undefined): s is Mode => modes.includes(s as Mode)
 

@@ -76,6 +76,13 @@ export interface QuicEvents {
   closed: (why: string | undefined) => void
 }
 
+/**
+ * Packets sent in one go before the event loop gets a turn (quiche's pacing times are not
+ * followed: no timer here is that fine). Measured on loopback, 64 KiB one-way: 32 gave ~110,
+ * 64 ~310, 128 ~570, unbounded ~290 Mbit/s (its bursts overflowed the receiver's socket buffer).
+ */
+const BURST = 128
+
 const noEvents: QuicEvents = { established: () => {}, progress: () => {}, closed: () => {} }
 
 /** One QUIC connection on a UDP socket: feeds it packets, flushes what it has to send, keeps its timer. */
@@ -106,7 +113,12 @@ export class DrivenConnection {
     return this.done
   }
 
-  /** A datagram for this connection. */
+  /**
+   * A datagram for this connection. quiche takes it at once; streams are served and packets sent
+   * once per batch, after every datagram the socket had ready (setImmediate runs after the poll
+   * phase): one read, one flush and one ACK for a burst of packets instead of one per packet
+   * (measured: this and the skipped stream scan below doubled one-way throughput).
+   */
   receive(data: Buffer): void {
     if (this.done) return
     try {
@@ -115,7 +127,15 @@ export class DrivenConnection {
       // quiche refused the packet (garbage, or a TLS failure it now closes the connection for):
       // nothing to do but flush the close it may have queued and check its state.
     }
-    this.afterInput()
+    if (this.serviceScheduled) return
+    this.serviceScheduled = true
+    setImmediate(this.service)
+  }
+
+  private serviceScheduled = false
+  private readonly service = (): void => {
+    this.serviceScheduled = false
+    if (!this.done) this.afterInput()
   }
 
   private afterInput(): void {
@@ -131,7 +151,16 @@ export class DrivenConnection {
   flush(): void {
     if (this.done) return
     const max = this.maxPayload
-    for (;;) {
+    for (let packets = 0; ; packets++) {
+      if (packets === BURST) {
+        // The rest after the ACKs that came meanwhile: a whole congestion window sent at once
+        // overflows the receiver's socket buffer (seen: 2.6% loss, and the window cut for it).
+        if (!this.serviceScheduled) {
+          this.serviceScheduled = true
+          setImmediate(this.service)
+        }
+        return
+      }
       if (this.slab.length - this.slabUsed < max) {
         // Packets are carved from 256 KiB slabs: dgram keeps each buffer until it is sent.
         this.slab = Buffer.allocUnsafe(Math.max(256 * 1024, max))

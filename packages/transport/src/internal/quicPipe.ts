@@ -247,6 +247,21 @@ export const quicPipe = (driven: DrivenConnection, remoteAddress: string, option
     if (handlers === undefined || handlerClosed) return
     deliver()
     if (paused || ready.length > 0) return
+    // Scanning for readable streams costs a native iterator: most calls on a sender have none.
+    if (conn.isReadable()) readStreams()
+    if (paused || handlerClosed) return
+    const control = inbound.get(peerControl)
+    if (control?.fin === true && !remoteDone && ready.length === 0 && !conn.isReadable()) {
+      for (const stream of inbound.values()) if (!stream.fin) return
+      remoteDone = true
+      // The peer is done sending: close our side too, as a TCP socket without half-open does.
+      end()
+      closeHandlers()
+      if (localDone) driven.close(0, "done")
+    }
+  }
+
+  const readStreams = () => {
     for (const id of conn.readable()) {
       let stream = inbound.get(id)
       if (stream === undefined) {
@@ -275,15 +290,6 @@ export const quicPipe = (driven: DrivenConnection, remoteAddress: string, option
         if (handlerClosed) return
       }
       if (paused) return
-    }
-    const control = inbound.get(peerControl)
-    if (control?.fin === true && !remoteDone && ready.length === 0 && !conn.isReadable()) {
-      for (const stream of inbound.values()) if (!stream.fin) return
-      remoteDone = true
-      // The peer is done sending: close our side too, as a TCP socket without half-open does.
-      end()
-      closeHandlers()
-      if (localDone) driven.close(0, "done")
     }
   }
 
