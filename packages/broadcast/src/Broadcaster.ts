@@ -128,6 +128,15 @@ export interface BroadcasterShape {
    * the middle of one (`Stream.take`) drops the rest of it. Ends when the layer closes.
    */
   readonly inbound: Stream.Stream<Delivery>
+  /**
+   * A validator-set change (epochs): `broadcast` goes to `recipients` (the newest set) from now on,
+   * and envelopes are accepted from origins in `origins` (every tracked set: messages of a set being
+   * left still arrive). This node is skipped in both.
+   */
+  readonly setValidators: (
+    recipients: ReadonlyArray<PeerId>,
+    origins: ReadonlyArray<PeerId>
+  ) => Effect.Effect<void>
 }
 
 export class Broadcaster extends Context.Tag("@hotstuff2/broadcast/Broadcaster")<

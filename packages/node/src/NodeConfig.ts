@@ -6,6 +6,7 @@
  */
 import * as fs from "node:fs/promises"
 import { BroadcastConfig } from "@hotstuff2/broadcast"
+import { DiscoveryConfig } from "@hotstuff2/discovery"
 import { PeersConfig } from "@hotstuff2/peers"
 import { Transport, TransportConfig } from "@hotstuff2/transport"
 import { Identity } from "@hotstuff2/wire"
@@ -38,7 +39,8 @@ export type IdentitySource = typeof IdentitySource.Type
 
 export const ValidatorEntry = Schema.Struct({
   id: Identity.PeerId,
-  addresses: Schema.Array(Address)
+  /** Where it listens; may be left out when discovery can find it (DNS, bootstrap nodes, gossip). */
+  addresses: Schema.optionalWith(Schema.Array(Address), { default: () => [] })
 })
 export interface ValidatorEntry extends Schema.Schema.Type<typeof ValidatorEntry> {}
 
@@ -155,6 +157,7 @@ const strict = <A, I>(schema: Schema.Schema<A, I>) => {
 const decodeLimits = strict(TransportConfig.TransportConfig)
 const decodePeers = strict(PeersConfig.PeersConfig)
 const decodeBroadcast = strict(BroadcastConfig.BroadcastConfig)
+const decodeDiscovery = strict(DiscoveryConfig.DiscoveryConfig)
 
 const Fields = Schema.Struct({
   identity: IdentitySource,
@@ -183,6 +186,12 @@ const Fields = Schema.Struct({
   peers: Schema.optional(PlainObject),
   /** Broadcast strategy and dedup (`BroadcastConfig`). */
   broadcast: Schema.optional(PlainObject),
+  /** Where peers are found: bootstrap nodes, DNS, gossip of signed records (`DiscoveryConfig`). */
+  discovery: Schema.optional(PlainObject),
+  /** Validator sets tracked at once (`NodeNetwork.updateValidators`): the node admits and dials their union. */
+  trackedEpochs: Schema.optionalWith(Schema.Int.pipe(Schema.between(1, 16)), { default: () => 3 }),
+  /** A peer that left every tracked set keeps its connection this long (in-flight traffic ends) before it is closed. */
+  leaveGrace: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(10) }),
   telemetry: Schema.optionalWith(TelemetryConfig, { default: () => TelemetryConfig.make({}) })
 })
 
@@ -197,7 +206,8 @@ const nestedIssue = (c: typeof Fields.Type): Schema.FilterOutput => {
     [
       ["limits", decodeLimits({ ...c.limits, networkId: c.networkId })],
       ["peers", decodePeers(c.peers ?? {})],
-      ["broadcast", decodeBroadcast(c.broadcast ?? {})]
+      ["broadcast", decodeBroadcast(c.broadcast ?? {})],
+      ["discovery", decodeDiscovery(c.discovery ?? {})]
     ]
   for (const [name, result] of checks) {
     if (Either.isLeft(result)) {
@@ -207,24 +217,38 @@ const nestedIssue = (c: typeof Fields.Type): Schema.FilterOutput => {
   const ids = new Set(c.validators.map((v) => v.id))
   if (ids.size !== c.validators.length)
     return { path: ["validators"], message: "validator ids must be distinct" }
+  const discovery = c.discovery as DiscoveryConfig.DiscoveryConfigInput | undefined
+  const found =
+    c.validators.some((v) => (v.addresses ?? []).length > 0) ||
+    (discovery?.bootstrap ?? []).length > 0 ||
+    (discovery?.dns?.srv ?? []).length > 0
+  if (!found) {
+    return {
+      path: ["validators"],
+      message:
+        "no validator has an address, and discovery has no bootstrap nodes or DNS SRV names to find them"
+    }
+  }
   return undefined
 }
 
 export const NodeConfig = Fields.pipe(Schema.filter(nestedIssue))
 
 /** A validated config with defaults filled in. */
-export interface NodeConfig extends Omit<typeof Fields.Type, "limits" | "peers" | "broadcast"> {
+export interface NodeConfig extends Omit<typeof Fields.Type, "limits" | "peers" | "broadcast" | "discovery"> {
   readonly limits?: Omit<TransportConfig.TransportConfigInput, "networkId">
   readonly peers?: PeersConfig.PeersConfigInput
   readonly broadcast?: BroadcastConfig.BroadcastConfigInput
+  readonly discovery?: DiscoveryConfig.DiscoveryConfigInput
 }
 
 /** What callers write: the config with optional fields left out. */
 export interface NodeConfigInput
-  extends Omit<typeof Fields.Encoded, "limits" | "peers" | "broadcast" | "telemetry"> {
+  extends Omit<typeof Fields.Encoded, "limits" | "peers" | "broadcast" | "discovery" | "telemetry"> {
   readonly limits?: Omit<TransportConfig.TransportConfigInput, "networkId">
   readonly peers?: PeersConfig.PeersConfigInput
   readonly broadcast?: BroadcastConfig.BroadcastConfigInput
+  readonly discovery?: DiscoveryConfig.DiscoveryConfigInput
   readonly telemetry?: typeof TelemetryConfig.Encoded
 }
 

@@ -25,13 +25,41 @@ export type PeerId = Identity.PeerId
 export type Inbound = Broadcaster.Delivery
 
 /** Connected, disconnected, discovered, score changed, banned, unbanned. */
-export type PeerEvent = PeerRegistry.PeerEvent
+/**
+ * A peer event: the registry's (connected, disconnected, discovered with its source, score changed,
+ * banned, unbanned, refused), and the validator set's: a peer joined the tracked sets with an epoch,
+ * or left every tracked set (its connection is closed after `leaveGrace`).
+ */
+export type PeerEvent =
+  | PeerRegistry.PeerEvent
+  | { readonly _tag: "ValidatorJoined"; readonly peer: PeerId; readonly epoch: bigint }
+  | { readonly _tag: "ValidatorLeft"; readonly peer: PeerId; readonly epoch: bigint }
+
+/** A validator of a new set, as `updateValidators` takes it: its key, and where it listens if known. */
+export interface ValidatorEntry {
+  readonly id: PeerId
+  readonly addresses?: ReadonlyArray<string>
+}
+
+/** `updateValidators` refused a set: an epoch not newer than the newest, or an invalid entry. */
+export class InvalidValidatorSet extends Schema.TaggedError<InvalidValidatorSet>()("InvalidValidatorSet", {
+  epoch: Schema.BigIntFromSelf,
+  detail: Schema.String
+}) {
+  override get message() {
+    return `validator set of epoch ${this.epoch} refused: ${this.detail}`
+  }
+}
 
 /** What this node knows of a peer now. */
 export interface PeerStatus {
   readonly id: PeerId
   readonly validator: boolean
   readonly addresses: ReadonlyArray<string>
+  /** Each address with where it came from (config, bootstrap, dns, anchor, gossip, inbound). */
+  readonly sources: ReadonlyArray<{ readonly address: string; readonly source: PeerRegistry.AddressSource }>
+  /** The tracked validator-set epochs this peer is a member of (none: not a validator). */
+  readonly epochs: ReadonlyArray<bigint>
   readonly state: PeerRegistry.ConnectionState
   /** Reputation, 0 neutral; at the ban threshold the peer is banned. */
   readonly score: number
@@ -101,6 +129,18 @@ export interface NodeNetworkShape {
   readonly peerEvents: Stream.Stream<PeerEvent>
   /** Every known peer's status: the validators first, in the config's order. */
   readonly peers: Effect.Effect<ReadonlyArray<PeerStatus>>
+  /**
+   * A new validator set for `epoch` (higher than every epoch before; the config's set is epoch 0).
+   * The node tracks the last `trackedEpochs` sets: it admits and dials their union, broadcasts to
+   * the newest, and drops a peer that left every tracked set after `leaveGrace`. `peerEvents` tells
+   * of joins and leaves; `peers` shows each peer's epochs.
+   */
+  readonly updateValidators: (
+    epoch: bigint,
+    validators: ReadonlyArray<ValidatorEntry>
+  ) => Effect.Effect<void, InvalidValidatorSet>
+  /** The newest epoch and its validators. */
+  readonly validatorSet: Effect.Effect<{ readonly epoch: bigint; readonly validators: ReadonlyArray<PeerId> }>
 }
 
 export class NodeNetwork extends Context.Tag("@hotstuff2/node/NodeNetwork")<NodeNetwork, NodeNetworkShape>() {
@@ -132,6 +172,7 @@ export declare namespace NodeNetwork {
   export type Inbound = import("./NodeNetwork.js").Inbound
   export type PeerEvent = import("./NodeNetwork.js").PeerEvent
   export type PeerStatus = import("./NodeNetwork.js").PeerStatus
+  export type ValidatorEntry = import("./NodeNetwork.js").ValidatorEntry
   export type PeerId = import("./NodeNetwork.js").PeerId
   export type SendError = import("./NodeNetwork.js").SendError
   export type SendOptions = import("./NodeNetwork.js").SendOptions

@@ -35,6 +35,14 @@ export interface TestClusterOptions {
   readonly link?: Partial<SimulatedNetwork.LinkConditions>
   /** Config fields for every node (limits, peers, broadcast...), over the cluster's own. */
   readonly config?: Partial<Omit<NodeConfigInput, "identity" | "listen" | "validators" | "networkId">>
+  /** Config fields of one node, over `config` (e.g. bootstrap nodes for some). */
+  readonly configOf?: (
+    index: number
+  ) => Partial<Omit<NodeConfigInput, "identity" | "listen" | "validators" | "networkId">>
+  /** The validator set (indices) node `index` starts with; default: every validator of the cluster. */
+  readonly members?: (index: number) => ReadonlyArray<number>
+  /** `false`: the nodes' configs name the validators by key only, for discovery to find. Default true. */
+  readonly addresses?: boolean
 }
 
 export interface TestValidator {
@@ -87,7 +95,14 @@ export const make = (options: TestClusterOptions): Effect.Effect<TestCluster, Ne
       const host = `v${index}`
       return { index, identity: keyOf(seed, index), host, address: `${host}:9000` }
     })
-    const validatorSet = validators.map((v) => ({ id: v.identity.peerId, addresses: [v.address] }))
+    const entry = (v: TestValidator) => ({
+      id: v.identity.peerId,
+      addresses: options.addresses === false ? [] : [v.address]
+    })
+    const validatorSetOf = (index: number) =>
+      options.members === undefined
+        ? validators.map(entry)
+        : options.members(index).map((i) => entry(validators[i]!))
     const running = new Map<
       number,
       { readonly net: NodeNetworkShape; readonly scope: Scope.CloseableScope }
@@ -106,10 +121,11 @@ export const make = (options: TestClusterOptions): Effect.Effect<TestCluster, Ne
         const scope = yield* Scope.fork(outer, ExecutionStrategy.sequential)
         const layer = NodeNetwork.layerTest({
           ...options.config,
+          ...options.configOf?.(index),
           identity: { seed: Buffer.from(Identity.seed(v.identity)).toString("hex") },
           listen: v.address,
           networkId: options.networkId ?? "hotstuff2-test-cluster",
-          validators: validatorSet
+          validators: validatorSetOf(index)
         })
         const context = yield* Layer.buildWithScope(layer, scope).pipe(
           Effect.provide(networkContext),

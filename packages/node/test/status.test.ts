@@ -11,6 +11,8 @@ const status = (n: number, validator: boolean, state: PeerStatus["state"], rtt?:
   id: peerId(n),
   validator,
   addresses: [],
+  sources: [],
+  epochs: validator ? [0n] : [],
   state,
   score: 0,
   rtt,

@@ -89,7 +89,7 @@ export const make = (options: BroadcasterOptions) =>
     const tracing = options.tracing ?? false
     const observer = options.observer ?? {}
     const validators = new Set(options.validators)
-    const others = options.validators.filter((v) => v !== self)
+    let others = options.validators.filter((v) => v !== self)
     const admitNonValidators = options.admitNonValidators ?? false
     const dedup = new Dedup(config.dedupWindow, config.maxOrigins, (origin) =>
       validators.has(origin as PeerId)
@@ -621,11 +621,21 @@ export const make = (options: BroadcasterOptions) =>
       )
     })
 
+    const setValidators = (recipients: ReadonlyArray<PeerId>, origins: ReadonlyArray<PeerId>) =>
+      Effect.sync(() => {
+        others = recipients.filter((v) => v !== self)
+        validators.clear()
+        for (const origin of origins) validators.add(origin)
+        for (const recipient of recipients) validators.add(recipient)
+        validators.add(self)
+      })
+
     return {
       self,
       broadcast,
       multicast,
       send,
-      inbound
+      inbound,
+      setValidators
     } satisfies BroadcasterShape
   })

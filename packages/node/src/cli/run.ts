@@ -46,6 +46,10 @@ const logEvent = (e: PeerEvent): Effect.Effect<void> => {
       return Effect.logWarning(
         `peer ${short(e.peer)}: ${e.count} inbound connection${e.count === 1 ? "" : "s"} refused (${e.reason}: ${e.detail})`
       )
+    case "ValidatorJoined":
+      return Effect.logInfo(`peer ${short(e.peer)} joined the validator set (epoch ${e.epoch})`)
+    case "ValidatorLeft":
+      return Effect.logInfo(`peer ${short(e.peer)} left every tracked validator set (epoch ${e.epoch})`)
   }
 }
 

@@ -2,6 +2,7 @@
 // sampler, all in the layer's scope, released in reverse: stop dialling and accepting, flush and
 // close connections, persist the registry, flush telemetry.
 import { Broadcaster } from "@hotstuff2/broadcast"
+import { Discovery } from "@hotstuff2/discovery"
 import { PeerManager, PeerRegistry } from "@hotstuff2/peers"
 import {
   MemoryTransport,
@@ -9,6 +10,7 @@ import {
   TcpTransport,
   TlsTransport,
   Transport,
+  TransportConfig as TransportChannels,
   type TransportConfig,
   type TransportError
 } from "@hotstuff2/transport"
@@ -18,10 +20,20 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
+import * as PubSub from "effect/PubSub"
 import * as Schedule from "effect/Schedule"
+import * as Stream from "effect/Stream"
 import type * as Tracer from "effect/Tracer"
 import * as NodeConfig from "../NodeConfig.js"
-import { type NetworkError, type NodeNetworkShape, type PeerStatus, StartFailed } from "../NodeNetwork.js"
+import {
+  InvalidValidatorSet,
+  type NetworkError,
+  type NodeNetworkShape,
+  type PeerEvent,
+  type PeerStatus,
+  StartFailed
+} from "../NodeNetwork.js"
+import { Epochs } from "./epochs.js"
 import * as Metrics from "./metrics.js"
 import * as Telemetry from "./telemetry.js"
 
@@ -120,7 +132,9 @@ export const make = <R>(
       identity,
       listen: config.listen,
       validators,
-      config: peersConfig
+      config: peersConfig,
+      // Discovery takes its channel: its records never reach the broadcaster.
+      separateChannels: [TransportChannels.Channel.discovery]
     }).pipe(
       Layer.mapError(
         (e): NetworkError =>
@@ -163,6 +177,85 @@ export const make = <R>(
     )
     const broadcaster = Context.get(broadcasterContext, Broadcaster.Broadcaster)
 
+    const discoveryContext = yield* Layer.build(
+      Discovery.Discovery.layer({
+        identity,
+        networkId: config.networkId,
+        validators,
+        admitNonValidators: config.admitNonValidators,
+        ...(config.discovery === undefined ? {} : { config: config.discovery }),
+        ...(config.dataDirectory === undefined ? {} : { dataDirectory: config.dataDirectory })
+      }).pipe(Layer.provide(Layer.succeedContext(context)))
+    ).pipe(
+      Effect.mapError(
+        (e) => new NodeConfig.InvalidNodeConfig({ field: `discovery.${e.field}`, detail: e.detail })
+      )
+    )
+    const discovery = Context.get(discoveryContext, Discovery.Discovery)
+
+    // ---- validator-set epochs ----
+    const epochs = new Epochs({ epoch: 0n, validators }, config.trackedEpochs)
+    const epochEvents = yield* PubSub.sliding<PeerEvent>(1024)
+    const scope = yield* Effect.scope
+    const leaveGraceMillis = Duration.toMillis(config.leaveGrace)
+    /** Applies the tracked sets (and peers still in their grace) to the manager, broadcaster and discovery. */
+    const apply = (graced: ReadonlyArray<PeerManager.Validator>) =>
+      Effect.gen(function* () {
+        const union = epochs.union()
+        const keep = [...union, ...graced.filter((g) => !union.some((v) => v.id === g.id))]
+        yield* manager.setValidators(keep)
+        yield* broadcaster.setValidators(
+          epochs.newest.validators.map((v) => v.id),
+          keep.map((v) => v.id)
+        )
+        yield* discovery.setValidators(epochs.newest.epoch, union)
+      })
+    const updateValidators = (
+      epoch: bigint,
+      entries: ReadonlyArray<{ id: Identity.PeerId; addresses?: ReadonlyArray<string> }>
+    ) =>
+      Effect.gen(function* () {
+        const refuse = (detail: string) => new InvalidValidatorSet({ epoch, detail })
+        if (epoch <= epochs.newest.epoch) {
+          return yield* refuse(`epoch ${epoch} is not newer than the newest tracked, ${epochs.newest.epoch}`)
+        }
+        const ids = new Set<string>()
+        for (const entry of entries) {
+          if (Either.isLeft(Identity.parsePeerId(entry.id)))
+            return yield* refuse(`${String(entry.id)} is not a PeerId`)
+          if (ids.has(entry.id)) return yield* refuse(`${entry.id.slice(0, 8)} is listed twice`)
+          ids.add(entry.id)
+          for (const address of entry.addresses ?? []) {
+            if (Transport.parseAddress(address) === undefined) {
+              return yield* refuse(
+                `address ${JSON.stringify(address)} of ${entry.id.slice(0, 8)} is not host:port`
+              )
+            }
+          }
+        }
+        if (entries.length === 0) return yield* refuse("a validator set has at least one member")
+        const before = epochs.union()
+        const change = epochs.add({
+          epoch,
+          validators: entries.map((e) => ({ id: e.id, addresses: [...(e.addresses ?? [])] }))
+        })
+        const graced = before.filter((v) => change.left.includes(v.id))
+        yield* apply(graced)
+        for (const peer of change.joined) {
+          if (peer !== self) yield* PubSub.publish(epochEvents, { _tag: "ValidatorJoined", peer, epoch })
+        }
+        for (const peer of change.left) {
+          if (peer !== self) yield* PubSub.publish(epochEvents, { _tag: "ValidatorLeft", peer, epoch })
+        }
+        // Once the grace is over, the peers that left (and did not come back meanwhile) are dropped.
+        if (graced.length > 0) {
+          yield* Effect.forkIn(
+            Effect.interruptible(Effect.zipRight(Effect.sleep(leaveGraceMillis), apply([]))),
+            scope
+          )
+        }
+      })
+
     yield* Effect.forkScoped(Effect.interruptible(metrics.watchPeers))
     yield* Effect.forkScoped(
       metrics.sample.pipe(
@@ -185,6 +278,8 @@ export const make = <R>(
             id: s.id,
             validator: s.validator,
             addresses: s.addresses.map((a) => a.address),
+            sources: s.addresses.map((a) => ({ address: a.address, source: a.source })),
+            epochs: epochs.epochsOf(s.id),
             state: s.connection,
             score: s.score,
             rtt: s.rtt,
@@ -204,7 +299,12 @@ export const make = <R>(
       send: (peer, message, options) => withTracer(broadcaster.send(peer, message, options)),
       multicast: (peers, message) => withTracer(broadcaster.multicast(peers, message)),
       messages: broadcaster.inbound,
-      peerEvents: registry.changes,
-      peers
+      peerEvents: Stream.merge(registry.changes, Stream.fromPubSub(epochEvents)),
+      peers,
+      updateValidators,
+      validatorSet: Effect.sync(() => ({
+        epoch: epochs.newest.epoch,
+        validators: epochs.newest.validators.map((v) => v.id)
+      }))
     } satisfies NodeNetworkShape
   })
