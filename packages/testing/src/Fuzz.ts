@@ -405,6 +405,8 @@ export interface RunOptions {
   readonly maxFindings?: number
   /** Run only this case (replay). */
   readonly only?: number
+  /** The index of the first case (default 0): a long run done in slices continues where the last stopped. */
+  readonly first?: number
   /** Wrap the allocators (default true); false runs the same cases unmeasured. */
   readonly meter?: boolean
 }
@@ -423,7 +425,7 @@ const signature = (error: unknown): string => {
 export const run = (target: Target, options: RunOptions): Report => {
   const { seed } = options
   const maxFindings = options.maxFindings ?? 10
-  const first = options.only ?? 0
+  const first = options.only ?? options.first ?? 0
   const requested = options.only === undefined ? options.cases : 1
   const outcomes: Record<string, number> = {}
   const findings: Array<Finding> = []
@@ -591,6 +593,76 @@ export const settings = (defaults: { cases: number; seed?: number }) => {
   return { cases, seed, only, names, meter: process.env.FUZZ_METER !== "0" }
 }
 
+const findingKey = (f: Finding): string =>
+  f.kind === "crash" ? `crash ${signature({ stack: f.error })}` : `violation ${f.error}`
+
+const larger = <T extends { readonly bytes: number }>(a: T, b: T): T => (b.bytes > a.bytes ? b : a)
+
+/** Two reports of consecutive slices of one run as one: counts summed, maxima kept, findings joined. */
+export const merge = (a: Report, b: Report, maxFindings = 10): Report => {
+  const outcomes: Record<string, number> = { ...a.outcomes }
+  for (const [label, n] of Object.entries(b.outcomes)) outcomes[label] = (outcomes[label] ?? 0) + n
+  const ms = a.ms + b.ms
+  const cases = a.cases + b.cases
+  return {
+    ...a,
+    requested: a.requested + b.requested,
+    cases,
+    stoppedEarly: a.stoppedEarly || b.stoppedEarly,
+    ms,
+    casesPerSecond: Math.round(cases / (Math.max(1, ms) / 1000)),
+    crashes: a.crashes + b.crashes,
+    violations: a.violations + b.violations,
+    // One finding per distinct error, as within a run.
+    findings: [...a.findings, ...b.findings]
+      .filter((f, i, all) => all.findIndex((g) => findingKey(g) === findingKey(f)) === i)
+      .slice(0, maxFindings),
+    outcomes,
+    missing: a.missing.filter((label) => !outcomes[label]),
+    largestAllocation: larger(a.largestAllocation, b.largestAllocation),
+    largestCaseAllocation: {
+      ...larger(a.largestCaseAllocation, b.largestCaseAllocation),
+      amplification:
+        b.largestCaseAllocation.amplification.ratio > a.largestCaseAllocation.amplification.ratio
+          ? b.largestCaseAllocation.amplification
+          : a.largestCaseAllocation.amplification
+    },
+    largestOutput: larger(a.largestOutput, b.largestOutput),
+    largestInput: Math.max(a.largestInput, b.largestInput),
+    slowestCase: b.slowestCase.ms > a.slowestCase.ms ? b.slowestCase : a.slowestCase,
+    process: {
+      rssGrowth: Math.max(a.process.rssGrowth, b.process.rssGrowth),
+      heapUsedGrowth: Math.max(a.process.heapUsedGrowth, b.process.heapUsedGrowth),
+      arrayBuffersGrowth: Math.max(a.process.arrayBuffersGrowth, b.process.arrayBuffersGrowth)
+    }
+  }
+}
+
+/** Cases run between two turns of the event loop in `runSliced`. */
+const SLICE = 2_000
+
+/**
+ * `run` in slices of a few thousand cases with a turn of the event loop between them: the same cases
+ * and the same report, but the process stays responsive (a test runner's worker answers its RPCs; a
+ * 100,000-case run in one synchronous stretch made vitest's worker time out on a loaded machine).
+ */
+export const runSliced = async (target: Target, options: RunOptions): Promise<Report> => {
+  if (options.only !== undefined) return run(target, options)
+  let report: Report | undefined
+  for (let done = 0; done < options.cases; ) {
+    const slice = run(target, {
+      ...options,
+      first: (options.first ?? 0) + done,
+      cases: Math.min(SLICE, options.cases - done)
+    })
+    report = report === undefined ? slice : merge(report, slice, options.maxFindings)
+    done += slice.cases
+    if (slice.stoppedEarly) break
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  return report!
+}
+
 /** Bounded work, not a timing check: room for a loaded 2-core CI machine. */
 const TEST_TIMEOUT_MS = 180_000
 /**
@@ -602,7 +674,7 @@ const HANG_GUARD_MS = TEST_TIMEOUT_MS * 0.8
 /** What `suite` needs of the test runner (vitest's `describe` and `it`): this package imports none. */
 export interface TestRunner {
   readonly describe: (name: string, body: () => void) => void
-  readonly it: (name: string, body: () => void, timeout?: number) => void
+  readonly it: (name: string, body: () => void | Promise<void>, timeout?: number) => void
 }
 
 /**
@@ -616,8 +688,8 @@ export const suite = (targets: ReadonlyArray<Target>, runner: TestRunner): void 
     for (const target of targets) {
       runner.it(
         `${target.name}: ${cases} random and mutated inputs: no throw, its properties hold, every outcome reached (seed ${seed})`,
-        () => {
-          const report = run(target, { cases, seed, deadline: Date.now() + HANG_GUARD_MS })
+        async () => {
+          const report = await runSliced(target, { cases, seed, deadline: Date.now() + HANG_GUARD_MS })
           if (process.env.FUZZ_REPORT) console.log(JSON.stringify(report))
           const found = problems(report)
           if (found.length > 0) throw new Error(found.join("\n"))

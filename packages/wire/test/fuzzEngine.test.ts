@@ -32,6 +32,24 @@ describe("fuzz engine", () => {
     assert.strictEqual(replay.findings[0]!.inputHex, finding.inputHex)
   })
 
+  it("in slices with the event loop turning between them: the same cases and counts as one stretch", async () => {
+    const whole = Fuzz.run(planted, { cases: 7000, seed: 3 })
+    let turns = 0
+    const ticking = setInterval(() => turns++, 0)
+    const sliced = await Fuzz.runSliced(planted, { cases: 7000, seed: 3 })
+    clearInterval(ticking)
+    assert.strictEqual(sliced.cases, 7000)
+    assert.deepStrictEqual(sliced.outcomes, whole.outcomes)
+    assert.strictEqual(sliced.crashes, whole.crashes)
+    assert.deepStrictEqual(
+      sliced.findings.map((f) => f.case),
+      whole.findings.map((f) => f.case)
+    )
+    assert.deepStrictEqual(sliced.missing, whole.missing)
+    // Timers ran between the slices: the process was not held for the whole run.
+    assert.isAbove(turns, 0)
+  })
+
   it("gives the same cases for the same seed, and other cases for another", () => {
     const a = Fuzz.run(planted, { cases: 2000, seed: 7 })
     const b = Fuzz.run(planted, { cases: 2000, seed: 7 })
