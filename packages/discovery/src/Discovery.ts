@@ -50,6 +50,9 @@ export interface DiscoveryStats {
   readonly dnsFailures: number
   readonly dnsTruncated: number
   readonly dnsRefused: Readonly<Record<string, number>>
+  /** Dials of SRV targets no configured address names (to learn whose they are), and how many failed. */
+  readonly dnsProbes: number
+  readonly dnsProbesFailed: number
 }
 
 export interface DiscoveryShape {

@@ -24,7 +24,7 @@ export interface BootstrapNode extends Schema.Schema.Type<typeof BootstrapNode> 
 export const DnsConfig = Schema.Struct({
   /** SRV names, e.g. `_p2p._tcp.validators.default.svc.cluster.local`. */
   srv: Schema.optionalWith(Schema.Array(Schema.String), { default: () => [] }),
-  /** DNS servers (`host` or `host:port`); none: the system's. */
+  /** DNS servers by IP (`ip`, `ip:port`, `[ip]:port`: node:dns takes no names here); none: the system's. */
   servers: Schema.optional(Schema.Array(Schema.String)),
   /** One query's timeout (node:dns, per try). */
   timeout: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(2) }),

@@ -19,6 +19,8 @@ import { refuseHost } from "./addresses.js"
 import { Anchors } from "./anchors.js"
 import { Book } from "./book.js"
 import * as Bootstrap from "./bootstrap.js"
+import * as Dns from "./dns.js"
+import { DnsPeers } from "./dnsPeers.js"
 import { Gossip } from "./gossip.js"
 import { type PeerId, sign } from "./record.js"
 
@@ -95,9 +97,20 @@ export const make = (options: DiscoveryOptions) =>
       gossip.setOwn(signed.right)
     })
 
+    // ---- DNS: SRV names and the host names in validators' addresses ----
+    const dnsPeers = new DnsPeers(
+      new Set((config.dns?.srv ?? []).map((n) => n.toLowerCase().replace(/\.$/, ""))),
+      manager,
+      registry,
+      isValidator,
+      () => [...validators.keys()].some((peer) => !connected.has(peer))
+    )
+    let dnsHosts: ReadonlyArray<string> = []
+
     const setValidators = (next: bigint, set: ReadonlyArray<PeerManager.Validator>) =>
       Effect.gen(function* () {
         validators = new Map(set.filter((v) => v.id !== local).map((v) => [v.id, v]))
+        dnsHosts = dnsPeers.setValidators([...validators.values()])
         book.reclassify(isValidator)
         yield* recount
         if (next !== epoch) {
@@ -180,7 +193,27 @@ export const make = (options: DiscoveryOptions) =>
       }).pipe(Effect.interruptible, Effect.forkScoped)
     }
 
-    const stats: Effect.Effect<DiscoveryStats> = Effect.sync(() => ({
+    let dns: Dns.DnsSource | undefined
+    if (config.dns !== undefined) {
+      dns = yield* Dns.make({
+        config: config.dns,
+        hosts: dnsHosts,
+        allowLoopback: config.allowLoopback,
+        onAnswer: (name, targets) => dnsPeers.onAnswer(name, targets)
+      })
+      // SRV targets no configured address names: dialled to learn whose they are, while some
+      // validator has no connection.
+      if (config.dns.srv.length > 0) {
+        yield* dnsPeers.probe.pipe(
+          Effect.repeat(Schedule.spaced(config.dns.minInterval)),
+          Effect.interruptible,
+          Effect.forkScoped
+        )
+      }
+    }
+
+    const dnsStats = dns === undefined ? Effect.succeed(undefined) : dns.stats
+    const stats: Effect.Effect<DiscoveryStats> = Effect.map(dnsStats, (d) => ({
       validators: validators.size,
       validatorsWithAddress: addressed.size,
       records: book.size,
@@ -188,10 +221,12 @@ export const make = (options: DiscoveryOptions) =>
       recordsRefused: { ...gossip.stats.recordsRefused },
       bootstrapDials: bootstrapCounters.dials,
       bootstrapFailures: bootstrapCounters.failures,
-      dnsQueries: 0,
-      dnsFailures: 0,
-      dnsTruncated: 0,
-      dnsRefused: {}
+      dnsQueries: d?.queries ?? 0,
+      dnsFailures: d?.failures ?? 0,
+      dnsTruncated: d?.truncated ?? 0,
+      dnsRefused: { ...d?.refused },
+      dnsProbes: dnsPeers.probes,
+      dnsProbesFailed: dnsPeers.probesFailed
     }))
 
     return {
