@@ -64,6 +64,12 @@ export const TelemetryConfig = Schema.Struct({
   tracing: Schema.optional(Schema.Boolean),
   /** A Prometheus text endpoint (`GET /metrics`) on this address; none by default. */
   prometheus: Schema.optional(Address),
+  /**
+   * A probe endpoint on this address (Kubernetes liveness and readiness): `GET /healthz` is 200 while
+   * the node is up, `GET /readyz` 200 once it is connected to n - f - 1 of the newest set's other
+   * validators (503 before); none by default. Port 0 picks a free port (`NodeNetwork.healthAddress`).
+   */
+  health: Schema.optional(Address),
   /** How often metrics are sampled (queue depths, RTT, scores) and pushed over OTLP. */
   metricsInterval: Schema.optionalWith(
     DurationSetting.pipe(

@@ -72,9 +72,9 @@ export interface PeerStatus {
   readonly dialFailures: number
 }
 
-/** The node could not start: its identity, listen address or telemetry endpoint failed. */
+/** The node could not start: its identity, listen address, telemetry or health endpoint failed. */
 export class StartFailed extends Schema.TaggedError<StartFailed>()("StartFailed", {
-  what: Schema.Literal("identity", "listen", "prometheus", "telemetry"),
+  what: Schema.Literal("identity", "listen", "prometheus", "health", "telemetry"),
   detail: Schema.String
 }) {
   override get message() {
@@ -95,6 +95,8 @@ export interface NodeNetworkShape {
   readonly address: string
   /** The Prometheus endpoint, when the config asked for one. */
   readonly metricsAddress: string | undefined
+  /** The probe endpoint (`/healthz`, `/readyz`), when the config asked for one: its bound address. */
+  readonly healthAddress: string | undefined
   /**
    * Signs `message` once and queues it to every other validator, each through its own queues. Never
    * waits for a peer: one that is not connected, or is backed up, is listed in the receipt's

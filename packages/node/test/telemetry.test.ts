@@ -26,6 +26,7 @@ import {
   startNode,
   vote
 } from "./fixtures/cluster.js"
+import { portIsFree } from "./fixtures/http.js"
 import * as Otlp from "./fixtures/otlp.js"
 import { Metrics } from "./fixtures/validatorProcesses.js"
 import { waitLive } from "./fixtures/wait.js"
@@ -247,15 +248,6 @@ const scrape = (port: number) =>
 
 const parse = Metrics.parse
 const valueOf = (metrics: Metrics, name: string, labels: Record<string, string>) => metrics.sum(name, labels)
-
-const portIsFree = (port: number) =>
-  Effect.async<boolean>((resume) => {
-    const server = net.createServer()
-    server.once("error", () => resume(Effect.succeed(false)))
-    server.listen({ host: "127.0.0.1", port, exclusive: true }, () =>
-      server.close(() => resume(Effect.succeed(true)))
-    )
-  })
 
 it.scopedLive(
   "Prometheus serves per-node message counters and connection gauges, OTLP carries the same metrics, and closing frees the port",

@@ -68,6 +68,8 @@ export const run = (options: RunOptions) =>
         )
         if (net.metricsAddress !== undefined)
           yield* Effect.logInfo(`metrics on http://${net.metricsAddress}/metrics`)
+        if (net.healthAddress !== undefined)
+          yield* Effect.logInfo(`probes on http://${net.healthAddress}/healthz and /readyz`)
         yield* Effect.forkScoped(Stream.runForEach(net.peerEvents, logEvent))
         const driver = Option.isSome(options.drive)
           ? yield* Driver.start(net, {

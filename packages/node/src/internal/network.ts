@@ -34,6 +34,7 @@ import {
   StartFailed
 } from "../NodeNetwork.js"
 import { Epochs } from "./epochs.js"
+import * as Health from "./health.js"
 import * as Metrics from "./metrics.js"
 import * as Telemetry from "./telemetry.js"
 
@@ -291,10 +292,28 @@ export const make = <R>(
         .sort((a, b) => (order.get(a.id) ?? Infinity) - (order.get(b.id) ?? Infinity))
     )
 
+    // Opened last, so closed first: probes fail as soon as the node starts to close.
+    const healthAddress =
+      config.telemetry.health === undefined
+        ? undefined
+        : yield* Health.serve(
+            config.telemetry.health,
+            Effect.map(registry.all, (states) =>
+              Health.readiness({
+                self,
+                listening: manager.address,
+                epoch: epochs.newest.epoch,
+                validators: epochs.newest.validators.map((v) => v.id),
+                connected: new Set(states.filter((s) => s.connection === "connected").map((s) => s.id))
+              })
+            )
+          )
+
     return {
       self,
       address: manager.address,
       metricsAddress: telemetry.prometheus,
+      healthAddress,
       broadcast: (message) => withTracer(broadcaster.broadcast(message)),
       send: (peer, message, options) => withTracer(broadcaster.send(peer, message, options)),
       multicast: (peers, message) => withTracer(broadcaster.multicast(peers, message)),

@@ -31,6 +31,7 @@ const standIn = (self: number, inbox: Queue.Queue<Inbound>): NodeNetworkShape =>
     self: peerId(self),
     address: "stand-in:0",
     metricsAddress: undefined,
+    healthAddress: undefined,
     broadcast: () => receipt,
     multicast: () => receipt,
     send: () => Effect.void,
