@@ -44,7 +44,8 @@ export const ValidatorEntry = Schema.Struct({
 })
 export interface ValidatorEntry extends Schema.Schema.Type<typeof ValidatorEntry> {}
 
-export const Transports = Schema.Literal("tls", "tcp", "memory")
+/** `quic` is experimental (see the transport README); `memory` needs `NodeNetwork.layerTest`. */
+export const Transports = Schema.Literal("tls", "tcp", "quic", "memory")
 export type Transports = typeof Transports.Type
 
 export const TelemetryConfig = Schema.Struct({
@@ -104,8 +105,8 @@ const isMany = (
 
 /**
  * A value that no member of a union takes is one `Type` issue naming every alternative: Effect keeps
- * one issue per member, and the first of them alone reads `Expected "tls", actual "quic"` for a
- * transport that may also be `tcp` or `memory`. So `Expected "tls" | "tcp" | "memory", actual "quic"`,
+ * one issue per member, and the first of them alone reads `Expected "tls", actual "udp"` for a
+ * transport that may also be `tcp`, `quic` or `memory`. So `Expected "tls" | "tcp" | "quic" | "memory", actual "udp"`,
  * for every literal union (transport, a channel's overflow and compression) and any
  * other union whose members all refuse the value outright. Members with their own message, or a value
  * that gets into a member and fails deeper (a struct with a bad field), keep their issues.

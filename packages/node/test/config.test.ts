@@ -35,7 +35,7 @@ describe("NodeConfig.decode", () => {
   const cases: ReadonlyArray<readonly [string, unknown, string, RegExp]> = [
     ["a listen address without a port", { ...base, listen: "localhost" }, "listen", /host:port/],
     ["a short seed", { ...base, identity: { seed: "abcd" } }, "identity.seed", /64 hex/],
-    ["an unknown transport", { ...base, transport: "udp" }, "transport", /"tls" \| "tcp" \| "memory"/],
+    ["an unknown transport", { ...base, transport: "udp" }, "transport", /"tls" \| "tcp" \| "quic" \| "memory"/],
     ["a network id with a space", { ...base, networkId: "my net" }, "networkId", /A-Z a-z 0-9/],
     [
       "a validator id that is not a PeerId",
@@ -124,7 +124,7 @@ describe("NodeConfig.decode of a literal union", () => {
     `Expected ${literals.map((l) => JSON.stringify(l)).join(" | ")}, actual ${JSON.stringify(actual)}`
   const channel = TransportConfig.defaultChannels[0]!
   const cases: ReadonlyArray<readonly [unknown, string, ReadonlyArray<string>, unknown]> = [
-    [{ ...base, transport: "quic" }, "transport", NodeConfig.Transports.literals, "quic"],
+    [{ ...base, transport: "udp" }, "transport", NodeConfig.Transports.literals, "udp"],
     [{ ...base, transport: 5 }, "transport", NodeConfig.Transports.literals, 5],
     [
       { ...base, limits: { channels: [{ ...channel, overflow: "drop" }] } },

@@ -75,8 +75,10 @@ const minViewTime = duration("min-view-time", "0ms").pipe(
   )
 )
 
-const transport = Options.choice("transport", ["tls", "tcp"]).pipe(
-  Options.withDescription("TLS 1.3 with pinned keys, or plain TCP (authenticated, unencrypted)."),
+const transport = Options.choice("transport", ["tls", "tcp", "quic"]).pipe(
+  Options.withDescription(
+    "TLS 1.3 with pinned keys, plain TCP (authenticated, unencrypted), or QUIC (pinned keys, a stream per channel; experimental)."
+  ),
   Options.withDefault("tls" as const)
 )
 

@@ -20,7 +20,7 @@ import * as Table from "./table.js"
 
 export interface DevnetOptions {
   readonly validators: number
-  readonly transport: "tls" | "tcp"
+  readonly transport: "tls" | "tcp" | "quic"
   /** How long the validators run once all of them are up. */
   readonly duration: Duration.Duration
   readonly payloadBytes: number
@@ -74,7 +74,7 @@ interface Child {
 export const configsFor = (
   identities: ReadonlyArray<Identity.Identity>,
   ports: ReadonlyArray<number>,
-  transport: "tls" | "tcp"
+  transport: "tls" | "tcp" | "quic"
 ): ReadonlyArray<NodeConfigInput> => {
   const addresses = ports.map((port) => `127.0.0.1:${port}`)
   return identities.map((identity, i) => ({

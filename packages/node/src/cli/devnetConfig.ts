@@ -14,7 +14,7 @@ export interface DevnetConfigOptions {
   /** Host name of validator i: `{i}` is replaced by i. */
   readonly host: string
   readonly port: number
-  readonly transport: "tls" | "tcp"
+  readonly transport: "tls" | "tcp" | "quic"
   readonly networkId: string
   /** Serve Prometheus metrics on this port of every node (0.0.0.0). */
   readonly prometheusPort: number | undefined

@@ -6,6 +6,7 @@ import { Discovery } from "@hotstuff2/discovery"
 import { PeerManager, PeerRegistry } from "@hotstuff2/peers"
 import {
   MemoryTransport,
+  QuicTransport,
   type SimulatedNetwork,
   TcpTransport,
   TlsTransport,
@@ -70,7 +71,7 @@ const mapTransportError = Layer.mapError(
     new NodeConfig.InvalidNodeConfig({ field: `limits.${e.field}`, detail: e.detail })
 )
 
-/** TLS, or plain TCP when the config says so; `memory` needs `layerTest`. */
+/** TLS, QUIC or plain TCP as the config says; `memory` needs `layerTest`. */
 export const realTransport: TransportFor<never> = (identity, config, transportConfig) => {
   switch (config.transport) {
     case "tcp":
@@ -86,6 +87,8 @@ export const realTransport: TransportFor<never> = (identity, config, transportCo
       )
     case "tls":
       return mapTransportError(TlsTransport.layer({ identity, config: transportConfig }))
+    case "quic":
+      return mapTransportError(QuicTransport.layer({ identity, config: transportConfig }))
   }
 }
 
