@@ -11,6 +11,7 @@ COPY package.json package-lock.json ./
 COPY packages/wire/package.json packages/wire/
 COPY packages/transport/package.json packages/transport/
 COPY packages/peers/package.json packages/peers/
+COPY packages/discovery/package.json packages/discovery/
 COPY packages/broadcast/package.json packages/broadcast/
 COPY packages/testing/package.json packages/testing/
 COPY packages/node/package.json packages/node/
@@ -25,6 +26,7 @@ RUN npx tsc -b packages/node
 RUN mkdir -p /devnet && chown node:node /devnet
 USER node
 
-EXPOSE 9000 9464
+# p2p, health probes (/healthz, /readyz), Prometheus metrics; deploy/kubernetes runs it as uid 1000 (node).
+EXPOSE 9000 8080 9464
 ENTRYPOINT ["node", "packages/node/bin/hotstuff2-net.js"]
 CMD ["--help"]

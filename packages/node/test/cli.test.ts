@@ -1,16 +1,12 @@
 // The hotstuff2-net command line as a real process (the TypeScript sources through tsx, as the other
 // tests run on `src`): keygen, run with a bad and a good config, --log-level anywhere, and a devnet
 // whose views advance.
-import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs/promises"
 import * as net from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
-import { fileURLToPath } from "node:url"
 import { assert, describe, it } from "@effect/vitest"
 import { Identity } from "@hotstuff2/wire"
-import * as Deferred from "effect/Deferred"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as LogLevel from "effect/LogLevel"
@@ -18,66 +14,8 @@ import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import { takeLogLevel } from "../src/cli/commands.js"
 import { reservePorts } from "../src/internal/ports.js"
+import { runCli, start } from "./fixtures/cli.js"
 import { peerId, seedOf } from "./fixtures/cluster.js"
-
-const PACKAGE = fileURLToPath(new URL("..", import.meta.url))
-const ENTRY = ["--import", "tsx", "--conditions=@hotstuff2/source", "src/cli/main.ts"]
-
-interface Finished {
-  readonly code: number | null
-  readonly signal: NodeJS.Signals | null
-  readonly stdout: string
-  readonly stderr: string
-}
-
-interface Running {
-  readonly child: ChildProcess
-  readonly output: () => string
-  readonly finished: Effect.Effect<Finished>
-}
-
-/** Starts `hotstuff2-net args`; the scope's end kills it if it is still running. */
-const start = (args: ReadonlyArray<string>, env: Readonly<Record<string, string>> = {}) =>
-  Effect.acquireRelease(
-    Effect.gen(function* () {
-      const done = yield* Deferred.make<Finished>()
-      const child = spawn(process.execPath, [...ENTRY, ...args], {
-        cwd: PACKAGE,
-        env: { ...process.env, NO_COLOR: "1", ...env },
-        stdio: ["ignore", "pipe", "pipe"]
-      })
-      let stdout = ""
-      let stderr = ""
-      child.stdout.on("data", (chunk: Buffer) => {
-        stdout += chunk.toString("utf8")
-      })
-      child.stderr.on("data", (chunk: Buffer) => {
-        stderr += chunk.toString("utf8")
-      })
-      child.on("close", (code, signal) =>
-        Deferred.unsafeDone(done, Effect.succeed({ code, signal, stdout, stderr }))
-      )
-      return { child, output: () => stdout + stderr, finished: Deferred.await(done) } satisfies Running
-    }),
-    (running) => Effect.sync(() => running.child.exitCode === null && running.child.kill("SIGKILL"))
-  )
-
-/** Runs `hotstuff2-net args` to its end, within `limit`. */
-const runCli = (
-  args: ReadonlyArray<string>,
-  { env = {}, limit = "60 seconds" }: { env?: Record<string, string>; limit?: Duration.DurationInput } = {}
-) =>
-  Effect.scoped(
-    Effect.flatMap(start(args, env), (running) =>
-      running.finished.pipe(
-        Effect.timeoutFail({
-          duration: limit,
-          onTimeout: () =>
-            new Error(`hotstuff2-net ${args.join(" ")} still running after ${Duration.format(limit)}`)
-        })
-      )
-    )
-  )
 
 /** Validator 0 of the test set, alone: nobody to dial. */
 const nodeConfig = (listen: string) => ({

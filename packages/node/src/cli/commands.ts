@@ -1,4 +1,4 @@
-// The `hotstuff2-net` command line: keygen, run, devnet, devnet-config.
+// The `hotstuff2-net` command line: keygen, run, devnet, devnet-config, k8s-config.
 import { type CliApp, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
 import * as Console from "effect/Console"
 import * as Duration from "effect/Duration"
@@ -9,6 +9,7 @@ import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import { devnet } from "./devnet.js"
 import { devnetConfig } from "./devnetConfig.js"
+import { Base, k8sConfig } from "./k8sConfig.js"
 import { keygen } from "./keys.js"
 import { run } from "./run.js"
 
@@ -192,9 +193,49 @@ const devnetConfigCommand = Command.make(
   )
 )
 
+const k8sConfigCommand = Command.make(
+  "k8s-config",
+  {
+    validators: Options.integer("validators").pipe(Options.withDefault(4)),
+    namespace: Options.text("namespace").pipe(
+      Options.withDescription("The namespace the validators run in."),
+      Options.withDefault("hotstuff2")
+    ),
+    service: Options.text("service").pipe(
+      Options.withDescription("The headless Service whose SRV records list the validators."),
+      Options.withDefault(Base.service)
+    ),
+    port: Options.integer("port").pipe(
+      Options.withDescription("The p2p port (the Service's named port p2p)."),
+      Options.withDefault(Base.port)
+    ),
+    networkId: Options.text("network-id").pipe(Options.withDefault("hotstuff2-k8s")),
+    image: Options.text("image").pipe(
+      Options.withDescription("The image built from the repository's Dockerfile, name[:tag]."),
+      Options.withDefault(`${Base.image}:local`)
+    ),
+    otlpEndpoint: Options.text("otlp-endpoint").pipe(
+      Options.withDescription("OTLP/HTTP collector for spans and metrics (OTEL_EXPORTER_OTLP_ENDPOINT)."),
+      Options.optional
+    ),
+    base: Options.directory("base").pipe(
+      Options.withDescription("The kustomize base (the repository's deploy/kubernetes)."),
+      Options.withDefault("deploy/kubernetes")
+    ),
+    out: Options.directory("out").pipe(
+      Options.withDescription("Where to write kustomization.yaml, secret.yaml and configmap.yaml.")
+    )
+  },
+  (o) => k8sConfig({ ...o, otlpEndpoint: Option.getOrUndefined(o.otlpEndpoint) })
+).pipe(
+  Command.withDescription(
+    "Write a kustomize overlay for N validators on Kubernetes: the keys Secret, the node config, the replica count."
+  )
+)
+
 const hotstuff2Net = Command.make("hotstuff2-net").pipe(
   Command.withDescription("Run and try out the HotStuff-2 network layer."),
-  Command.withSubcommands([keygenCommand, runCommand, devnetCommand, devnetConfigCommand])
+  Command.withSubcommands([keygenCommand, runCommand, devnetCommand, devnetConfigCommand, k8sConfigCommand])
 )
 
 const runCommandLine = Command.run(hotstuff2Net, { name: "hotstuff2-net", version: VERSION })
