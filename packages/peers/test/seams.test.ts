@@ -114,4 +114,29 @@ describe("PeerManager seams", () => {
         })
       )
   )
+
+  it.scoped("a validator with no address known: its dialer waits for one, then dials at once", () =>
+    withNetwork(
+      {},
+      Effect.gen(function* () {
+        const set = [
+          { id: id(1), addresses: [address(1)] },
+          { id: id(2), addresses: [] }
+        ]
+        const a = yield* startNode(1, [1, 2], {}, set)
+        // Node 2 does not know node 1's address either: only node 1 can dial.
+        yield* startNode(2, [1, 2], {}, [
+          { id: id(1), addresses: [] },
+          { id: id(2), addresses: [address(2)] }
+        ])
+        // A minute with nowhere to dial: a backoff would have grown to its 30 s cap by now.
+        yield* TestClock.adjust("60 seconds")
+        assert.deepStrictEqual(yield* a.manager.connected, [])
+        // Discovery finds it: the dialer goes at once, not at its next backoff.
+        yield* a.registry.addAddress(id(2), address(2), "gossip")
+        yield* TestClock.adjust("100 millis")
+        assert.deepStrictEqual(yield* a.manager.connected, [id(2)])
+      })
+    )
+  )
 })

@@ -1,4 +1,4 @@
-// Anchors: a few validators this node reached by dialling, with the address that worked, kept in the
+// Anchors: a few validators this node was connected to, with an address to dial them by, kept in the
 // data directory. After a restart they are dialled as `anchor` addresses, which gossip can never push
 // out: a node whose gossip peers all lie still finds the validators it knew.
 import * as fs from "node:fs/promises"
@@ -55,7 +55,7 @@ export class Anchors {
     )
   })
 
-  /** A validator reached at `address` by a dial: first in the list, which is saved when it changed. */
+  /** A validator connected to, dialable at `address`: first in the list, which is saved when it changed. */
   reached(peer: PeerId, address: string): Effect.Effect<void> {
     return Effect.suspend(() => {
       if (this.directory === undefined || this.max === 0) return Effect.void

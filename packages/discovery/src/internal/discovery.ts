@@ -137,9 +137,14 @@ export const make = (options: DiscoveryOptions) =>
             case "Connected": {
               connected.add(event.peer)
               gossip.onConnected(event.peer)
-              return event.direction === "outbound" && isValidator(event.peer)
+              if (!isValidator(event.peer)) return Effect.void
+              // An anchor is a validator this node is connected to, with an address to dial it by: the
+              // one it dialled, or (it dialled this node) the healthiest one known.
+              return event.direction === "outbound"
                 ? anchors.reached(event.peer, event.address)
-                : Effect.void
+                : Effect.flatMap(registry.dialOrder(event.peer), (order) =>
+                    order[0] === undefined ? Effect.void : anchors.reached(event.peer, order[0])
+                  )
             }
             case "Disconnected":
               connected.delete(event.peer)

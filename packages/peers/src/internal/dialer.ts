@@ -4,6 +4,7 @@
 // dialer waits (backoff, grace, a dial permit) ends the dialer; one that arrives while it dials lets
 // the dial finish, and the tie-break keeps one of the two.
 import { type Transport, TransportError } from "@hotstuff2/transport"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -114,6 +115,13 @@ export const makeDialer = (deps: {
             continue
           }
           const addresses = yield* registry.dialOrder(peer)
+          if (addresses.length === 0) {
+            // Nowhere to dial yet (discovery has not found it): no backoff spinning, the dialer waits
+            // until an address is learned, or `redialCap` in case that news was missed.
+            yield* registry.setConnection(peer, "disconnected", { reason: "no address known" })
+            yield* Effect.timeout(Deferred.await(slot.addressed), config.redialCap).pipe(Effect.ignore)
+            continue
+          }
           for (const address of addresses) {
             if (slot.connection !== undefined) break
             yield* registry.setConnection(peer, "connecting", { address })

@@ -32,7 +32,7 @@ import { FairInbox } from "./inbox.js"
 import { makeRateLimiter } from "./rateLimit.js"
 import { makeReader } from "./reader.js"
 import { ReservedHosts } from "./reservedHosts.js"
-import { makeSlot, type Slot, setConnection } from "./slot.js"
+import { addressDiscovered, makeSlot, type Slot, setConnection } from "./slot.js"
 
 /** Which of two connections between the same peers both sides keep: the one the smaller PeerId dialled. */
 const preferred = (local: PeerId, connection: Transport.Connection): boolean => {
@@ -247,10 +247,15 @@ export const make = (options: PeerManagerOptions) =>
       Effect.forkScoped
     )
 
-    // A ban closes the banned peer's connection.
+    // A ban closes the banned peer's connection; a discovered address wakes a dialer that had none.
     yield* registry.changes.pipe(
       Stream.runForEach((event) =>
         Effect.suspend(() => {
+          if (event._tag === "Discovered") {
+            const slot = slots.get(event.peer)
+            if (slot !== undefined) addressDiscovered(slot)
+            return Effect.void
+          }
           if (event._tag !== "Banned") return Effect.void
           const slot = slots.get(event.peer)
           const connection = slot?.connection

@@ -38,6 +38,8 @@ export interface Slot {
   dialer: "none" | "waiting" | "dialing"
   /** The redial schedule, kept across connections (made by the first dialer). */
   backoff: Schedule.ScheduleDriver<unknown, unknown, never> | undefined
+  /** Completed (and replaced) when the registry learns an address of this peer: a dialer with none waits on it. */
+  addressed: Deferred.Deferred<void>
 }
 
 /** A slot with no connection, made at monotonic millis `at`. */
@@ -57,8 +59,16 @@ export const makeSlot = (at: number): Slot => ({
   compressedDropped: false,
   touchedAt: Number.NEGATIVE_INFINITY,
   dialer: "none",
-  backoff: undefined
+  backoff: undefined,
+  addressed: Deferred.unsafeMake<void>(FiberId.none)
 })
+
+/** The registry learned an address of this slot's peer: a dialer waiting for one goes on. */
+export const addressDiscovered = (slot: Slot) => {
+  const addressed = slot.addressed
+  slot.addressed = Deferred.unsafeMake<void>(FiberId.none)
+  Deferred.unsafeDone(addressed, Effect.void)
+}
 
 /**
  * Sets (or clears) the slot's connection at monotonic millis `at`: the heartbeat starts over, and
