@@ -86,7 +86,9 @@ export const configsFor = (
     validators: identities.map((v, j) => ({ id: v.peerId, addresses: [addresses[j]!] })),
     // Every validator shares 127.0.0.1; heartbeats twice a second keep the RTT column fresh.
     limits: { maxConnectionsPerIp: 4 * identities.length + 16, handshakeTimeout: 2000 },
-    peers: { heartbeatInterval: 500 }
+    peers: { heartbeatInterval: 500 },
+    // One machine: loopback records are fine, and gossip runs at a devnet's pace.
+    discovery: { allowLoopback: true, gossipInterval: "5 seconds" }
   }))
 }
 
