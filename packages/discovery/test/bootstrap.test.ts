@@ -8,7 +8,16 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as TestClock from "effect/TestClock"
-import { address, fullMesh, id, keysOnly, type Node, startNode, withNetwork } from "./fixtures/cluster.js"
+import {
+  address,
+  fullMesh,
+  id,
+  keysOnly,
+  type Node,
+  startBootstrapped,
+  startNode,
+  withNetwork
+} from "./fixtures/cluster.js"
 
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
 
@@ -29,18 +38,7 @@ describe("bootstrap and gossip", () => {
       withNetwork(
         { seed: 7 },
         Effect.gen(function* () {
-          const ns = range(1, 12)
-          const bootstrap = [{ address: address(1), peer: id(1) }, { address: address(2) }]
-          const nodes: Array<Node> = []
-          for (const n of ns) {
-            nodes.push(
-              yield* startNode({
-                n,
-                validators: keysOnly(ns),
-                discovery: { bootstrap: n <= 2 ? [] : bootstrap }
-              })
-            )
-          }
+          const { ns, nodes } = yield* startBootstrapped(12)
           const seconds = yield* until(fullMesh(nodes, ns), 120)
           assert.isAbove(seconds, 0, "the mesh formed")
           // A record pushed on a connection that then lost the duplicate tie-break is lost with it:

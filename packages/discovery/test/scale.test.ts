@@ -3,7 +3,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as TestClock from "effect/TestClock"
-import { address, fullMesh, id, keysOnly, type Node, startNode, withNetwork } from "./fixtures/cluster.js"
+import { fullMesh, startBootstrapped, withNetwork } from "./fixtures/cluster.js"
 
 describe("discovery at 100 validators", () => {
   it.scoped(
@@ -12,19 +12,10 @@ describe("discovery at 100 validators", () => {
       withNetwork(
         { seed: 100, defaults: { latency: 20 } },
         Effect.gen(function* () {
-          const ns = Array.from({ length: Number(process.env.SCALE_N ?? 100) }, (_, i) => i + 1)
-          const bootstrap = [{ address: address(1), peer: id(1) }, { address: address(2) }]
-          const nodes: Array<Node> = []
-          for (const n of ns) {
-            nodes.push(
-              yield* startNode({
-                n,
-                validators: keysOnly(ns),
-                discovery: { bootstrap: n <= 2 ? [] : bootstrap, gossipInterval: "10 seconds" },
-                peers: { heartbeatInterval: "5 seconds" }
-              })
-            )
-          }
+          const { ns, nodes } = yield* startBootstrapped(100, {
+            discovery: { gossipInterval: "10 seconds" },
+            peers: { heartbeatInterval: "5 seconds" }
+          })
           let seconds = 0
           let meshed = false
           while (!meshed && seconds < 300) {
