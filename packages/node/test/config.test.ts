@@ -35,7 +35,12 @@ describe("NodeConfig.decode", () => {
   const cases: ReadonlyArray<readonly [string, unknown, string, RegExp]> = [
     ["a listen address without a port", { ...base, listen: "localhost" }, "listen", /host:port/],
     ["a short seed", { ...base, identity: { seed: "abcd" } }, "identity.seed", /64 hex/],
-    ["an unknown transport", { ...base, transport: "udp" }, "transport", /"tls" \| "tcp" \| "quic" \| "memory"/],
+    [
+      "an unknown transport",
+      { ...base, transport: "udp" },
+      "transport",
+      /"tls" \| "tcp" \| "quic" \| "memory"/
+    ],
     ["a network id with a space", { ...base, networkId: "my net" }, "networkId", /A-Z a-z 0-9/],
     [
       "a validator id that is not a PeerId",
