@@ -148,6 +148,7 @@ export const make = (options: DiscoveryOptions) =>
             }
             case "Disconnected":
               connected.delete(event.peer)
+              gossip.forget(event.peer)
               return Effect.void
             case "Discovered":
               if (isValidator(event.peer)) addressed.add(event.peer)
