@@ -404,6 +404,31 @@ it.scopedLive(
     })
 )
 
+it.scopedLive("discovery shows in the scrape: validators with an address, records refused per reason", () =>
+  Effect.gen(function* () {
+    const ports = yield* reservePorts(3)
+    const addresses = ports.slice(0, 2).map((p) => `127.0.0.1:${p}`)
+    yield* start(0, addresses, { prometheus: `127.0.0.1:${ports[2]}`, metricsInterval: 100 })
+    yield* start(1, addresses, {})
+    // Node 1 pushes its signed record on connecting: a 127.0.0.1 address, which node 0 (loopback not
+    // allowed, the default) refuses as bad-address. Validator 1's address is node 0's config.
+    const node0 = { node: short(0) }
+    yield* waitLive(
+      "the discovery gauge and the refusal in the scrape",
+      Effect.map(scrape(ports[2]!), (text) => {
+        const samples = parse(text)
+        return (
+          valueOf(samples, "hotstuff2_discovery_validators_with_address", node0) === 1 &&
+          (valueOf(samples, "hotstuff2_discovery_records_refused_total", {
+            ...node0,
+            reason: "bad-address"
+          }) ?? 0) >= 1
+        )
+      })
+    )
+  })
+)
+
 /** A collector that accepts connections and never answers: every export waits for its deadline. */
 const silentCollector = Effect.acquireRelease(
   Effect.async<{ readonly server: net.Server; readonly sockets: Set<net.Socket> }>((resume) => {

@@ -3,6 +3,7 @@
 // counted from the broadcaster's observer hooks and flushed into the counters on each sample and
 // before each exporter's collection; the rest is sampled on a schedule.
 import type { Broadcaster } from "@hotstuff2/broadcast"
+import type { Discovery } from "@hotstuff2/discovery"
 import type { PeerManager, PeerRegistry } from "@hotstuff2/peers"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
@@ -44,6 +45,20 @@ const disconnects = counter(
 const refusedConnections = counter(
   "hotstuff2_connections_refused",
   "Inbound connection attempts refused, per reason (over-limit, tls, not-admitted, timeout...)"
+)
+
+const discoveryKnown = gauge(
+  "hotstuff2_discovery_validators_with_address",
+  "Validators of the tracked sets with an address this node could dial"
+)
+const discoveryRecords = gauge("hotstuff2_discovery_records", "Signed peer records held")
+const discoveryRefused = counter(
+  "hotstuff2_discovery_records_refused",
+  "Peer records refused, per reason (stale, bad-signature, wrong-network, future, bad-address, not-kept, own-record)"
+)
+const discoveryDnsFailures = counter(
+  "hotstuff2_discovery_dns_failures",
+  "DNS queries that failed (the last good answer kept)"
 )
 
 const label = MetricLabel.make
@@ -236,4 +251,33 @@ export const make = (
   )
 
   return { observer, sample, flush, watchPeers }
+}
+
+/**
+ * Samples discovery into gauges and counters: validators with an address, records held, records
+ * refused per reason, failed DNS queries. Counters take the growth since the last sample.
+ */
+export const discoverySampler = (node: string, discovery: Discovery.DiscoveryShape): Effect.Effect<void> => {
+  const nodeLabel = label("node", node)
+  const refused = new Map<string, { readonly labels: LabelSet; count: number }>()
+  let dnsFailures = 0
+  return Effect.map(discovery.stats, (stats) => {
+    discoveryKnown.unsafeUpdate(stats.validatorsWithAddress, [nodeLabel])
+    discoveryRecords.unsafeUpdate(stats.records, [nodeLabel])
+    for (const [reason, count] of Object.entries(stats.recordsRefused)) {
+      let counted = refused.get(reason)
+      if (counted === undefined) {
+        counted = { labels: [nodeLabel, label("reason", reason)], count: 0 }
+        refused.set(reason, counted)
+      }
+      if (count !== undefined && count > counted.count) {
+        discoveryRefused.unsafeUpdate(count - counted.count, counted.labels)
+        counted.count = count
+      }
+    }
+    if (stats.dnsFailures > dnsFailures) {
+      discoveryDnsFailures.unsafeUpdate(stats.dnsFailures - dnsFailures, [nodeLabel])
+      dnsFailures = stats.dnsFailures
+    }
+  })
 }

@@ -260,9 +260,10 @@ export const make = <R>(
         }
       })
 
+    const sampleDiscovery = Metrics.discoverySampler(Identity.shortPeerId(self), discovery)
     yield* Effect.forkScoped(Effect.interruptible(metrics.watchPeers))
     yield* Effect.forkScoped(
-      metrics.sample.pipe(
+      Effect.zipRight(metrics.sample, sampleDiscovery).pipe(
         // A failed sample is logged and the next one still runs: metrics never stop for good.
         Effect.catchAllCause((cause) => Effect.logWarning("metrics sample failed", cause)),
         Effect.repeat(Schedule.spaced(config.telemetry.metricsInterval)),
