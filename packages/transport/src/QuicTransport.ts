@@ -63,7 +63,7 @@ const checkOptions = (options: Required<QuicOptions>): InvalidTransportConfig | 
   return undefined
 }
 
-/** Datagrams the listeners of a layer dropped before any connection existed (for tests and metrics). */
+/** Datagrams every QUIC listener of this process dropped before any connection existed (tests, metrics). */
 export const datagramStats = (): QuicDatagramStats => ({ ...sharedStats })
 const sharedStats: QuicDatagramStats = { garbage: 0, retries: 0, badTokens: 0 }
 

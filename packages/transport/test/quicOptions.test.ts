@@ -1,9 +1,11 @@
 // QuicTransport's own options and the ways a dial fails that TLS does not share.
+import * as crypto from "node:crypto"
 import * as dgram from "node:dgram"
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import { QuicTransport } from "../src/index.js"
+import { QuicTransport, TransportConfig } from "../src/index.js"
+import { accept, receiver } from "./fixtures/conformance.js"
 import { buildTransport, type Harness, NETWORK } from "./fixtures/harness.js"
 import { identity } from "./fixtures/identities.js"
 
@@ -51,6 +53,25 @@ describe("QuicTransport options and dial failures", () => {
         const error = yield* Effect.flip(dialer.dial(`127.0.0.1:${port}`, identity(1).peerId))
         assert.strictEqual(error._tag, "DialError")
         assert.strictEqual(error.reason, "unreachable")
+      })
+  )
+
+  it.scopedLive(
+    "frames larger than a stream's chunk arrive whole and unchanged (gathered from their parts)",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* buildTransport(harness, identity(1))
+        const client = yield* buildTransport(harness, identity(2))
+        const listener = yield* server.listen("127.0.0.1:0")
+        const connection = yield* client.dial(listener.address, identity(1).peerId)
+        const inbox = yield* receiver(yield* accept(listener))
+        const messages = [1024 * 1024, 3 * 1024 * 1024 + 7].map((n) => new Uint8Array(crypto.randomBytes(n)))
+        for (const m of messages) yield* connection.send(TransportConfig.Channel.consensus, [m])
+        const got = (yield* inbox.messages(2)).flatMap((f) => f.messages)
+        assert.deepStrictEqual(
+          got.map((m) => crypto.createHash("sha256").update(m).digest("hex")),
+          messages.map((m) => crypto.createHash("sha256").update(m).digest("hex"))
+        )
       })
   )
 })

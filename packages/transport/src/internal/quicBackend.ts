@@ -144,7 +144,7 @@ export const quicBackend = (
         }
       }
 
-      socket.on("message", (data, from) => {
+      const onDatagram = (data: Buffer, from: dgram.RemoteInfo) => {
         let header: ReturnType<Quiche["Header"]["fromSlice"]>
         try {
           header = quiche.Header.fromSlice(data, MAX_CONN_ID_LEN)
@@ -188,6 +188,15 @@ export const quicBackend = (
         track(driven)
         onInbound(attemptOf(driven, from))
         driven.receive(data)
+      }
+      // Whatever a datagram makes the native binding throw (a header it parses but cannot answer)
+      // is that datagram's problem, never the process's.
+      socket.on("message", (data, from) => {
+        try {
+          onDatagram(data, from)
+        } catch {
+          stats.garbage++
+        }
       })
 
       const stop = Effect.sync(() => {

@@ -24,6 +24,8 @@ const HEADER = Frame.HEADER_BYTES
  */
 const HIGH_WATER = 128 * 1024
 const SCRATCH = 64 * 1024
+/** Frames up to this size are gathered into one buffer allocated on their header. */
+const PREALLOCATE = 256 * 1024
 
 interface OutStream {
   readonly id: number
@@ -36,7 +38,10 @@ interface OutStream {
 interface InStream {
   readonly header: Buffer
   headerGot: number
+  /** The frame being gathered: one buffer of its size, or (a large one) its parts as they come. */
   frame: Buffer | undefined
+  parts: Array<Buffer> | undefined
+  frameSize: number
   frameGot: number
   fin: boolean
   broken: boolean
@@ -208,8 +213,7 @@ export const quicPipe = (driven: DrivenConnection, remoteAddress: string, option
   const gather = (stream: InStream, bytes: Buffer, length: number) => {
     let off = 0
     while (off < length && !stream.broken) {
-      const frame = stream.frame
-      if (frame === undefined) {
+      if (stream.frameSize === 0) {
         const take = Math.min(HEADER - stream.headerGot, length - off)
         bytes.copy(stream.header, stream.headerGot, off, off + take)
         stream.headerGot += take
@@ -222,22 +226,30 @@ export const quicPipe = (driven: DrivenConnection, remoteAddress: string, option
           ready.push(Buffer.from(stream.header))
           return
         }
-        const next = Buffer.allocUnsafe(HEADER + body)
-        stream.header.copy(next, 0)
-        if (body === 0) ready.push(next)
-        else {
-          stream.frame = next
-          stream.frameGot = HEADER
+        if (body === 0) {
+          ready.push(Buffer.from(stream.header))
+          continue
         }
+        stream.frameSize = HEADER + body
+        stream.frameGot = HEADER
+        // A large frame is kept as the parts that arrived, never allocated on its header's word: a
+        // peer announcing 16 MiB frames on every stream must send them to cost that memory.
+        if (stream.frameSize <= PREALLOCATE) {
+          stream.frame = Buffer.allocUnsafe(stream.frameSize)
+          stream.header.copy(stream.frame, 0)
+        } else stream.parts = [Buffer.from(stream.header)]
         continue
       }
-      const take = Math.min(frame.length - stream.frameGot, length - off)
-      bytes.copy(frame, stream.frameGot, off, off + take)
+      const take = Math.min(stream.frameSize - stream.frameGot, length - off)
+      if (stream.frame !== undefined) bytes.copy(stream.frame, stream.frameGot, off, off + take)
+      else stream.parts!.push(Buffer.from(bytes.subarray(off, off + take)))
       stream.frameGot += take
       off += take
-      if (stream.frameGot === frame.length) {
+      if (stream.frameGot === stream.frameSize) {
+        ready.push(stream.frame ?? Buffer.concat(stream.parts!, stream.frameSize))
         stream.frame = undefined
-        ready.push(frame)
+        stream.parts = undefined
+        stream.frameSize = 0
       }
     }
   }
@@ -274,6 +286,8 @@ export const quicPipe = (driven: DrivenConnection, remoteAddress: string, option
           header: Buffer.alloc(HEADER),
           headerGot: 0,
           frame: undefined,
+          parts: undefined,
+          frameSize: 0,
           frameGot: 0,
           fin: false,
           broken: false
