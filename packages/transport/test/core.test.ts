@@ -153,3 +153,63 @@ describe("ConnectionCore", () => {
     }
   })
 })
+
+describe("ConnectionCore on a pipe with streams of its own (QUIC)", () => {
+  /** A pipe blocked after its first write, that says whether it takes urgent frames meanwhile. */
+  const blockedPipe = (takesUrgent: () => boolean) => {
+    const writes: Array<Array<number>> = []
+    let written = 0
+    const pipe: Pipe = {
+      remoteAddress: "127.0.0.1:1",
+      attach: () => {},
+      write: (chunks) => {
+        const channels: Array<number> = []
+        for (const chunk of chunks) {
+          // Each chunk is one or more whole frames: read the channel of every header.
+          for (let off = 0; off < chunk.length; ) {
+            channels.push(chunk[off + 1]!)
+            off += 8 + new DataView(chunk.buffer, chunk.byteOffset + off + 4, 4).getUint32(0)
+          }
+        }
+        writes.push(channels)
+        return ++written < 1
+      },
+      pause: () => {},
+      resume: () => {},
+      end: (onFinished) => onFinished?.(),
+      destroy: () => {},
+      takesUrgent
+    }
+    const core = new ConnectionCore(pipe, {
+      config,
+      localPeer: "a".repeat(64) as never,
+      remoteAddress: "127.0.0.1:1",
+      direction: "outbound",
+      timers: () => () => {}
+    })
+    core.open("b".repeat(64) as never)
+    return { core, writes }
+  }
+  const turn = () => new Promise<void>((resolve) => setImmediate(resolve))
+  const { consensus, sync } = TransportConfig.Channel
+
+  it("while the pipe is blocked on a sync backlog, a vote is still written when the pipe takes urgent frames", async () => {
+    const { core, writes } = blockedPipe(() => true)
+    assert.isUndefined(core.send(sync, [new Uint8Array(60_000)]))
+    await turn()
+    assert.isUndefined(core.send(sync, [new Uint8Array(60_000)]))
+    assert.isUndefined(core.send(consensus, [Uint8Array.of(1)]))
+    await turn()
+    assert.deepStrictEqual(writes, [[sync], [consensus]], "the vote went, the second sync frame waits")
+  })
+
+  it("and waits with everything else when the pipe does not (its urgent streams are backed up, or a socket)", async () => {
+    const { core, writes } = blockedPipe(() => false)
+    assert.isUndefined(core.send(sync, [new Uint8Array(60_000)]))
+    await turn()
+    assert.isUndefined(core.send(consensus, [Uint8Array.of(1)]))
+    await turn()
+    assert.deepStrictEqual(writes, [[sync]])
+    assert.strictEqual(core.stats().queued[consensus]!.frames, 1)
+  })
+})

@@ -451,7 +451,7 @@ export class ConnectionCore {
    * write per turn, not two.
    */
   private flushSoon(): void {
-    if (this.flushScheduled || this.blocked) return
+    if (this.flushScheduled || (this.blocked && this.pipe.takesUrgent?.() !== true)) return
     if (this.writeFirst) this.flush()
     this.flushScheduled = true
     queueMicrotask(this.endTurn)
@@ -465,15 +465,21 @@ export class ConnectionCore {
   }
 
   private scheduleFlush(): void {
-    if (this.flushScheduled || this.blocked) return
+    if (this.flushScheduled || (this.blocked && this.pipe.takesUrgent?.() !== true)) return
     this.flushScheduled = true
     // A microtask: frames queued in the same synchronous run leave in one write, with no timer delay.
     queueMicrotask(this.endTurn)
   }
 
-  /** Writes queued frames: control first, then by priority level, round-robin within a level. */
+  /**
+   * Writes queued frames: control first, then by priority level, round-robin within a level. While
+   * the pipe is blocked, nothing, or (a pipe that takes them: streams of their own) control and
+   * priority-0 frames only.
+   */
   private flush(): void {
-    if (this.blocked || this.queuedFrames === 0 || this.state === "closed") return
+    if (this.queuedFrames === 0 || this.state === "closed") return
+    if (this.blocked && this.pipe.takesUrgent?.() !== true) return
+    const levels = this.blocked ? Math.min(1, this.levels.length) : this.levels.length
     const budget = this.options.config.maxWriteBytes
     const parts: Array<Part> = []
     let bytes = 0
@@ -484,7 +490,7 @@ export class ConnectionCore {
       bytes += frame.length
       this.queuedFrames--
     }
-    for (let level = 0; level < this.levels.length && bytes < budget; level++) {
+    for (let level = 0; level < levels && bytes < budget; level++) {
       const queues = this.levels[level]
       if (queues === undefined) continue
       let progress = true

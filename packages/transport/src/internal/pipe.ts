@@ -40,6 +40,13 @@ export interface Pipe {
    * instead of buffering it.
    */
   readonly opened?: (maxFrameBytes: number) => void
+  /**
+   * Optional: whether the pipe, though `write` returned false for a bulk backlog, still takes
+   * control and priority-0 frames (votes, heartbeats): it carries channels on streams of their own,
+   * and has room for those. The connection then keeps writing them while it waits for `drain`. A
+   * byte-stream pipe leaves it unset: everything waits for `drain`.
+   */
+  readonly takesUrgent?: () => boolean
 }
 
 /** Largest frame body before the handshake authenticated the remote (the connection's limit). */

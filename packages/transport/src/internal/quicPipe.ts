@@ -24,6 +24,10 @@ const HEADER = Frame.HEADER_BYTES
  */
 const HIGH_WATER = 128 * 1024
 const SCRATCH = 64 * 1024
+/** quiche urgency of the control stream (0) and the priority-0 channels (1). */
+const URGENT = 1
+/** Bytes of urgent streams quiche has not taken yet past which urgent frames wait in the connection too. */
+const URGENT_WATER = 64 * 1024
 /** Frames up to this size are gathered into one buffer allocated on their header. */
 const PREALLOCATE = 256 * 1024
 
@@ -66,6 +70,8 @@ export const quicPipe = (driven: DrivenConnection, remoteAddress: string, option
   let blocked = false
   let frameLimit = HANDSHAKE_FRAME_BYTES
   let pendingBytes = 0
+  /** Of `pendingBytes`, those of the control and priority-0 streams. */
+  let urgentBytes = 0
   let nextIndex = 1
   const out = new Map<number, OutStream>()
   const sending: Array<OutStream> = []
@@ -127,6 +133,7 @@ export const quicPipe = (driven: DrivenConnection, remoteAddress: string, option
     const stream = streamOf(ch)
     stream.pending.push(bytes)
     pendingBytes += bytes.length
+    if (stream.urgency <= URGENT) urgentBytes += bytes.length
   }
 
   /** Cuts `chunk` at frame boundaries onto the channels' streams. No copy but a split header. */
@@ -171,6 +178,7 @@ export const quicPipe = (driven: DrivenConnection, remoteAddress: string, option
         const head = pending[0]!
         const sent = conn.streamSend(stream.id, head, false) ?? 0
         pendingBytes -= sent
+        if (stream.urgency <= URGENT) urgentBytes -= sent
         if (sent < head.length) {
           pending[0] = head.subarray(sent)
           break
@@ -390,6 +398,10 @@ export const quicPipe = (driven: DrivenConnection, remoteAddress: string, option
     },
     opened: (maxFrameBytes) => {
       frameLimit = maxFrameBytes
-    }
+    },
+    // A vote goes to its own stream, ahead of the sync backlog in quiche's scheduling: it need not
+    // wait in the connection for that backlog to drain, unless the urgent streams are backed up too
+    // (a peer that stopped reading: then the connection's queues fill and answer Backpressure).
+    takesUrgent: () => urgentBytes < URGENT_WATER
   }
 }
