@@ -40,6 +40,8 @@ export interface DiscoveryStats {
   readonly requestsAnswered: number
   /** Exchange requests past `requestsPerInterval` (a flood), not answered. */
   readonly requestsRefused: number
+  /** Pushed records past `requestsPerInterval` in an interval, not read. */
+  readonly pushesRefused: number
   readonly responsesReceived: number
   /** Messages on the discovery channel that break its rules (charged to the sender). */
   readonly violations: number
@@ -62,8 +64,9 @@ export interface DiscoveryShape {
   readonly records: Effect.Effect<ReadonlyArray<Message.PeerRecord>>
   /**
    * The tracked validator sets changed (their union, and the newest epoch): records are classified
-   * again, this node's record is signed again with the epoch, and the newcomers' configured host
-   * names are resolved. The `PeerManager`'s own set is the caller's to change.
+   * again, and this node's record is signed again with the epoch. The DNS source keeps the host names
+   * it started with (a newcomer's configured host name is dialled through the system resolver). The
+   * `PeerManager`'s own set is the caller's to change.
    */
   readonly setValidators: (
     epoch: bigint,

@@ -44,7 +44,14 @@ describe("gossip refuses bad input", () => {
             { id: id(2), addresses: [address(2)] },
             { id: id(3), addresses: [] }
           ]
-          const node = yield* startNode({ n: 1, validators: set, peers: { weights } })
+          // 10 pushes and requests a peer may send per interval (this test pushes 9); no gossip rounds:
+          // node 1 asks the attacker once, on connecting.
+          const node = yield* startNode({
+            n: 1,
+            validators: set,
+            peers: { weights },
+            discovery: { requestsPerInterval: 10, gossip: false }
+          })
           const attacker = yield* startRaw({ n: 2, validators: set })
           const charges: Array<string> = []
           yield* Effect.forkScoped(
@@ -77,33 +84,40 @@ describe("gossip refuses bad input", () => {
           yield* send([encode(forged)])
           // Signed by 3, for another network.
           yield* send([encode(record(3, ["elsewhere:9000"], 3000n, "another-network"))])
-          // Signed an hour ahead of this node's clock.
+          // Signed an hour ahead of this node's clock: by 3 and relayed (not the relay's fault), and by
+          // the sender itself (its fault).
           yield* send([encode(record(3, [address(3)], BigInt(60 * 60 * 1000)))])
+          yield* send([encode(record(2, [address(2)], BigInt(60 * 60 * 1000)))])
           // Node 1's own (old) record, replayed to it.
           yield* send([encode(record(1, ["stale:9000"], 5n))])
           // Nothing in it may be dialled: loopback (not allowed here), multicast, unspecified.
           yield* send([encode(record(3, ["127.0.0.1:9000", "224.0.0.1:9000", "0.0.0.0:9000"], 4000n))])
-          // A reply with more records than any request asks for (64 by default).
+          // A reply (node 1 asked on connecting: 3 had no address) with more records than any request
+          // asks for (64 by default): the first 64 are read.
           const many = Array.from({ length: 100 }, () => record(3, [address(3)], 1000n))
           yield* send([encode(Message.PeerExchangeResponse.make({ records: many }))])
+          // The same reply again: nobody asked for it, so none of it is read.
+          yield* send([encode(Message.PeerExchangeResponse.make({ records: many.slice(0, 10) }))])
 
           const s = yield* stats()
           assert.deepStrictEqual(s.recordsRefused, {
             stale: 1 + 64,
             "bad-signature": 1,
             "wrong-network": 1,
-            future: 1,
+            future: 2,
             "own-record": 1,
             "bad-address": 1
           })
           assert.strictEqual(s.recordsAccepted, 1)
-          assert.strictEqual(s.violations, 3)
-          // Charged: garbage, the Ping, the forgery, the wrong network, the future date, the oversized
-          // reply; not the replays, the own record or the undialable one (honest relays send those).
+          assert.strictEqual(s.violations, 4)
+          // Charged: garbage, the Ping, the forgery, the wrong network, its own future date, the
+          // oversized reply, the reply nobody asked for; not the replays, the own record, the
+          // undialable one or 3's future date (honest relays send those).
           assert.deepStrictEqual([...charges].sort(), [
             "BadSignature",
             "InvalidMessage",
             "InvalidMessage",
+            "ProtocolViolation",
             "ProtocolViolation",
             "ProtocolViolation",
             "ProtocolViolation"
@@ -111,7 +125,8 @@ describe("gossip refuses bad input", () => {
           // What was known is still known, from gossip, unchanged.
           assert.deepStrictEqual(yield* addressesOf3(), [address(3)])
 
-          // A flood of exchange requests: 4 answered in the interval, the rest refused, charged once.
+          // A flood of exchange requests in the next interval: 10 answered, the rest refused, charged once.
+          yield* TestClock.adjust("5 seconds")
           charges.length = 0
           const request = encode(Message.PeerExchangeRequest.make({ max: 64 }))
           const replies = yield* Effect.fork(
@@ -121,17 +136,17 @@ describe("gossip refuses bad input", () => {
                   f.messages.map((bytes) => Either.getOrThrow(Codec.decode(bytes))._tag)
                 ),
                 Stream.filter((tag) => tag === "PeerExchangeResponse"),
-                Stream.take(4)
+                Stream.take(10)
               )
             )
           )
-          for (let i = 0; i < 20; i++) yield* send([request])
+          for (let i = 0; i < 25; i++) yield* send([request])
           const after = yield* stats()
-          assert.strictEqual(after.requestsAnswered, 4)
-          assert.strictEqual(after.requestsRefused, 16)
+          assert.strictEqual(after.requestsAnswered, 10)
+          assert.strictEqual(after.requestsRefused, 15)
           assert.deepStrictEqual(charges, ["RateLimitExceeded"])
           yield* TestClock.adjust("100 millis")
-          assert.strictEqual(Chunk.size(yield* Fiber.join(replies)), 4)
+          assert.strictEqual(Chunk.size(yield* Fiber.join(replies)), 10)
           // Still connected: refused input costs reputation, it does not cut an honest-looking peer at once.
           assert.deepStrictEqual(yield* node.manager.connected, [id(2)])
         })

@@ -97,4 +97,31 @@ describe("validator-set epochs", () => {
         assert.strictEqual(error._tag, "InvalidValidatorSet")
       })
   )
+
+  it.scoped("overlapping graces: each leaver keeps its own; one that comes back during its grace stays", () =>
+    Effect.gen(function* () {
+      const cluster = yield* TestCluster.make({
+        size: 6,
+        seed: 4,
+        config: { trackedEpochs: 1, leaveGrace: "30 seconds" }
+      })
+      const id = (i: number) => cluster.validators[i]!.identity.peerId
+      const setOf = (ns: ReadonlyArray<number>) =>
+        ns.map((i) => ({ id: id(i), addresses: [cluster.validators[i]!.address] }))
+      const zero = cluster.node(0)
+      yield* TestClock.adjust("10 seconds")
+      // t = 0: 5 leaves. t = 10: 4 leaves too, and 3 with it. t = 20: 3 comes back.
+      yield* zero.updateValidators(1n, setOf([0, 1, 2, 3, 4]))
+      yield* TestClock.adjust("10 seconds")
+      yield* zero.updateValidators(2n, setOf([0, 1, 2]))
+      yield* TestClock.adjust("10 seconds")
+      yield* zero.updateValidators(3n, setOf([0, 1, 2, 3]))
+      yield* TestClock.adjust("15 seconds") // t = 35: 5's grace is over, 4's (until t = 40) is not
+      const at35 = yield* connectedTo(zero)
+      assert.isFalse(at35.has(id(5)), "5 dropped after its grace")
+      assert.isTrue(at35.has(id(4)), "4 still within its own grace")
+      yield* TestClock.adjust("10 seconds") // t = 45
+      assert.deepStrictEqual(yield* connectedTo(zero), new Set([1, 2, 3].map(id)))
+    })
+  )
 })

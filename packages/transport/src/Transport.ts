@@ -182,8 +182,16 @@ export interface TransportShape {
 export type Expected = PeerId | ((peer: PeerId) => boolean)
 
 /** Whether a proven key is what a dial expected. */
-export const expects = (expected: Expected, peer: PeerId | undefined): boolean =>
-  peer !== undefined && (typeof expected === "string" ? peer === expected : expected(peer))
+export const expects = (expected: Expected, peer: PeerId | undefined): boolean => {
+  if (peer === undefined) return false
+  if (typeof expected === "string") return peer === expected
+  // The caller's predicate runs inside a socket callback: a throw is a refusal, never a crash.
+  try {
+    return expected(peer) === true
+  } catch {
+    return false
+  }
+}
 
 /** How a dial's expectation reads in errors and spans: the key, or `any`. */
 export const describeExpected = (expected: Expected): string =>

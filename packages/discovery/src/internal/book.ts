@@ -8,7 +8,7 @@ import * as Either from "effect/Either"
 import type { DiscoveryConfig } from "../DiscoveryConfig.js"
 import { RecordRefused } from "../DiscoveryError.js"
 import { type AddressPolicy, check, subnetOf } from "./addresses.js"
-import { type Accepted, checkRecord, type PeerId } from "./record.js"
+import { type Accepted, checkRecord, checkSignature, type PeerId } from "./record.js"
 
 export interface Entry {
   readonly record: Message.PeerRecord
@@ -55,7 +55,9 @@ export class Book {
     record: Message.PeerRecord,
     from: PeerId | undefined,
     now: number,
-    isValidator: boolean
+    isValidator: boolean,
+    /** Whether a peer is connected now: a full book makes room by forgetting a disconnected non-validator. */
+    isConnected: (peer: PeerId) => boolean = () => false
   ): Either.Either<Accepted, RecordRefused> {
     const held = this.entries.get(record.peer)
     const checked = checkRecord(record, {
@@ -91,9 +93,43 @@ export class Book {
       if (full !== undefined)
         return refuse(`subnet ${full} already has ${this.config.maxNonValidatorsPerSubnet} records`)
       if (held === undefined && this.nonValidators >= this.config.maxNonValidatorRecords) {
-        return refuse(`the book holds ${this.config.maxNonValidatorRecords} non-validator records`)
+        // Room goes to the newcomer only at the expense of the oldest record of a peer that is not
+        // connected (records of live peers first, as commonware keeps them): a flood of made-up
+        // records cannot hold the book for good, nor push out the peers this node talks to.
+        const victim = this.oldestEvictable(isConnected)
+        if (victim === undefined) {
+          return refuse(`the book holds ${this.config.maxNonValidatorRecords} non-validator records`)
+        }
+        const signed = checkSignature(accepted, from)
+        if (Either.isLeft(signed)) return signed
+        this.remove(victim)
+        return this.keep(record, accepted, now, isValidator, subnets, held)
       }
     }
+    // Only now, once the record would be kept: its signature.
+    const signed = checkSignature(accepted, from)
+    if (Either.isLeft(signed)) return signed
+    return this.keep(record, accepted, now, isValidator, subnets, held)
+  }
+
+  /** The oldest non-validator record of a peer not connected now, if any. */
+  private oldestEvictable(isConnected: (peer: PeerId) => boolean): Entry | undefined {
+    let oldest: Entry | undefined
+    for (const entry of this.entries.values()) {
+      if (entry.validator || isConnected(entry.record.peer)) continue
+      if (oldest === undefined || entry.at < oldest.at) oldest = entry
+    }
+    return oldest
+  }
+
+  private keep(
+    record: Message.PeerRecord,
+    accepted: Accepted,
+    now: number,
+    isValidator: boolean,
+    subnets: Array<string>,
+    held: Entry | undefined
+  ): Either.Either<Accepted, RecordRefused> {
     if (held !== undefined) this.remove(held)
     const entry: Entry = { record, addresses: accepted.addresses, at: now, validator: isValidator, subnets }
     this.entries.set(record.peer, entry)

@@ -41,6 +41,9 @@ export const make = (options: DiscoveryOptions) =>
     const isValidator = (peer: PeerId) => validators.has(peer)
     /** Validators with at least one address in the registry. */
     const addressed = new Set<PeerId>()
+    // Subscribed before the snapshot of who is connected: no connection made in between is missed
+    // (one seen twice is harmless).
+    const changes = yield* Stream.toPull(registry.changes)
     const connected = new Set<PeerId>(yield* manager.connected)
 
     const book = new Book(local, options.networkId, config, policy, options.admitNonValidators ?? false)
@@ -54,6 +57,7 @@ export const make = (options: DiscoveryOptions) =>
         },
         connected: () => [...connected],
         isValidator,
+        isConnected: (peer) => connected.has(peer),
         missingAddresses: () => addressed.size < validators.size,
         report: (peer, event, detail) => Effect.asVoid(registry.report(peer, event, detail)),
         learned: (peer, addresses) =>
@@ -125,39 +129,43 @@ export const make = (options: DiscoveryOptions) =>
     // ---- anchors: dialled first after a restart, never pushed out by gossip ----
     const anchors = new Anchors(options.dataDirectory, config.anchors)
     for (const anchor of yield* anchors.load) {
-      if (isValidator(anchor.peer)) yield* registry.addAddress(anchor.peer, anchor.address, "anchor")
+      // The anchor replaces the peer's earlier anchors: restarts at new addresses do not pile them up.
+      if (isValidator(anchor.peer)) yield* registry.replaceAddresses(anchor.peer, "anchor", [anchor.address])
     }
     yield* recount
 
     // ---- what the registry says: connections, and addresses from every source ----
-    yield* registry.changes.pipe(
-      Stream.runForEach((event) =>
-        Effect.suspend(() => {
-          switch (event._tag) {
-            case "Connected": {
-              connected.add(event.peer)
-              gossip.onConnected(event.peer)
-              if (!isValidator(event.peer)) return Effect.void
-              // An anchor is a validator this node is connected to, with an address to dial it by: the
-              // one it dialled, or (it dialled this node) the healthiest one known.
-              return event.direction === "outbound"
-                ? anchors.reached(event.peer, event.address)
-                : Effect.flatMap(registry.dialOrder(event.peer), (order) =>
-                    order[0] === undefined ? Effect.void : anchors.reached(event.peer, order[0])
-                  )
-            }
-            case "Disconnected":
-              connected.delete(event.peer)
-              gossip.forget(event.peer)
-              return Effect.void
-            case "Discovered":
-              if (isValidator(event.peer)) addressed.add(event.peer)
-              return Effect.void
-            default:
-              return Effect.void
+    const onChange = (event: PeerRegistry.PeerEvent) =>
+      Effect.suspend(() => {
+        switch (event._tag) {
+          case "Connected": {
+            connected.add(event.peer)
+            gossip.onConnected(event.peer)
+            if (!isValidator(event.peer)) return Effect.void
+            // An anchor is a validator this node is connected to, with an address to dial it by: the
+            // one it dialled, or (it dialled this node) the healthiest one known.
+            return event.direction === "outbound"
+              ? anchors.reached(event.peer, event.address)
+              : Effect.flatMap(registry.dialOrder(event.peer), (order) =>
+                  order[0] === undefined ? Effect.void : anchors.reached(event.peer, order[0])
+                )
           }
-        })
-      ),
+          case "Disconnected":
+            connected.delete(event.peer)
+            gossip.forget(event.peer)
+            return Effect.void
+          case "Discovered":
+            if (isValidator(event.peer)) addressed.add(event.peer)
+            return Effect.void
+          default:
+            return Effect.void
+        }
+      })
+    yield* Effect.forever(
+      Effect.flatMap(changes, (chunk) => Effect.forEach(chunk, onChange, { discard: true }))
+    ).pipe(
+      // The registry's stream ends only when the registry closes.
+      Effect.catchAll(() => Effect.void),
       Effect.interruptible,
       Effect.forkScoped
     )
@@ -172,6 +180,11 @@ export const make = (options: DiscoveryOptions) =>
     )
     if (config.gossip) {
       yield* Effect.gen(function* () {
+        gossip.prune()
+        // Who is connected, read again each round: the events are the fast path, this the truth.
+        const now = yield* manager.connected
+        connected.clear()
+        for (const peer of now) connected.add(peer)
         const peers = [...connected]
         if (peers.length === 0) return
         const pick = yield* Random.nextIntBetween(0, peers.length)

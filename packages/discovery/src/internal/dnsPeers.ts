@@ -12,6 +12,9 @@ import type { PeerId } from "./record.js"
 
 const normalize = (name: string) => name.toLowerCase().replace(/\.$/, "")
 
+/** SRV targets dialled per round at most: a hostile answer cannot turn this node into a port scanner. */
+const PROBES_PER_ROUND = 16
+
 export class DnsPeers {
   /** Each asked name's current answer. */
   private readonly answers = new Map<string, ReadonlyArray<DnsTarget>>()
@@ -91,9 +94,10 @@ export class DnsPeers {
 
   /**
    * Dials the SRV targets no configured address names and no dial has proven yet, while some
-   * validator has no connection: the key the handshake proves (any validator's) maps the target to
-   * its validator. A second connection to a validator already connected loses the tie-break and
-   * closes; the mapping stays, so a target is dialled until it is proven once.
+   * validator has no connection, at most `PROBES_PER_ROUND` a round: the key the handshake proves
+   * (any validator's) maps the target to its validator. A probe that reaches a validator already
+   * connected makes a second connection, and the tie-break keeps one of the two (possibly the new
+   * one); the mapping stays, so a target is dialled until it is proven once.
    */
   get probe(): Effect.Effect<void> {
     return Effect.gen(this, function* () {
@@ -105,7 +109,7 @@ export class DnsPeers {
           if (!this.byHost.has(normalize(t.target)) && !this.proven.has(t.address)) unproven.push(t.address)
         }
       }
-      for (const address of unproven) {
+      for (const address of unproven.slice(0, PROBES_PER_ROUND)) {
         this.probes++
         const dialed = yield* Effect.either(this.manager.connectTo(address, this.isValidator))
         if (Either.isLeft(dialed)) {

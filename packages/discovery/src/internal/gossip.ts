@@ -20,6 +20,7 @@ export interface Port {
   readonly send: (peer: PeerId, messages: ReadonlyArray<Uint8Array>) => void
   readonly connected: () => ReadonlyArray<PeerId>
   readonly isValidator: (peer: PeerId) => boolean
+  readonly isConnected: (peer: PeerId) => boolean
   /** Whether some validator of the tracked sets has no address this node could dial. */
   readonly missingAddresses: () => boolean
   readonly report: (peer: PeerId, event: PeerRegistry.ReputationEvent, detail: string) => Effect.Effect<void>
@@ -50,15 +51,22 @@ export interface GossipStats {
   requestsSent: number
   requestsAnswered: number
   requestsRefused: number
+  /** Pushed records past `requestsPerInterval` in an interval, not read. */
+  pushesRefused: number
   responsesReceived: number
   violations: number
 }
 
+/** One peer's requests and pushed records in the current interval. */
 interface Window {
   start: number
-  count: number
+  requests: number
+  pushes: number
   reported: boolean
 }
+
+/** Replies this node waits for from one peer, at most: one per request it sent. */
+const MAX_OUTSTANDING = 4
 
 export class Gossip {
   readonly stats: GossipStats = {
@@ -67,12 +75,15 @@ export class Gossip {
     requestsSent: 0,
     requestsAnswered: 0,
     requestsRefused: 0,
+    pushesRefused: 0,
     responsesReceived: 0,
     violations: 0
   }
   private own: Message.PeerRecord | undefined
   private ownBytes: Uint8Array | undefined
   private readonly windows = new Map<PeerId, Window>()
+  /** Requests sent to each peer not yet answered: a reply nobody asked for is refused unread. */
+  private readonly outstanding = new Map<PeerId, number>()
   private readonly intervalMillis: number
 
   constructor(
@@ -106,15 +117,44 @@ export class Gossip {
     if (this.ownBytes !== undefined) messages.push(this.ownBytes)
     if (this.port.missingAddresses()) {
       messages.push(this.request(this.config.maxRecordsPerReply))
-      this.stats.requestsSent++
+      this.expect(peer)
     }
     if (messages.length > 0) this.port.send(peer, messages)
   }
 
   /** One round: a request to `peer` (chosen at random by the caller among the connected). */
   ask(peer: PeerId): void {
-    this.stats.requestsSent++
+    this.expect(peer)
     this.port.send(peer, [this.request(this.config.maxRecordsPerReply)])
+  }
+
+  private expect(peer: PeerId): void {
+    this.stats.requestsSent++
+    this.outstanding.set(peer, Math.min(MAX_OUTSTANDING, (this.outstanding.get(peer) ?? 0) + 1))
+  }
+
+  /** The peer's window for this interval (a new one when the last is over). */
+  private windowOf(peer: PeerId): Window {
+    const now = this.port.now()
+    let window = this.windows.get(peer)
+    if (window === undefined || now - window.start >= this.intervalMillis) {
+      window = { start: now, requests: 0, pushes: 0, reported: false }
+      this.windows.set(peer, window)
+    }
+    return window
+  }
+
+  /** Past its budget in this interval: refused, and charged once per interval. */
+  private overBudget(peer: PeerId, window: Window, what: string): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (window.reported) return Effect.void
+      window.reported = true
+      return this.port.report(
+        peer,
+        "RateLimitExceeded",
+        `more than ${this.config.requestsPerInterval} ${what} in ${this.intervalMillis} ms`
+      )
+    })
   }
 
   /** Messages from `peer` on the discovery channel. */
@@ -133,6 +173,16 @@ export class Gossip {
             yield* this.answer(peer, message.max)
             break
           case "PeerExchangeResponse": {
+            const waiting = this.outstanding.get(peer) ?? 0
+            if (waiting === 0) {
+              // Records nobody asked for would cost this node a signature check each, at the
+              // sender's pace: refused unread.
+              this.stats.violations++
+              yield* this.port.report(peer, "ProtocolViolation", "a peer exchange reply nobody asked for")
+              break
+            }
+            if (waiting === 1) this.outstanding.delete(peer)
+            else this.outstanding.set(peer, waiting - 1)
             this.stats.responsesReceived++
             let records = message.records
             if (records.length > this.config.maxRecordsPerReply) {
@@ -147,9 +197,18 @@ export class Gossip {
             for (const record of records) yield* this.offer(record, peer)
             break
           }
-          case "PeerRecord":
+          case "PeerRecord": {
+            // A peer pushes its own record when it connects or its record changes: a few per
+            // interval at most.
+            const window = this.windowOf(peer)
+            if (++window.pushes > this.config.requestsPerInterval) {
+              this.stats.pushesRefused++
+              yield* this.overBudget(peer, window, "pushed peer records")
+              break
+            }
             yield* this.offer(message, peer)
             break
+          }
           default:
             this.stats.violations++
             yield* this.port.report(peer, "ProtocolViolation", `a ${message._tag} on the discovery channel`)
@@ -161,7 +220,13 @@ export class Gossip {
   /** A record from `from` (a peer, or undefined for one read elsewhere): kept, or refused and counted. */
   offer(record: Message.PeerRecord, from: PeerId | undefined): Effect.Effect<boolean> {
     return Effect.gen(this, function* () {
-      const result = this.book.offer(record, from, this.port.now(), this.port.isValidator(record.peer))
+      const result = this.book.offer(
+        record,
+        from,
+        this.port.now(),
+        this.port.isValidator(record.peer),
+        this.port.isConnected
+      )
       if (Either.isRight(result)) {
         this.stats.recordsAccepted++
         yield* this.port.learned(record.peer, result.right.addresses)
@@ -170,7 +235,9 @@ export class Gossip {
       const refusal = result.left
       this.stats.recordsRefused[refusal.reason] = (this.stats.recordsRefused[refusal.reason] ?? 0) + 1
       yield* this.port.refused(refusal)
-      const event = penalty[refusal.reason]
+      // A record dated ahead is its signer's doing: a relay whose clock runs a little ahead of this
+      // node's accepted it in good faith, so only the signer pays.
+      const event = refusal.reason === "future" && from !== record.peer ? undefined : penalty[refusal.reason]
       if (from !== undefined && event !== undefined) yield* this.port.report(from, event, refusal.message)
       return false
     })
@@ -179,23 +246,10 @@ export class Gossip {
   /** Answers a request, at most `requestsPerInterval` per peer per interval; more are refused. */
   private answer(peer: PeerId, max: number): Effect.Effect<void> {
     return Effect.gen(this, function* () {
-      const now = this.port.now()
-      let window = this.windows.get(peer)
-      if (window === undefined || now - window.start >= this.intervalMillis) {
-        window = { start: now, count: 0, reported: false }
-        this.windows.set(peer, window)
-      }
-      if (++window.count > this.config.requestsPerInterval) {
+      const window = this.windowOf(peer)
+      if (++window.requests > this.config.requestsPerInterval) {
         this.stats.requestsRefused++
-        if (!window.reported) {
-          window.reported = true
-          yield* this.port.report(
-            peer,
-            "RateLimitExceeded",
-            `more than ${this.config.requestsPerInterval} peer exchange requests in ${this.intervalMillis} ms`
-          )
-        }
-        return
+        return yield* this.overBudget(peer, window, "peer exchange requests")
       }
       this.stats.requestsAnswered++
       const limit = Math.min(Math.max(0, max), this.config.maxRecordsPerReply)
@@ -207,8 +261,16 @@ export class Gossip {
     })
   }
 
-  /** A peer gone for good: its request window is forgotten. */
+  /** A peer disconnected: no reply is awaited from it any more (its window stays until it is over). */
   forget(peer: PeerId): void {
-    this.windows.delete(peer)
+    this.outstanding.delete(peer)
+  }
+
+  /** Forgets the windows of intervals that are over (each gossip round): the map holds recent senders only. */
+  prune(): void {
+    const now = this.port.now()
+    for (const [peer, window] of this.windows) {
+      if (now - window.start >= this.intervalMillis) this.windows.delete(peer)
+    }
   }
 }

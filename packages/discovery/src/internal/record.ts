@@ -63,9 +63,10 @@ export interface Accepted {
 }
 
 /**
- * Checks a record, cheapest checks first, the signature last: network, own key, freshness against
- * the held record, the future bound, dialable addresses, then the signature. The caller decides
- * whether it keeps a non-validator's record.
+ * Checks a record without its signature, cheapest checks first: network, own key, freshness against
+ * the held record, the future bound, dialable addresses. The caller decides whether it would keep the
+ * record, and only then checks the signature (`checkSignature`): a record it would refuse anyway
+ * costs no signature check, whoever replays it.
  */
 export const checkRecord = (
   record: Message.PeerRecord,
@@ -108,9 +109,24 @@ export const checkRecord = (
   if (addresses.length === 0) {
     return refuse("bad-address", `none of its ${record.addresses.length} addresses may be dialled`)
   }
-  if (!verifySignature(record)) return refuse("bad-signature", "not signed by the peer it names")
   return Either.right({ record, addresses, dropped })
 }
+
+/** The signature check, last: after the caller decided it would keep the record (a check costs ~0.1 ms). */
+export const checkSignature = (
+  accepted: Accepted,
+  from: PeerId | undefined
+): Either.Either<Accepted, RecordRefused> =>
+  verifySignature(accepted.record)
+    ? Either.right(accepted)
+    : Either.left(
+        new RecordRefused({
+          peer: accepted.record.peer,
+          ...(from === undefined ? {} : { from }),
+          reason: "bad-signature",
+          detail: "not signed by the peer it names"
+        })
+      )
 
 /** Decodes a `PeerRecord` (or refuses it as malformed). */
 export const decodeRecord = (

@@ -21,20 +21,12 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
-import * as PubSub from "effect/PubSub"
 import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import type * as Tracer from "effect/Tracer"
 import * as NodeConfig from "../NodeConfig.js"
-import {
-  InvalidValidatorSet,
-  type NetworkError,
-  type NodeNetworkShape,
-  type PeerEvent,
-  type PeerStatus,
-  StartFailed
-} from "../NodeNetwork.js"
-import { Epochs } from "./epochs.js"
+import { type NetworkError, type NodeNetworkShape, type PeerStatus, StartFailed } from "../NodeNetwork.js"
+import * as Epochs from "./epochs.js"
 import * as Health from "./health.js"
 import * as Metrics from "./metrics.js"
 import * as Telemetry from "./telemetry.js"
@@ -198,67 +190,13 @@ export const make = <R>(
     const discovery = Context.get(discoveryContext, Discovery.Discovery)
 
     // ---- validator-set epochs ----
-    const epochs = new Epochs({ epoch: 0n, validators }, config.trackedEpochs)
-    const epochEvents = yield* PubSub.sliding<PeerEvent>(1024)
-    const scope = yield* Effect.scope
-    const leaveGraceMillis = Duration.toMillis(config.leaveGrace)
-    /** Applies the tracked sets (and peers still in their grace) to the manager, broadcaster and discovery. */
-    const apply = (graced: ReadonlyArray<PeerManager.Validator>) =>
-      Effect.gen(function* () {
-        const union = epochs.union()
-        const keep = [...union, ...graced.filter((g) => !union.some((v) => v.id === g.id))]
-        yield* manager.setValidators(keep)
-        yield* broadcaster.setValidators(
-          epochs.newest.validators.map((v) => v.id),
-          keep.map((v) => v.id)
-        )
-        yield* discovery.setValidators(epochs.newest.epoch, union)
-      })
-    const updateValidators = (
-      epoch: bigint,
-      entries: ReadonlyArray<{ id: Identity.PeerId; addresses?: ReadonlyArray<string> }>
-    ) =>
-      Effect.gen(function* () {
-        const refuse = (detail: string) => new InvalidValidatorSet({ epoch, detail })
-        if (epoch <= epochs.newest.epoch) {
-          return yield* refuse(`epoch ${epoch} is not newer than the newest tracked, ${epochs.newest.epoch}`)
-        }
-        const ids = new Set<string>()
-        for (const entry of entries) {
-          if (Either.isLeft(Identity.parsePeerId(entry.id)))
-            return yield* refuse(`${String(entry.id)} is not a PeerId`)
-          if (ids.has(entry.id)) return yield* refuse(`${entry.id.slice(0, 8)} is listed twice`)
-          ids.add(entry.id)
-          for (const address of entry.addresses ?? []) {
-            if (Transport.parseAddress(address) === undefined) {
-              return yield* refuse(
-                `address ${JSON.stringify(address)} of ${entry.id.slice(0, 8)} is not host:port`
-              )
-            }
-          }
-        }
-        if (entries.length === 0) return yield* refuse("a validator set has at least one member")
-        const before = epochs.union()
-        const change = epochs.add({
-          epoch,
-          validators: entries.map((e) => ({ id: e.id, addresses: [...(e.addresses ?? [])] }))
-        })
-        const graced = before.filter((v) => change.left.includes(v.id))
-        yield* apply(graced)
-        for (const peer of change.joined) {
-          if (peer !== self) yield* PubSub.publish(epochEvents, { _tag: "ValidatorJoined", peer, epoch })
-        }
-        for (const peer of change.left) {
-          if (peer !== self) yield* PubSub.publish(epochEvents, { _tag: "ValidatorLeft", peer, epoch })
-        }
-        // Once the grace is over, the peers that left (and did not come back meanwhile) are dropped.
-        if (graced.length > 0) {
-          yield* Effect.forkIn(
-            Effect.interruptible(Effect.zipRight(Effect.sleep(leaveGraceMillis), apply([]))),
-            scope
-          )
-        }
-      })
+    const sets = yield* Epochs.make({
+      self,
+      validators,
+      tracked: config.trackedEpochs,
+      leaveGraceMillis: Duration.toMillis(config.leaveGrace),
+      targets: { manager, broadcaster, discovery }
+    })
 
     const sampleDiscovery = Metrics.discoverySampler(Identity.shortPeerId(self), discovery)
     yield* Effect.forkScoped(Effect.interruptible(metrics.watchPeers))
@@ -284,7 +222,7 @@ export const make = <R>(
             validator: s.validator,
             addresses: s.addresses.map((a) => a.address),
             sources: s.addresses.map((a) => ({ address: a.address, source: a.source })),
-            epochs: epochs.epochsOf(s.id),
+            epochs: sets.epochsOf(s.id),
             state: s.connection,
             score: s.score,
             rtt: s.rtt,
@@ -302,12 +240,12 @@ export const make = <R>(
         ? undefined
         : yield* Health.serve(
             config.telemetry.health,
-            Effect.map(registry.all, (states) =>
+            Effect.zipWith(registry.all, sets.validatorSet, (states, newest) =>
               Health.readiness({
                 self,
                 listening: manager.address,
-                epoch: epochs.newest.epoch,
-                validators: epochs.newest.validators.map((v) => v.id),
+                epoch: newest.epoch,
+                validators: newest.validators,
                 connected: new Set(states.filter((s) => s.connection === "connected").map((s) => s.id))
               })
             )
@@ -322,12 +260,9 @@ export const make = <R>(
       send: (peer, message, options) => withTracer(broadcaster.send(peer, message, options)),
       multicast: (peers, message) => withTracer(broadcaster.multicast(peers, message)),
       messages: broadcaster.inbound,
-      peerEvents: Stream.merge(registry.changes, Stream.fromPubSub(epochEvents)),
+      peerEvents: Stream.merge(registry.changes, sets.events),
       peers,
-      updateValidators,
-      validatorSet: Effect.sync(() => ({
-        epoch: epochs.newest.epoch,
-        validators: epochs.newest.validators.map((v) => v.id)
-      }))
+      updateValidators: sets.updateValidators,
+      validatorSet: sets.validatorSet
     } satisfies NodeNetworkShape
   })

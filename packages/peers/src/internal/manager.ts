@@ -316,7 +316,8 @@ export const make = (options: PeerManagerOptions) =>
         }
         yield* dialer.validatorsChanged
         for (const peer of left) {
-          if (!invited.has(peer) && !config.admitNonValidators) {
+          invited.delete(peer)
+          if (!config.admitNonValidators) {
             yield* disconnect(peer, "not-a-validator", "left the validator set")
           }
         }
@@ -327,7 +328,9 @@ export const make = (options: PeerManagerOptions) =>
       Effect.gen(function* () {
         const connection = yield* transport.dial(address, expected)
         const peer = connection.remotePeer
-        invited.add(peer)
+        // A validator is kept because it is one (and dropped when it leaves the set); only a peer
+        // outside the set is kept because it was asked for.
+        if (!validators.has(peer)) invited.add(peer)
         yield* register(connection)
         const slot = slots.get(peer)
         if (slot?.connection === undefined) {
