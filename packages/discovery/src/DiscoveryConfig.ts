@@ -66,6 +66,13 @@ export const DiscoveryConfig = Schema.Struct({
   maxNonValidatorRecords: Schema.optionalWith(PositiveInt, { default: () => 1024 }),
   /** Non-validator records per subnet (/16 IPv4, /32 IPv6): a flood from one operator stays small. */
   maxNonValidatorsPerSubnet: Schema.optionalWith(PositiveInt, { default: () => 8 }),
+  /**
+   * Accept DNS names in peer records. Off by default: a name is resolved by the dialer wherever its
+   * DNS says (loopback included), so a signed record could point validators at their own services;
+   * records then carry IP addresses (on Kubernetes, the pod IP). Names in the config, in bootstrap
+   * entries and from DNS SRV answers are always taken.
+   */
+  recordHostNames: Schema.optionalWith(Schema.Boolean, { default: () => false }),
   /** Accept loopback addresses (one machine: a devnet, tests). Unspecified and multicast never are. */
   allowLoopback: Schema.optionalWith(Schema.Boolean, { default: () => false }),
   /** Validators whose last good address is kept as an anchor in the data directory, dialled first after a restart. */

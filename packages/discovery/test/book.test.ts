@@ -42,4 +42,13 @@ describe("Book", () => {
     // Key 0 (the oldest of the two not connected) made room.
     assert.deepStrictEqual(held.sort(), [key(1).peerId, key(2).peerId, key(3).peerId].sort())
   })
+
+  it("refuses DNS names in records unless allowed: the dialer would resolve them anywhere, loopback included", () => {
+    const named = Either.getOrThrow(sign(key(9), NETWORK, ["vm:9000", "localhost.nip.io:9000"], 1000n, 0n))
+    const strict = new Book(id(1), NETWORK, config, { allowLoopback: false, allowNames: false }, true)
+    const refused = strict.offer(named, id(2), 0, true)
+    assert.isTrue(Either.isLeft(refused) && refused.left.reason === "bad-address")
+    const lenient = new Book(id(1), NETWORK, config, { allowLoopback: false, allowNames: true }, true)
+    assert.isTrue(Either.isRight(lenient.offer(named, id(2), 0, true)))
+  })
 })

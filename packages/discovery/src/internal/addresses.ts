@@ -6,11 +6,16 @@ import * as net from "node:net"
 import { Transport } from "@hotstuff2/transport"
 
 /** Why an address is refused; `loopback` only while loopback is not allowed (a devnet on one machine). */
-export type AddressRefusal = "malformed" | "unspecified" | "multicast" | "loopback" | "link-local"
+export type AddressRefusal = "malformed" | "unspecified" | "multicast" | "loopback" | "link-local" | "name"
 
 export interface AddressPolicy {
   /** Loopback (127.0.0.0/8, ::1, `localhost`) is accepted: a network on one machine, tests. */
   readonly allowLoopback: boolean
+  /**
+   * DNS names are accepted (default). Off for peer records: the dialer resolves a name wherever its
+   * DNS says, loopback included, so a record could point validators at their own services.
+   */
+  readonly allowNames?: boolean
 }
 
 /** The parsed host and port, or why the address is refused. */
@@ -37,6 +42,7 @@ export const refuseHost = (host: string, policy: AddressPolicy): AddressRefusal 
     ) {
       return "malformed"
     }
+    if (policy.allowNames === false) return "name"
     const name = host.toLowerCase().replace(/\.$/, "")
     // A numeric last label is no DNS name (no top-level domain is numeric) but an IPv4 address in a
     // form `net.isIP` does not take and getaddrinfo does (inet_aton): `127.1`, `2130706433`,

@@ -34,7 +34,8 @@ export const make = (options: DiscoveryOptions) =>
     const clock = yield* Effect.clock
     const now = () => clock.unsafeCurrentTimeMillis()
     const local = options.identity.peerId
-    const policy = { allowLoopback: config.allowLoopback }
+    // What a peer record may point at.
+    const policy = { allowLoopback: config.allowLoopback, allowNames: config.recordHostNames }
 
     let validators = new Map<PeerId, PeerManager.Validator>()
     let epoch = options.epoch ?? 0n
