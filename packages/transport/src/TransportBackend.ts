@@ -22,6 +22,8 @@
  * - `shutdown` cuts whatever the backend still holds, after connections had their goodbye.
  * - The `Pipe` contract is in `Pipe`'s doc: ordered bytes, `write` false past a high-water mark and
  *   `drain` after, `pause` stops delivery, `close` exactly once, `end` after the bytes written.
+ *   A pipe that carries channels on streams of its own (QUIC's) may also implement `opened` (the
+ *   frame limit after the handshake) and `takesUrgent` (votes while blocked on a bulk backlog).
  */
 import type { Identity } from "@hotstuff2/wire"
 import * as Effect from "effect/Effect"
