@@ -128,11 +128,13 @@ const main = async () => {
             `  round ${n}: ${learned}/${size} nodes know every address; fewest known ${fewest}, mean ${round(mean, 1)}`
           )
       })
-      // Round 0 happens at t = 0, so learning spans `roundsToLearn` intervals.
-      const learnIntervals = Math.max(1, r.roundsToLearn)
+      // Round 0 happens at t = 0, so learning spans `roundsToLearn` intervals (every round run, when
+      // not everyone learned within `maxRounds`).
+      const learned = r.roundsToLearn >= 0
+      const learnIntervals = Math.max(1, learned ? r.roundsToLearn : r.progress.length - 1)
       const at = (intervalS: number) => ({
         intervalS,
-        learnS: r.roundsToLearn * intervalS,
+        learnS: learned ? r.roundsToLearn * intervalS : null,
         learnBytesPerNodePerSecond: perNodeSecond(r.learnBytes, size, learnIntervals * intervalS),
         steadyBytesPerNodePerSecond: perNodeSecond(r.steadyBytes, size, steadyRounds * intervalS)
       })
@@ -142,6 +144,7 @@ const main = async () => {
         nodes: size,
         seed,
         roundsToLearn: r.roundsToLearn,
+        roundsRun: r.progress.length - 1,
         production: at(30),
         partOne: at(10),
         devnet: at(5),
