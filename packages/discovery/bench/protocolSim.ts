@@ -6,6 +6,7 @@ import { Codec, type Identity } from "@hotstuff2/wire"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Random from "effect/Random"
 import * as DiscoveryConfig from "../src/DiscoveryConfig.js"
 import { Book } from "../src/internal/book.js"
 import { Gossip } from "../src/internal/gossip.js"
@@ -103,6 +104,9 @@ export const simulate = (options: SimOptions): SimResult => {
   const peers = ns.map((n) => identity(n).peerId)
   const byPeer = new Map<Identity.PeerId, SimNode>()
   const validators = new Set(peers)
+  /** Every validator sorted by PeerId: the order of a request's bitmap (one epoch, 0, throughout). */
+  const order = [...peers].sort()
+  const randoms = new Map<Identity.PeerId, Random.Random>()
 
   // The clock: the round's start, plus a microsecond per delivered frame, so a book's "newest first"
   // sees the order in which records arrived, as it would on a real network.
@@ -145,8 +149,24 @@ export const simulate = (options: SimOptions): SimResult => {
           if (!connected.has(peer)) toDial.add(peer)
         }),
       refused: () => Effect.void,
-      now
+      now,
+      hint: () => {
+        const bitmap = new Uint8Array(Math.ceil(order.length / 8))
+        order.forEach((peer, i) => {
+          if (connected.has(peer)) bitmap[i >> 3]! |= 1 << (i & 7)
+        })
+        return { epoch: 0n, connected: bitmap }
+      },
+      hinted: (_epoch: bigint, bitmap: Uint8Array) => {
+        const named = new Set<Identity.PeerId>()
+        for (let i = 0; i < order.length && i >> 3 < bitmap.length; i++) {
+          if ((bitmap[i >> 3]! >> (i & 7)) & 1) named.add(order[i]!)
+        }
+        return named
+      }
     }
+    // Each node's replies draw from a seeded stream of its own, so a run repeats.
+    randoms.set(self.peerId, Random.make(`${options.seed}/${n}`))
     const gossip = new Gossip(config, book, port, intervalMillis)
     byPeer.set(self.peerId, { n, peer: self.peerId, gossip, connected, addressed, toDial })
     gossip.setOwn(Either.getOrThrow(sign(self, NETWORK, [address(n)], BigInt(base), 0n)))
@@ -173,7 +193,12 @@ export const simulate = (options: SimOptions): SimResult => {
           replies.push(decoded.right.records.length)
         }
       }
-      Effect.runSync(byPeer.get(frame.to)!.gossip.onFrame(frame.from, frame.messages))
+      Effect.runSync(
+        Effect.withRandom(
+          byPeer.get(frame.to)!.gossip.onFrame(frame.from, frame.messages),
+          randoms.get(frame.to)!
+        )
+      )
     }
     queue.length = 0
   }

@@ -128,7 +128,9 @@ describe("gossip refuses bad input", () => {
           // A flood of exchange requests in the next interval: 10 answered, the rest refused, charged once.
           yield* TestClock.adjust("5 seconds")
           charges.length = 0
-          const request = encode(Message.PeerExchangeRequest.make({ max: 64 }))
+          const request = encode(
+            Message.PeerExchangeRequest.make({ max: 64, epoch: 0n, connected: new Uint8Array(0) })
+          )
           const replies = yield* Effect.fork(
             Stream.runCollect(
               attacker.manager.inboundOn(discovery).pipe(

@@ -156,7 +156,11 @@ const PeerRecordField = F.message("PeerRecord", 0x30, {
   signature
 })
 
-const PeerExchangeRequestField = F.message("PeerExchangeRequest", 0x31, { max: F.u32 })
+const PeerExchangeRequestField = F.message("PeerExchangeRequest", 0x31, {
+  max: F.u32,
+  epoch: F.u64,
+  connected: F.bytes(MAX_VALIDATORS / 8)
+})
 const PeerExchangeResponseField = F.message("PeerExchangeResponse", 0x32, {
   records: F.list(PeerRecordField, MAX_PEER_RECORDS, 4)
 })
@@ -217,7 +221,11 @@ export interface Pong extends Schema.Schema.Type<typeof Pong> {}
 export const PeerRecord = PeerRecordField.schema
 export interface PeerRecord extends Schema.Schema.Type<typeof PeerRecord> {}
 
-/** Asks a peer for up to `max` peer records it knows (internal). */
+/**
+ * Asks a peer for up to `max` peer records it knows (internal). `connected` is a bitmap over the
+ * validator set of `epoch` sorted by PeerId (bit i of byte i >> 3 is validator i, least significant
+ * first): the validators the asker is connected to, whose records it does not need.
+ */
 export const PeerExchangeRequest = PeerExchangeRequestField.schema
 export interface PeerExchangeRequest extends Schema.Schema.Type<typeof PeerExchangeRequest> {}
 

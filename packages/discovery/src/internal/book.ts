@@ -168,17 +168,4 @@ export class Book {
       }
     }
   }
-
-  /**
-   * Up to `max` records to share: validators' first, those of `connected` peers (alive now) before
-   * the others, newest first within each group. `exclude` (the asker) is left out.
-   */
-  pick(max: number, connected: ReadonlySet<PeerId>, exclude: PeerId | undefined): Array<Message.PeerRecord> {
-    const rank = (e: Entry) => (e.validator ? 0 : 2) + (connected.has(e.record.peer) ? 0 : 1)
-    return [...this.entries.values()]
-      .filter((e) => e.record.peer !== exclude)
-      .sort((a, b) => rank(a) - rank(b) || b.at - a.at)
-      .slice(0, max)
-      .map((e) => e.record)
-  }
 }

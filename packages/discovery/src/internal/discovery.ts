@@ -38,6 +38,8 @@ export const make = (options: DiscoveryOptions) =>
     const policy = { allowLoopback: config.allowLoopback, allowNames: config.recordHostNames }
 
     let validators = new Map<PeerId, PeerManager.Validator>()
+    /** The tracked validators and this node, sorted by PeerId: the order of a request's bitmap. */
+    let order: ReadonlyArray<PeerId> = []
     let epoch = options.epoch ?? 0n
     const isValidator = (peer: PeerId) => validators.has(peer)
     /** Validators with at least one address in the registry. */
@@ -69,7 +71,22 @@ export const make = (options: DiscoveryOptions) =>
             })
           ),
         refused: (refusal) => Effect.logDebug(refusal.message),
-        now
+        now,
+        hint: () => {
+          const bitmap = new Uint8Array(Math.ceil(order.length / 8))
+          order.forEach((peer, i) => {
+            if (connected.has(peer)) bitmap[i >> 3]! |= 1 << (i & 7)
+          })
+          return { epoch, connected: bitmap }
+        },
+        hinted: (asked, bitmap) => {
+          const named = new Set<PeerId>()
+          if (asked !== epoch) return named
+          for (let i = 0; i < order.length && i >> 3 < bitmap.length; i++) {
+            if ((bitmap[i >> 3]! >> (i & 7)) & 1) named.add(order[i]!)
+          }
+          return named
+        }
       },
       gossipMillis
     )
@@ -115,6 +132,7 @@ export const make = (options: DiscoveryOptions) =>
     const setValidators = (next: bigint, set: ReadonlyArray<PeerManager.Validator>) =>
       Effect.gen(function* () {
         validators = new Map(set.filter((v) => v.id !== local).map((v) => [v.id, v]))
+        order = [...new Set([...validators.keys(), ...set.map((v) => v.id)])].sort()
         dnsHosts = dnsPeers.setValidators([...validators.values()])
         book.reclassify(isValidator)
         yield* recount

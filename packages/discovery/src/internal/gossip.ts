@@ -9,6 +9,7 @@ import type { PeerRegistry } from "@hotstuff2/peers"
 import { Codec, Message } from "@hotstuff2/wire"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Random from "effect/Random"
 import type { DiscoveryConfig } from "../DiscoveryConfig.js"
 import type { RecordRefusal, RecordRefused } from "../DiscoveryError.js"
 import type { Book } from "./book.js"
@@ -28,6 +29,10 @@ export interface Port {
   readonly learned: (peer: PeerId, addresses: ReadonlyArray<string>) => Effect.Effect<void>
   readonly refused: (refusal: RecordRefused) => Effect.Effect<void>
   readonly now: () => number
+  /** What a request tells: the newest epoch, and the bitmap of its validators this node is connected to. */
+  readonly hint: () => { readonly epoch: bigint; readonly connected: Uint8Array }
+  /** The validators a request's bitmap names (none when its epoch is not this node's newest). */
+  readonly hinted: (epoch: bigint, connected: Uint8Array) => ReadonlySet<PeerId>
 }
 
 /** What a refusal costs the peer that sent the record (none: honest peers send it too). */
@@ -108,7 +113,7 @@ export class Gossip {
   }
 
   private request(max: number): Uint8Array {
-    return Either.getOrThrow(Codec.encode(Message.PeerExchangeRequest.make({ max })))
+    return Either.getOrThrow(Codec.encode(Message.PeerExchangeRequest.make({ max, ...this.port.hint() })))
   }
 
   /** A new connection: this node's record to it, and a request while some validator's address is missing. */
@@ -170,7 +175,7 @@ export class Gossip {
         const message = decoded.right
         switch (message._tag) {
           case "PeerExchangeRequest":
-            yield* this.answer(peer, message.max)
+            yield* this.answer(peer, message.max, this.port.hinted(message.epoch, message.connected))
             break
           case "PeerExchangeResponse": {
             const waiting = this.outstanding.get(peer) ?? 0
@@ -243,8 +248,13 @@ export class Gossip {
     })
   }
 
-  /** Answers a request, at most `requestsPerInterval` per peer per interval; more are refused. */
-  private answer(peer: PeerId, max: number): Effect.Effect<void> {
+  /**
+   * Answers a request, at most `requestsPerInterval` per peer per interval; more are refused. The
+   * records the asker needs, at most `max`: not those of validators it is connected to (`skip`),
+   * validators' first, each group in a random order (every asker of one node gets a different
+   * sample, so a node learning from several peers does not hear the same records from each).
+   */
+  private answer(peer: PeerId, max: number, skip: ReadonlySet<PeerId>): Effect.Effect<void> {
     return Effect.gen(this, function* () {
       const window = this.windowOf(peer)
       if (++window.requests > this.config.requestsPerInterval) {
@@ -254,8 +264,18 @@ export class Gossip {
       this.stats.requestsAnswered++
       const limit = Math.min(Math.max(0, max), this.config.maxRecordsPerReply)
       const records: Array<Message.PeerRecord> = []
-      if (this.own !== undefined && this.own.addresses.length > 0 && limit > 0) records.push(this.own)
-      records.push(...this.book.pick(limit - records.length, new Set(this.port.connected()), peer))
+      if (this.own !== undefined && this.own.addresses.length > 0 && limit > 0 && !skip.has(this.own.peer)) {
+        records.push(this.own)
+      }
+      const eligible = [...this.book.values()].filter(
+        (e) => e.record.peer !== peer && !skip.has(e.record.peer)
+      )
+      const validators = yield* Random.shuffle(eligible.filter((e) => e.validator))
+      const others = yield* Random.shuffle(eligible.filter((e) => !e.validator))
+      for (const entry of [...validators, ...others]) {
+        if (records.length >= limit) break
+        records.push(entry.record)
+      }
       const reply = Codec.encode(Message.PeerExchangeResponse.make({ records }))
       if (Either.isRight(reply)) this.port.send(peer, [reply.right])
     })
