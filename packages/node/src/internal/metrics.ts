@@ -64,6 +64,27 @@ const discoveryDnsFailures = counter(
 const label = MetricLabel.make
 type LabelSet = ReadonlyArray<MetricLabel.MetricLabel>
 
+/**
+ * Feeds totals kept elsewhere (a listener's refusals, discovery's refused records), by reason, into
+ * `counter`: each call adds the growth since the last one, labelled with its reason.
+ */
+const countsByReason = (counter: Metric.Metric.Counter<number>, nodeLabel: MetricLabel.MetricLabel) => {
+  const counted = new Map<string, { readonly labels: LabelSet; count: number }>()
+  return (totals: Readonly<Partial<Record<string, number>>>): void => {
+    for (const [reason, count] of Object.entries(totals)) {
+      let entry = counted.get(reason)
+      if (entry === undefined) {
+        entry = { labels: [nodeLabel, label("reason", reason)], count: 0 }
+        counted.set(reason, entry)
+      }
+      if (count !== undefined && count > entry.count) {
+        counter.unsafeUpdate(count - entry.count, entry.labels)
+        entry.count = count
+      }
+    }
+  }
+}
+
 export interface NodeMetrics {
   readonly observer: Broadcaster.Observer
   /** Counts what peers did and how their connections ended, from the registry's events; runs until interrupted. */
@@ -173,8 +194,7 @@ export const make = (
   }
 
   const channelsSeen = new Set<number>()
-  /** The listener's refusal counts as last added to the counter, per reason. */
-  const refusalsCounted = new Map<string, { readonly labels: LabelSet; count: number }>()
+  const refusalsCounted = countsByReason(refusedConnections, nodeLabel)
 
   const sample = Effect.gen(function* () {
     flush()
@@ -214,17 +234,7 @@ export const make = (
       if (state.rtt !== undefined) rtt.unsafeUpdate(state.rtt, [nodeLabel, peerLabel])
     }
     banned.unsafeUpdate(bans, [nodeLabel])
-    for (const [reason, count] of Object.entries(yield* manager.refused)) {
-      let counted = refusalsCounted.get(reason)
-      if (counted === undefined) {
-        counted = { labels: [nodeLabel, label("reason", reason)], count: 0 }
-        refusalsCounted.set(reason, counted)
-      }
-      if (count !== undefined && count > counted.count) {
-        refusedConnections.unsafeUpdate(count - counted.count, counted.labels)
-        counted.count = count
-      }
-    }
+    refusalsCounted(yield* manager.refused)
   })
 
   // Label sets made once per value: Effect finds a counter's hook by the labels array's identity.
@@ -259,22 +269,12 @@ export const make = (
  */
 export const discoverySampler = (node: string, discovery: Discovery.DiscoveryShape): Effect.Effect<void> => {
   const nodeLabel = label("node", node)
-  const refused = new Map<string, { readonly labels: LabelSet; count: number }>()
+  const refused = countsByReason(discoveryRefused, nodeLabel)
   let dnsFailures = 0
   return Effect.map(discovery.stats, (stats) => {
     discoveryKnown.unsafeUpdate(stats.validatorsWithAddress, [nodeLabel])
     discoveryRecords.unsafeUpdate(stats.records, [nodeLabel])
-    for (const [reason, count] of Object.entries(stats.recordsRefused)) {
-      let counted = refused.get(reason)
-      if (counted === undefined) {
-        counted = { labels: [nodeLabel, label("reason", reason)], count: 0 }
-        refused.set(reason, counted)
-      }
-      if (count !== undefined && count > counted.count) {
-        discoveryRefused.unsafeUpdate(count - counted.count, counted.labels)
-        counted.count = count
-      }
-    }
+    refused(stats.recordsRefused)
     if (stats.dnsFailures > dnsFailures) {
       discoveryDnsFailures.unsafeUpdate(stats.dnsFailures - dnsFailures, [nodeLabel])
       dnsFailures = stats.dnsFailures
