@@ -225,6 +225,24 @@ export const conformance = <R>(h: Harness<R>) =>
         assert.strictEqual(ok.remotePeer, identity(1).peerId)
       }))
 
+    test("refuses a peer of another network, telling it why, and goes on serving its own", () =>
+      Effect.gen(function* () {
+        const ta = yield* buildTransport(h, identity(1))
+        const own = yield* buildTransport(h, identity(2))
+        const other = yield* buildTransport(h, identity(3), { networkId: "another-network" })
+        const listener = yield* ta.listen(h.listenAddress(1))
+        // Both sides check: whichever reads the other's hello first refuses and tells the other.
+        const error = yield* Effect.flip(other.dial(listener.address, identity(1).peerId))
+        assert.match(`${error.reason} ${error.detail}`, /wrong-network/)
+        const refusal = yield* Stream.runHead(listener.refusals)
+        assert.isTrue(
+          refusal._tag === "Some" && /wrong-network/.test(`${refusal.value.reason} ${refusal.value.detail}`)
+        )
+        const ok = yield* own.dial(listener.address, identity(1).peerId)
+        assert.strictEqual((yield* accept(listener)).remotePeer, identity(2).peerId)
+        assert.strictEqual(ok.remotePeer, identity(1).peerId)
+      }))
+
     test("a listener that speaks first, after a slow admission: the dialer gets the frame on a live connection", () =>
       Effect.gen(function* () {
         const ta = yield* buildTransport(h, identity(1))

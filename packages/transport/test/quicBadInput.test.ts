@@ -239,32 +239,6 @@ describe("QUIC listener refuses bad input", () => {
     })
   )
 
-  it.scopedLive("a key the listener does not admit", () =>
-    Effect.gen(function* () {
-      const server = yield* buildTransport(harness, identity(1), config)
-      const listener = yield* server.listen("127.0.0.1:0", {
-        authorize: (peer) => Effect.succeed(peer === identity(2).peerId)
-      })
-      const stranger = yield* buildTransport(harness, identity(3), config)
-      const error = yield* Effect.flip(stranger.dial(listener.address, identity(1).peerId))
-      assert.match(error.detail, /not-admitted/)
-      const refusal = yield* nextRefusal(listener)
-      assert.strictEqual(refusal.reason, "not-admitted")
-      assert.strictEqual(refusal.peer, identity(3).peerId)
-    })
-  )
-
-  it.scopedLive("a hello for another network", () =>
-    Effect.gen(function* () {
-      const { listener, stillWorks } = yield* setup()
-      const other = yield* buildTransport(harness, identity(3), { ...config, networkId: "another-network" })
-      const error = yield* Effect.flip(other.dial(listener.address, identity(1).peerId))
-      assert.match(`${error.reason} ${error.detail}`, /wrong-network/)
-      assert.match(`${(yield* nextRefusal(listener)).reason}`, /wrong-network/)
-      yield* stillWorks
-    })
-  )
-
   it.scopedLive(
     "before authentication: a 64 KiB frame, and a length prefix of 4 GiB, refused on the header",
     () =>
