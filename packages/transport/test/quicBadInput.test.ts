@@ -1,8 +1,8 @@
 // Hostile clients against the real QUIC listener on 127.0.0.1: garbage datagrams, a flood of
 // Initial packets (answered statelessly), a flood of completed QUIC handshakes that never say hello,
-// a client without a certificate, a key the listener does not admit, oversized frames before and
-// after authentication. Each is dropped or refused with a typed reason, and a connection that is
-// already established keeps working.
+// a client without a certificate, oversized frames before and after authentication. Each is dropped
+// or refused with a typed reason, and a connection that is already established keeps working. A key
+// the listener does not admit and a peer of another network are conformance cases (test/quic.test.ts).
 import * as crypto from "node:crypto"
 import * as dgram from "node:dgram"
 import { assert, describe, it } from "@effect/vitest"
