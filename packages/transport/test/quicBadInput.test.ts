@@ -16,7 +16,12 @@ import { selfSignedCertificate } from "../src/internal/certificate.js"
 import { HandshakeError } from "../src/internal/handshake.js"
 import type { Pipe } from "../src/internal/pipe.js"
 import { quicBackend } from "../src/internal/quicBackend.js"
-import { loadQuiche, type QuicSettings, randomConnectionId } from "../src/internal/quicEndpoint.js"
+import {
+  buildConfig,
+  loadQuiche,
+  type QuicSettings,
+  randomConnectionId
+} from "../src/internal/quicEndpoint.js"
 import { accept, receiver } from "./fixtures/conformance.js"
 import { buildTransport, type Harness } from "./fixtures/harness.js"
 import { identity } from "./fixtures/identities.js"
@@ -141,16 +146,8 @@ describe("QUIC listener refuses bad input", () => {
       const raw = yield* udp(listener.address)
       const local = { host: "127.0.0.1", port: raw.socket.address().port }
       const remote = { host: "127.0.0.1", port: portOf(listener.address) }
-      const settings = settingsFor(7)
-      const clientConfig = quiche.Config.withBoringSslCtx(
-        true,
-        true,
-        null,
-        [Buffer.from(settings.keyPem)],
-        [Buffer.from(settings.certPem)],
-        "ed25519"
-      )
-      clientConfig.setApplicationProtos(["hotstuff2"])
+      // A genuine client's config (its certificate, ALPN, limits): only the volume is hostile.
+      const clientConfig = buildConfig(quiche, settingsFor(7))
       const before = QuicTransport.datagramStats()
       const out = Buffer.alloc(1500)
       for (let i = 0; i < 500; i++) {

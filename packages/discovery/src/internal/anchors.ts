@@ -33,10 +33,6 @@ export class Anchors {
     private readonly max: number
   ) {}
 
-  get all(): ReadonlyArray<Anchor> {
-    return this.list
-  }
-
   /** Reads the file; a missing or unreadable one gives none (logged), never a failure to start. */
   load: Effect.Effect<ReadonlyArray<Anchor>> = Effect.suspend(() => {
     if (this.directory === undefined || this.max === 0) return Effect.succeed([])

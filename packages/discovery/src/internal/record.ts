@@ -127,14 +127,3 @@ export const checkSignature = (
           detail: "not signed by the peer it names"
         })
       )
-
-/** Decodes a `PeerRecord` (or refuses it as malformed). */
-export const decodeRecord = (
-  bytes: Uint8Array,
-  from: PeerId | undefined
-): Either.Either<Message.Message, RecordRefused> =>
-  Either.mapLeft(
-    Codec.decode(bytes),
-    (e) =>
-      new RecordRefused({ ...(from === undefined ? {} : { from }), reason: "malformed", detail: e.message })
-  )
