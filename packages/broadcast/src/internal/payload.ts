@@ -28,12 +28,15 @@ export const directPrefix = (trace: Envelope.TraceContext | undefined): Uint8Arr
   return out
 }
 
-export const envelope = (sealed: Uint8Array): Uint8Array => {
-  const out = Buffer.allocUnsafe(1 + sealed.length)
-  out[0] = ENVELOPE
-  out.set(sealed, 1)
+/** A slot of `kind` whose body is `body` (an envelope's bytes). */
+export const slot = (kind: number, body: Uint8Array): Uint8Array => {
+  const out = Buffer.allocUnsafe(1 + body.length)
+  out[0] = kind
+  out.set(body, 1)
   return out
 }
+
+export const envelope = (sealed: Uint8Array): Uint8Array => slot(ENVELOPE, sealed)
 
 export type Parsed =
   | { readonly kind: typeof DIRECT; readonly body: Uint8Array; readonly trace: undefined }

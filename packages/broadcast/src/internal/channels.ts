@@ -1,0 +1,40 @@
+// Which channel each message type travels on, and the refusals of what an application may not send.
+import { TransportConfig } from "@hotstuff2/transport"
+import type { Message } from "@hotstuff2/wire"
+import { InvalidOutbound } from "../Broadcaster.js"
+
+type MessageTag = Message.MessageTag
+
+const { Channel } = TransportConfig
+
+const channels: Record<MessageTag, number | undefined> = {
+  Proposal: Channel.consensus,
+  Vote: Channel.consensus,
+  QuorumCertificate: Channel.consensus,
+  NewView: Channel.control,
+  Timeout: Channel.control,
+  TimeoutCertificate: Channel.control,
+  AppMessage: Channel.control,
+  SyncRequest: Channel.sync,
+  SyncResponse: Channel.sync,
+  // Internal to the peers and discovery packages.
+  Ping: undefined,
+  Pong: undefined,
+  PeerRecord: undefined,
+  PeerExchangeRequest: undefined,
+  PeerExchangeResponse: undefined
+}
+
+/** The channel a message type travels on; undefined for types internal to the network layer. */
+export const channelOf = (tag: MessageTag): number | undefined => channels[tag]
+
+/** Why a message without an application channel cannot be sent. */
+export const internalOnly = (message: Message.Message) =>
+  new InvalidOutbound({
+    what: message._tag,
+    detail: "internal to the network layer; not sent by applications"
+  })
+
+/** Why `message` cannot be sent, from the codec's (or the envelope's) refusal. */
+export const invalid = (message: Message.Message, error: { readonly message: string }) =>
+  new InvalidOutbound({ what: message._tag, detail: error.message })

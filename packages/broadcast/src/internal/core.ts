@@ -1,0 +1,46 @@
+// What every part of the broadcaster shares: its options, the peers services, the validator sets,
+// the dedup windows and this node's sequence counter. Built once by `broadcaster.ts`.
+import type { PeerManager, PeerRegistry } from "@hotstuff2/peers"
+import type { Identity } from "@hotstuff2/wire"
+import type * as Tracer from "effect/Tracer"
+import type * as BroadcastConfig from "../BroadcastConfig.js"
+import type { Observer } from "../Broadcaster.js"
+import { Dedup } from "./dedup.js"
+
+type PeerId = Identity.PeerId
+
+export interface Core {
+  readonly config: BroadcastConfig.BroadcastConfig
+  readonly manager: PeerManager.PeerManagerShape
+  readonly registry: PeerRegistry.PeerRegistryShape
+  readonly identity: Identity.Identity
+  readonly self: PeerId
+  readonly networkId: string
+  readonly tracing: boolean
+  readonly tracer: Tracer.Tracer | undefined
+  readonly observer: Observer
+  readonly admitNonValidators: boolean
+  /** Every tracked set's members and this node: whose envelopes are accepted. */
+  readonly validators: Set<PeerId>
+  /** The newest set without this node: whom `broadcast` reaches. */
+  others: ReadonlyArray<PeerId>
+  readonly dedup: Dedup
+  /** The next sequence number of this node's envelopes. */
+  sequence: bigint
+}
+
+export const makeCore = (
+  fields: Omit<Core, "validators" | "others" | "dedup"> & {
+    readonly validators: ReadonlyArray<PeerId>
+  }
+): Core => {
+  const validators = new Set(fields.validators)
+  return {
+    ...fields,
+    validators,
+    others: fields.validators.filter((v) => v !== fields.self),
+    dedup: new Dedup(fields.config.dedupWindow, fields.config.maxOrigins, (origin) =>
+      validators.has(origin as PeerId)
+    )
+  }
+}

@@ -1,0 +1,205 @@
+// Outbound: encoding a message for its channel, sealing an envelope once per broadcast, the direct
+// fan-out (one queue per peer, never waiting on any), and point-to-point `send` (bare on the hot
+// path, with a trace prefix when tracing, to this node itself through the loopback).
+import { TransportError } from "@hotstuff2/transport"
+import { Codec, Envelope, type Identity, type Message } from "@hotstuff2/wire"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import {
+  type BroadcasterShape,
+  type BroadcastReceipt,
+  type Delivery,
+  InvalidOutbound,
+  type SendError,
+  type SendOptions
+} from "../Broadcaster.js"
+import { channelOf, internalOnly, invalid } from "./channels.js"
+import type { Core } from "./core.js"
+import * as Payload from "./payload.js"
+import { currentTrace, withSpan } from "./spans.js"
+
+type PeerId = Identity.PeerId
+
+/** The encoding of `message` (behind `prefix` when given), or why it cannot be encoded. */
+const encodeOnly = (
+  message: Message.Message,
+  prefix: Uint8Array | undefined
+): Uint8Array | InvalidOutbound => {
+  const encoded = prefix === undefined ? Codec.encode(message) : Codec.encodeAfter(prefix, message)
+  return Either.isRight(encoded) ? encoded.right : invalid(message, encoded.left)
+}
+
+/** The message's channel and its encoding, behind `prefix` when given. */
+export const encode = (
+  message: Message.Message,
+  prefix?: Uint8Array
+): Either.Either<{ readonly bytes: Uint8Array; readonly channel: number }, InvalidOutbound> => {
+  const channel = channelOf(message._tag)
+  if (channel === undefined) return Either.left(internalOnly(message))
+  const bytes = encodeOnly(message, prefix)
+  return bytes instanceof InvalidOutbound ? Either.left(bytes) : Either.right({ bytes, channel })
+}
+
+/** A sealed envelope, its slot, and the channel of its message. */
+export interface SealedSlot {
+  readonly envelope: Envelope.Envelope
+  readonly slot: Uint8Array
+  readonly channel: number
+}
+
+/**
+ * Seals `payload` (the message's encoding, behind a header for tree and routed slots) in an envelope
+ * with this node's next sequence number, as a slot of `kind`.
+ */
+export const sealPayload = (
+  core: Core,
+  message: Message.Message,
+  kind: number,
+  payload: (encoded: Uint8Array) => Uint8Array
+) =>
+  Effect.gen(function* () {
+    const { bytes, channel } = yield* encode(message)
+    const trace = core.tracing ? yield* currentTrace : undefined
+    const sealed = yield* Envelope.seal(core.identity, {
+      networkId: core.networkId,
+      sequence: core.sequence++,
+      payload: payload(bytes),
+      trace
+    }).pipe(Effect.mapError((e) => invalid(message, e)))
+    return { envelope: sealed.envelope, slot: Payload.slot(kind, sealed.bytes), channel } satisfies SealedSlot
+  })
+
+const asIs = (encoded: Uint8Array) => encoded
+
+/** Queues `slot` to each of `targets` but this node; never waits on a peer. */
+export const queueTo = (
+  core: Core,
+  targets: ReadonlyArray<PeerId>,
+  sealed: SealedSlot,
+  tag: Message.MessageTag
+): Effect.Effect<Pick<BroadcastReceipt, "queued" | "failed">> =>
+  Effect.gen(function* () {
+    const { slot, channel } = sealed
+    const queued: Array<PeerId> = []
+    const failed: Array<BroadcastReceipt["failed"][number]> = []
+    const batch = [slot]
+    for (const peer of targets) {
+      if (peer === core.self) continue
+      const result = yield* Effect.either(core.manager.send(peer, channel, batch))
+      if (Either.isRight(result)) {
+        queued.push(peer)
+        core.observer.sent?.(peer, channel, tag, slot.length)
+      } else {
+        failed.push({ peer, error: result.left })
+      }
+    }
+    return { queued, failed }
+  })
+
+/** The receipt of a broadcast, and its span's annotations when tracing. */
+export const receipt = (
+  core: Core,
+  sealed: SealedSlot,
+  outcome: Pick<BroadcastReceipt, "queued" | "failed">
+): Effect.Effect<BroadcastReceipt> => {
+  const result: BroadcastReceipt = {
+    sequence: sealed.envelope.sequence,
+    id: Envelope.id(sealed.envelope),
+    queued: outcome.queued,
+    failed: outcome.failed
+  }
+  if (!core.tracing) return Effect.succeed(result)
+  return Effect.as(
+    Effect.annotateCurrentSpan({
+      size: sealed.slot.length,
+      queued: outcome.queued.length,
+      failed: outcome.failed.length
+    }),
+    result
+  )
+}
+
+/** The direct strategy: the origin queues the envelope to every target itself. */
+export const direct = (core: Core, targets: ReadonlyArray<PeerId>, message: Message.Message) =>
+  Effect.gen(function* () {
+    const sealed = yield* sealPayload(core, message, Payload.ENVELOPE, asIs)
+    const outcome = yield* queueTo(core, targets, sealed, message._tag)
+    return yield* receipt(core, sealed, outcome)
+  })
+
+/**
+ * Point-to-point `send`. `loopback` hands a message to this node's own `inbound` (false when its
+ * buffer is full or the broadcaster closed).
+ */
+export const makeSend = (core: Core, loopback: (delivery: Delivery) => boolean) => {
+  const { manager, observer, self } = core
+
+  const sendLoopback = (message: Message.Message, channel: number, size: number) =>
+    Effect.suspend(() => {
+      const delivery: Delivery = {
+        from: self,
+        origin: self,
+        message,
+        channel,
+        sequence: undefined,
+        trace: undefined,
+        size
+      }
+      if (loopback(delivery)) return Effect.void
+      const max = core.config.loopbackBuffer
+      return Effect.fail(
+        new TransportError.Backpressure({
+          peer: self,
+          channel,
+          queuedFrames: max,
+          queuedBytes: 0,
+          maxFrames: max,
+          maxBytes: 0
+        })
+      )
+    })
+
+  const sendTraced = (peer: PeerId, message: Message.Message, sendOptions: SendOptions | undefined) =>
+    Effect.gen(function* () {
+      const prefix = Payload.directPrefix(yield* currentTrace)
+      const { bytes: slot, channel } = yield* encode(message, prefix)
+      if (peer === self) return yield* sendLoopback(message, channel, slot.length - prefix.length + 1)
+      yield* Effect.annotateCurrentSpan("size", slot.length)
+      yield* manager.send(peer, channel, [slot], sendOptions)
+      observer.sent?.(peer, channel, message._tag, slot.length)
+    })
+
+  // Untraced, the hot path: no generator, one Effect step, the frame queued synchronously.
+  const bare = Payload.directPrefix(undefined)
+  const sendBare = (
+    peer: PeerId,
+    message: Message.Message,
+    sendOptions: SendOptions | undefined
+  ): Effect.Effect<void, SendError> =>
+    Effect.suspend((): Effect.Effect<void, SendError> => {
+      const channel = channelOf(message._tag)
+      if (channel === undefined) return Effect.fail(internalOnly(message))
+      // Checked now, written into the frame when the connection builds it: no buffer of its own.
+      const encoded = Codec.encodeLater(bare, message)
+      if (Either.isLeft(encoded)) return Effect.fail(invalid(message, encoded.left))
+      const slot = encoded.right
+      if (peer === self) return sendLoopback(message, channel, slot.length)
+      const error = manager.unsafeSend(peer, channel, [slot])
+      if (error === undefined) {
+        observer.sent?.(peer, channel, message._tag, slot.length)
+        return Effect.void
+      }
+      if (error._tag !== "PeerNotConnected" || sendOptions?.waitForConnection === undefined)
+        return Effect.fail(error)
+      return Effect.map(manager.send(peer, channel, [slot], sendOptions), () => {
+        observer.sent?.(peer, channel, message._tag, slot.length)
+      })
+    })
+
+  const send: BroadcasterShape["send"] = (peer, message, sendOptions) =>
+    core.tracing
+      ? withSpan(true, "Broadcaster.send", message, { peer }, sendTraced(peer, message, sendOptions))
+      : sendBare(peer, message, sendOptions)
+
+  return send
+}

@@ -1,0 +1,123 @@
+// The `inbound` stream: its one consumer takes straight from the manager's inbox and handles each
+// chunk of frames in its own fiber (one fiber hand-off per received message: from the connection's
+// data callback, where the manager queues a frame, to the consumer). This node's own messages
+// (loopback) wait here, bounded, and go out before the network's.
+import type { PeerManager } from "@hotstuff2/peers"
+import * as EffectChannel from "effect/Channel"
+import * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
+import type { BroadcasterShape, Delivery } from "../Broadcaster.js"
+
+const MAX_FRAMES = 256
+
+export const makeStream = (deps: {
+  readonly manager: PeerManager.PeerManagerShape
+  readonly loopbackBuffer: number
+  /** The deliveries of a chunk of frames, after `before` (see `inbound.ts`). */
+  readonly handleFrames: (
+    frames: ReadonlyArray<PeerManager.InboundFrame>,
+    before: Array<Delivery>
+  ) => Array<Delivery> | Effect.Effect<Array<Delivery>>
+}) =>
+  Effect.gen(function* () {
+    const { manager, handleFrames } = deps
+    let local: Array<Delivery> = []
+    let resume: ((effect: Effect.Effect<Chunk.Chunk<Delivery>, Option.Option<never>>) => void) | undefined
+    let closed = false
+    /** Resumes a waiting consumer straight into `pull`. */
+    const wake = () => {
+      const r = resume
+      if (r !== undefined) {
+        resume = undefined
+        r(pull)
+      }
+    }
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        closed = true
+        local = []
+        wake()
+      })
+    )
+
+    /** Hands this node's own message to the consumer; false when the buffer is full or closed. */
+    const loopback = (delivery: Delivery): boolean => {
+      if (closed || local.length >= deps.loopbackBuffer) return false
+      local.push(delivery)
+      wake()
+      return true
+    }
+
+    // Effect.async rather than a Deferred: `Deferred.unsafeMake` copies a prototype into a fresh
+    // object, about 2 us, once per wait. No canceler, so no interruption handler is built per wait:
+    // the callback of an interrupted wait may be called later, and the fiber runtime ignores that.
+    const waitThenPull = Effect.async<Chunk.Chunk<Delivery>, Option.Option<never>>((callback) => {
+      resume = callback
+      manager.unsafeOnInbound(wake)
+    })
+
+    /** The next chunk for the consumer: own messages first, then the network's; waits for one. */
+    const pull: Effect.Effect<Chunk.Chunk<Delivery>, Option.Option<never>> = Effect.suspend(
+      (): Effect.Effect<Chunk.Chunk<Delivery>, Option.Option<never>> => {
+        for (;;) {
+          if (closed) return Effect.fail(Option.none())
+          const frames = manager.unsafePoll(MAX_FRAMES)
+          if (frames.length === 0 && local.length === 0) {
+            return waitThenPull
+          }
+          let before: Array<Delivery> = []
+          if (local.length > 0) {
+            before = local
+            local = []
+          }
+          const handled = handleFrames(frames, before)
+          if (!Array.isArray(handled)) {
+            return Effect.flatMap(handled, (out) =>
+              out.length === 0 ? pull : Effect.succeed(Chunk.unsafeFromArray(out))
+            )
+          }
+          // All duplicates or refused: look again rather than hand out an empty chunk.
+          if (handled.length > 0) return Effect.succeed(Chunk.unsafeFromArray(handled))
+        }
+      }
+    )
+
+    // The stream is a plain channel loop over `pull` (Stream.repeatEffectChunkOption and
+    // Stream.unwrapScoped wrap every chunk in several more Effect and channel steps).
+    let consumers = 0
+    const pullOrEnd: Effect.Effect<Chunk.Chunk<Delivery> | undefined> = Effect.catchAll(pull, () =>
+      Effect.succeed(undefined)
+    )
+    let loop: EffectChannel.Channel<Chunk.Chunk<Delivery>, unknown, never, unknown, void, unknown>
+    const next = EffectChannel.suspend(() => loop)
+    loop = EffectChannel.flatMap(EffectChannel.fromEffect(pullOrEnd), (chunk) =>
+      chunk === undefined ? EffectChannel.void : EffectChannel.zipRight(EffectChannel.write(chunk), next)
+    )
+    const inbound: BroadcasterShape["inbound"] = Stream.suspend(() => {
+      // One consumer at a time: this run counts as one from its first pull to its end.
+      let counted = false
+      const first = EffectChannel.fromEffect(
+        Effect.suspend(() => {
+          if (consumers > 0) {
+            return Effect.dieMessage(
+              "Broadcaster.inbound (NodeNetwork.messages) has one consumer, and one is running already"
+            )
+          }
+          consumers++
+          counted = true
+          return Effect.void
+        })
+      )
+      return Stream.fromChannel(EffectChannel.zipRight(first, loop)).pipe(
+        Stream.ensuring(
+          Effect.sync(() => {
+            if (counted) consumers--
+          })
+        )
+      )
+    })
+
+    return { inbound, loopback }
+  })
