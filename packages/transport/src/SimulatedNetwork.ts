@@ -13,6 +13,8 @@
  *   resolution). Transmission is `bytes / bandwidth`, serialised per link: the link is busy until
  *   the previous unit has gone out. A connection never reorders: a unit never arrives before the one
  *   written before it on the same connection and direction (jitter is clamped).
+ * - A host may have an upload limit (`setUpload`): its units are serialised through it, across all
+ *   of its links, before the link's own bandwidth applies.
  * - A lost unit vanishes at send time: it takes neither link time nor send-buffer space.
  * - Partitions are checked at send time and at delivery time: a unit in flight on a link that a
  *   partition cut (even if healed since) is dropped. Graceful closes (`end`) and resets (`destroy`)
@@ -111,6 +113,12 @@ export interface SimulatedNetworkShape {
    * Dies on out-of-range values (negative latency, loss outside [0, 1], bandwidth <= 0).
    */
   readonly setLink: (from: string, to: string, conditions: Partial<LinkConditions>) => Effect.Effect<void>
+  /**
+   * Limits what host `host` sends, over all its links together, to `bytesPerSecond` (its uplink:
+   * a leader sending one message to 999 peers serialises the 999 copies); undefined removes the
+   * limit. Applied before each link's own `bandwidth`. Dies on a value that is not positive.
+   */
+  readonly setUpload: (host: string, bytesPerSecond: number | undefined) => Effect.Effect<void>
   /** `setLink` in both directions between hosts `a` and `b`. */
   readonly setLinkBoth: (a: string, b: string, conditions: Partial<LinkConditions>) => Effect.Effect<void>
   /**

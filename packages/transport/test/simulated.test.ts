@@ -167,6 +167,43 @@ describe("SimulatedNetwork", () => {
     }).pipe(Effect.provide(SimulatedNetwork.layer()))
   )
 
+  it.effect(
+    "serialises a host's units to different hosts through its upload limit, then each link's latency",
+    () =>
+      Effect.gen(function* () {
+        const network = yield* SimulatedNetwork
+        const clock = yield* Effect.clock
+        yield* network.setUpload("a", 1_000_000)
+        yield* network.setLink("a", "c", { latency: 10 })
+        const toB: Array<Pipe> = []
+        const toC: Array<Pipe> = []
+        yield* network.bind("b:9000", (pipe) => toB.push(pipe))
+        yield* network.bind("c:9000", (pipe) => toC.push(pipe))
+        const b = yield* network.connect("a", "b:9000")
+        const c = yield* network.connect("a", "c:9000")
+        const atB = attachLog(toB[0]!, clock)
+        const atC = attachLog(toC[0]!, clock)
+        const fromB = attachLog(b, clock)
+        b.write([filled(100_000, 1)])
+        c.write([filled(100_000, 2)])
+        toB[0]!.write([filled(100_000, 3)]) // b's own uplink is unlimited
+        yield* TestClock.adjust(100)
+        assert.deepStrictEqual(atB.events, ["data:1@100"])
+        assert.deepStrictEqual(fromB.events, ["data:3@0"])
+        yield* TestClock.adjust(109)
+        assert.deepStrictEqual(atC.events, [], "the copy to c leaves after the copy to b")
+        yield* TestClock.adjust(1)
+        assert.deepStrictEqual(atC.events, ["data:2@210"])
+        // Removing the limit: the next two copies leave at once.
+        yield* network.setUpload("a", undefined)
+        b.write([filled(100_000, 4)])
+        c.write([filled(100_000, 5)])
+        yield* TestClock.adjust(10)
+        assert.deepStrictEqual(atB.events, ["data:1@100", "data:4@210"])
+        assert.deepStrictEqual(atC.events, ["data:2@210", "data:5@220"])
+      }).pipe(Effect.provide(SimulatedNetwork.layer()))
+  )
+
   it.effect("never reorders a connection under jitter, and keeps every delay within latency + jitter", () =>
     Effect.gen(function* () {
       const network = yield* SimulatedNetwork

@@ -236,6 +236,8 @@ const connectionReset = (address: string): Error =>
 // The network
 
 class Network {
+  /** Upload limits of hosts (bytes per second, shared by every link leaving the host). */
+  readonly uploads = new Map<string, { bandwidth: number; busyUntil: number }>()
   readonly links = new Map<string, Map<string, Link>>()
   readonly bindings = new Map<string, Listener>()
   readonly nextPort = new Map<string, number>()
@@ -578,8 +580,14 @@ class Network {
         }
         const now = this.now()
         let at = now
+        // The sending host's uplink first (shared by all its links), then the link's own bandwidth.
+        const upload = this.uploads.get(link.from)
+        if (upload !== undefined) {
+          at = Math.max(upload.busyUntil, now) + (n * 1000) / upload.bandwidth
+          upload.busyUntil = at
+        }
         if (conditions.bandwidth !== undefined) {
-          at = Math.max(link.busyUntil, now) + (n * 1000) / conditions.bandwidth
+          at = Math.max(link.busyUntil, at) + (n * 1000) / conditions.bandwidth
           link.busyUntil = at
         }
         at += conditions.latency
@@ -746,8 +754,26 @@ export const make = (
         return Effect.succeed<Pipe>(client)
       })
 
+    const setUpload = (host: string, bytesPerSecond: number | undefined): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const name = normalizeHost(host)
+        if (bytesPerSecond === undefined) {
+          network.uploads.delete(name)
+          return Effect.void
+        }
+        if (!Number.isFinite(bytesPerSecond) || bytesPerSecond <= 0) {
+          return Effect.dieMessage(
+            `SimulatedNetwork.setUpload: ${bytesPerSecond} is not a positive number of bytes per second`
+          )
+        }
+        const current = network.uploads.get(name)
+        network.uploads.set(name, { bandwidth: bytesPerSecond, busyUntil: current?.busyUntil ?? 0 })
+        return Effect.void
+      })
+
     const shape: SimulatedNetworkShape = {
       setLink,
+      setUpload,
       setLinkBoth: (a, b, conditions) =>
         Effect.zipRight(setLink(a, b, conditions), setLink(b, a, conditions)),
       partition,
