@@ -1,20 +1,58 @@
 /**
- * Every broadcast limit as a named, Schema-validated field with a default: the strategy, and how
- * many sequence numbers per origin are remembered to drop duplicates.
+ * Every broadcast limit as a named, Schema-validated field with a default: the strategy and its tree
+ * parameters, and how many sequence numbers per origin are remembered to drop duplicates.
  */
 import { TransportConfig } from "@hotstuff2/transport"
-import type * as Either from "effect/Either"
+import * as Duration from "effect/Duration"
+import * as Either from "effect/Either"
 import * as Schema from "effect/Schema"
 
+const { DurationSetting } = TransportConfig
+
 /**
- * How a broadcast reaches the validators. `direct`: the origin sends to every validator itself, in
- * parallel, each through its own per-peer queue. (Tree and adaptive strategies come later.)
+ * How a broadcast reaches the validators.
+ * - `direct`: the origin sends to every validator itself, each through its own per-peer queue.
+ * - `tree`: the origin sends to `fanout` validators, each of which relays to its own children in a
+ *   tree drawn per origin and view, with receipts and repair (README, "Tree strategy").
+ * - `adaptive`: per broadcast, whichever of the two the rule in the README expects to finish first.
+ * Every validator of a network must run a version that knows tree slots before one uses `tree` or
+ * `adaptive` (a version without them refuses the slot as malformed).
  */
-export const Strategy = Schema.Literal("direct")
+export const Strategy = Schema.Literal("direct", "tree", "adaptive")
 export type Strategy = typeof Strategy.Type
 
 export const BroadcastConfig = Schema.Struct({
   strategy: Schema.optionalWith(Strategy, { default: () => "direct" as const }),
+  /** Children per node in a tree; default ceil(sqrt(n)) within [2, 64] for n validators. */
+  fanout: Schema.optional(Schema.Int.pipe(Schema.between(2, 1024))),
+  /** Adaptive: below this many validators (this node included), broadcasts go direct. */
+  treeMinValidators: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 32 }),
+  /** Adaptive: messages smaller than this (encoded bytes) go direct: their copies cost little upload. */
+  treeMinBytes: Schema.optionalWith(Schema.Int.pipe(Schema.nonNegative()), { default: () => 16 * 1024 }),
+  /** Adaptive: this node's upload in bytes per second, for the rule's estimates (default 1 Gbit/s). */
+  uploadBytesPerSecond: Schema.optionalWith(Schema.Number.pipe(Schema.positive()), {
+    default: () => 125_000_000
+  }),
+  /**
+   * Tree: the origin sends a copy itself to every validator whose receipt has not come after
+   * `repairRttFactor` x the children's highest RTT per level, plus the time to upload the copies,
+   * within [repairAfterMin, repairAfterMax]; then again, twice as late, up to `repairRounds` times.
+   */
+  repairAfterMin: Schema.optionalWith(DurationSetting, { default: () => Duration.millis(50) }),
+  repairAfterMax: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(2) }),
+  repairRttFactor: Schema.optionalWith(Schema.Number.pipe(Schema.positive()), { default: () => 2 }),
+  repairRounds: Schema.optionalWith(Schema.Int.pipe(Schema.between(1, 16)), { default: () => 3 }),
+  /** Tree: a relay blamed this many times within `relayFailureMemory` is made a leaf in the next trees. */
+  relayFailuresToDemote: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 2 }),
+  relayFailureMemory: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(60) }),
+  /**
+   * Adaptive: when, over the last 8 trees, the mean share of validators the origin had to repair
+   * exceeds this, broadcasts go direct for `treeCooldown`.
+   */
+  treeFallbackShare: Schema.optionalWith(Schema.Number.pipe(Schema.between(0, 1)), { default: () => 0.25 }),
+  treeCooldown: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(30) }),
+  /** Tree broadcasts whose receipts are still awaited; past it the oldest is given up (counted). */
+  maxPendingTrees: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 256 }),
   /**
    * Sequence numbers remembered per origin: an envelope is a duplicate when its sequence was seen,
    * or is older than the newest seen from that origin by more than this window.
@@ -41,9 +79,20 @@ export class InvalidBroadcastConfig extends Schema.TaggedError<InvalidBroadcastC
   }
 }
 
+const decodeFields = TransportConfig.decodeWith(
+  BroadcastConfig,
+  (field, detail) => new InvalidBroadcastConfig({ field, detail })
+)
+
 /** Validates and fills in defaults; a bad field is named with the form it expects. */
-export const decode: (input: BroadcastConfigInput) => Either.Either<BroadcastConfig, InvalidBroadcastConfig> =
-  TransportConfig.decodeWith(
-    BroadcastConfig,
-    (field, detail) => new InvalidBroadcastConfig({ field, detail })
+export const decode = (input: BroadcastConfigInput): Either.Either<BroadcastConfig, InvalidBroadcastConfig> =>
+  Either.flatMap(decodeFields(input), (config) =>
+    Duration.greaterThan(config.repairAfterMin, config.repairAfterMax)
+      ? Either.left(
+          new InvalidBroadcastConfig({
+            field: "repairAfterMin",
+            detail: `${Duration.format(config.repairAfterMin)} is above repairAfterMax (${Duration.format(config.repairAfterMax)})`
+          })
+        )
+      : Either.right(config)
   )

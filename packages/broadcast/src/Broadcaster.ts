@@ -56,8 +56,10 @@ export class InvalidOutbound extends Schema.TaggedError<InvalidOutbound>()("Inva
 
 export type SendError = InvalidOutbound | PeerManager.PeerSendError
 
-/** What became of a broadcast or multicast, peer by peer. */
+/** What became of a broadcast or multicast, peer by peer (its first hop). */
 export interface BroadcastReceipt {
+  /** `direct`: `queued` and `failed` name every recipient. `tree`: the root's children only. */
+  readonly strategy: "direct" | "tree"
   readonly sequence: bigint
   readonly id: Envelope.EnvelopeId
   /** Peers whose queues took the envelope. */
@@ -69,6 +71,12 @@ export interface BroadcastReceipt {
 export interface SendOptions {
   /** Wait up to this long for a connection instead of failing at once with `PeerNotConnected`. */
   readonly waitForConnection?: Duration.DurationInput
+  /**
+   * When the peer is not connected, let validators connected to both carry the message, sealed in an
+   * envelope addressed to the peer (they can neither alter nor forge it). Fails with
+   * `PeerNotConnected` only when no validator could take it. Default false.
+   */
+  readonly route?: boolean
 }
 
 /** Counts what crosses this service, synchronously (for metrics); every hook is optional. */
@@ -77,6 +85,16 @@ export interface Observer {
   readonly delivered?: (delivery: Delivery) => void
   readonly rejected?: (rejection: Rejection) => void
   readonly duplicate?: (peer: PeerId, channel: number) => void
+  /** The strategy a broadcast took (adaptive chooses per broadcast). */
+  readonly chose?: (strategy: "direct" | "tree") => void
+  /** This node relayed a tree envelope (or a routed one) to `peer`. */
+  readonly relayed?: (peer: PeerId, channel: number, bytes: number) => void
+  /** The origin sent `count` copies itself to validators whose tree receipt had not come. */
+  readonly repaired?: (count: number) => void
+  /** The origin blamed `peer` for a subtree that did not receive a tree broadcast. */
+  readonly relayFailed?: (peer: PeerId) => void
+  /** A routed envelope for another peer: forwarded, or dropped (no connection, over its rate). */
+  readonly routed?: (outcome: "sent" | "forwarded" | "no-route" | "over-limit") => void
 }
 
 export interface BroadcasterOptions {
@@ -84,6 +102,8 @@ export interface BroadcasterOptions {
   readonly networkId: string
   /** Every validator, this node included or not: `broadcast` sends to all of them but this node. */
   readonly validators: ReadonlyArray<PeerId>
+  /** The epoch of `validators` (default 0): tree headers name it. */
+  readonly epoch?: bigint
   /** Accept broadcasts whose origin is not a validator (default false: refused and reported). */
   readonly admitNonValidators?: boolean
   readonly config?: BroadcastConfigInput
@@ -129,13 +149,15 @@ export interface BroadcasterShape {
    */
   readonly inbound: Stream.Stream<Delivery>
   /**
-   * A validator-set change (epochs): `broadcast` goes to `recipients` (the newest set) from now on,
-   * and envelopes are accepted from origins in `origins` (every tracked set: messages of a set being
-   * left still arrive). This node is skipped in both.
+   * A validator-set change (epochs): `broadcast` goes to `recipients` (the newest set, of `epoch`)
+   * from now on, and envelopes are accepted from origins in `origins` (every tracked set: messages of
+   * a set being left still arrive). This node is skipped in both. Trees are drawn over the newest
+   * set; the last 4 sets are kept to relay trees of envelopes sealed before the change.
    */
   readonly setValidators: (
     recipients: ReadonlyArray<PeerId>,
-    origins: ReadonlyArray<PeerId>
+    origins: ReadonlyArray<PeerId>,
+    epoch?: bigint
   ) => Effect.Effect<void>
 }
 

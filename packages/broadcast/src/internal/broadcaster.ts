@@ -1,25 +1,35 @@
 // The Broadcaster's core: builds the shared state (core.ts) and wires the jobs that live in their
-// own modules: outbound encoding, sealing and the direct strategy (outbound.ts), inbound verify and
-// dedup (inbound.ts), the `inbound` stream and loopback (stream.ts), spans (spans.ts).
+// own modules: outbound encoding, sealing and the direct strategy (outbound.ts), the tree strategy's
+// origin and relay sides (tree/), the adaptive rule (adaptive.ts), routed sends (routing.ts),
+// inbound verify and dedup (inbound.ts), the `inbound` stream and loopback (stream.ts), spans.
 import { PeerManager, PeerRegistry } from "@hotstuff2/peers"
-import type { Identity } from "@hotstuff2/wire"
+import type { Identity, Message } from "@hotstuff2/wire"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as BroadcastConfig from "../BroadcastConfig.js"
 import type { BroadcasterOptions, BroadcasterShape } from "../Broadcaster.js"
-import { makeCore } from "./core.js"
+import { choose } from "./adaptive.js"
+import { makeCore, recordSet } from "./core.js"
 import { makeInbound } from "./inbound.js"
-import { direct, makeSend } from "./outbound.js"
+import { direct, encode, makeSend } from "./outbound.js"
+import { makeRouting } from "./routing.js"
 import { withSpan } from "./spans.js"
 import { makeStream } from "./stream.js"
+import { defaultFanout } from "./tree/layout.js"
+import { makeTreeOrigin, type Plan } from "./tree/origin.js"
+import { makeTreeRelay } from "./tree/relay.js"
 
 export { channelOf } from "./channels.js"
 
 type PeerId = Identity.PeerId
 
+/** Bytes an envelope adds to its payload, about: origin, sequence, signature, lengths. */
+const ENVELOPE_OVERHEAD = 120
+
 export const make = (options: BroadcasterOptions) =>
   Effect.gen(function* () {
     const config = yield* BroadcastConfig.decode(options.config ?? {})
+    const clock = yield* Effect.clock
     const core = makeCore({
       config,
       manager: yield* PeerManager.PeerManager,
@@ -32,17 +42,57 @@ export const make = (options: BroadcasterOptions) =>
       observer: options.observer ?? {},
       admitNonValidators: options.admitNonValidators ?? false,
       validators: options.validators,
+      epoch: options.epoch ?? 0n,
+      now: () => clock.unsafeCurrentTimeMillis(),
       // Sequence numbers start at the clock (millis << 16), so a restarted origin continues above
       // everything it sent before and receivers do not take its new envelopes for duplicates.
       sequence: BigInt(Math.floor(yield* Clock.currentTimeMillis)) << 16n
     })
-    const { handleFrames } = makeInbound(core)
+    const treeOrigin = yield* makeTreeOrigin(core)
+    const relay = makeTreeRelay(core)
+    const routing = makeRouting(core)
+    const { handleFrames } = makeInbound(core, { relay, routing, onReceipt: treeOrigin.onReceipt })
     const { inbound, loopback } = yield* makeStream({
       manager: core.manager,
       loopbackBuffer: config.loopbackBuffer,
       handleFrames
     })
-    const send = makeSend(core, loopback)
+    const send = makeSend(core, loopback, routing.send)
+
+    /** The strategy of one broadcast, and the tree it takes when it is one. */
+    const strategyOf = (message: Message.Message, size: number) =>
+      Effect.gen(function* () {
+        if (config.strategy === "direct") return undefined
+        const now = clock.unsafeCurrentTimeMillis()
+        const connected = () => Effect.map(core.manager.connected, (peers) => new Set(peers))
+        if (config.strategy === "tree") {
+          return core.others.length > 0 ? treeOrigin.plan(message, now, yield* connected()) : undefined
+        }
+        const recipients = core.others.length
+        const conditions = {
+          recipients,
+          size: size + ENVELOPE_OVERHEAD,
+          fanout: config.fanout ?? defaultFanout(recipients + 1),
+          rtt: 0,
+          fallingBack: treeOrigin.fallingBack(now)
+        }
+        // The cheap checks first: small sets and messages never lay out a tree or read RTTs.
+        if (choose(config, conditions).why !== "estimate") return undefined
+        const plan = treeOrigin.plan(message, now, yield* connected())
+        const rtt = yield* treeOrigin.rttOf(plan.tree)
+        const choice = choose(config, { ...conditions, fanout: plan.header.fanout, rtt })
+        return choice.strategy === "tree" ? plan : undefined
+      })
+
+    const broadcastNow = (message: Message.Message) =>
+      Effect.gen(function* () {
+        const encoded = yield* encode(message)
+        const plan: Plan | undefined = yield* strategyOf(message, encoded.bytes.length)
+        core.observer.chose?.(plan === undefined ? "direct" : "tree")
+        return plan === undefined
+          ? yield* direct(core, core.others, message, encoded)
+          : yield* treeOrigin.send(message, encoded, plan)
+      })
 
     const broadcast: BroadcasterShape["broadcast"] = (message) =>
       withSpan(
@@ -50,7 +100,7 @@ export const make = (options: BroadcasterOptions) =>
         "Broadcaster.broadcast",
         message,
         { recipients: core.others.length },
-        Effect.suspend(() => direct(core, core.others, message))
+        broadcastNow(message)
       )
 
     const multicast: BroadcasterShape["multicast"] = (peers, message) =>
@@ -62,13 +112,18 @@ export const make = (options: BroadcasterOptions) =>
         direct(core, peers, message)
       )
 
-    const setValidators = (recipients: ReadonlyArray<PeerId>, origins: ReadonlyArray<PeerId>) =>
+    const setValidators = (
+      recipients: ReadonlyArray<PeerId>,
+      origins: ReadonlyArray<PeerId>,
+      epoch?: bigint
+    ) =>
       Effect.sync(() => {
         core.others = recipients.filter((v) => v !== core.self)
         core.validators.clear()
         for (const origin of origins) core.validators.add(origin)
         for (const recipient of recipients) core.validators.add(recipient)
         core.validators.add(core.self)
+        recordSet(core, epoch ?? core.epoch, recipients)
       })
 
     return { self: core.self, broadcast, multicast, send, inbound, setValidators } satisfies BroadcasterShape

@@ -27,10 +27,30 @@ export interface Core {
   readonly dedup: Dedup
   /** The next sequence number of this node's envelopes. */
   sequence: bigint
+  /** The Clock's millis, read synchronously. */
+  readonly now: () => number
+  /** The newest validator set's epoch: the one this node's trees are drawn over. */
+  epoch: bigint
+  /** The members of each tracked epoch (this node included when it is one), for trees. */
+  readonly sets: Map<bigint, ReadonlyArray<PeerId>>
+}
+
+/** Epochs whose sets are kept for the trees of envelopes that arrive late. */
+const TRACKED_SETS = 4
+
+/** Records the newest set (`setValidators`), forgetting the oldest past `TRACKED_SETS`. */
+export const recordSet = (core: Core, epoch: bigint, members: ReadonlyArray<PeerId>): void => {
+  core.sets.set(epoch, members)
+  if (epoch >= core.epoch) core.epoch = epoch
+  while (core.sets.size > TRACKED_SETS) {
+    let oldest: bigint | undefined
+    for (const e of core.sets.keys()) if (oldest === undefined || e < oldest) oldest = e
+    core.sets.delete(oldest!)
+  }
 }
 
 export const makeCore = (
-  fields: Omit<Core, "validators" | "others" | "dedup"> & {
+  fields: Omit<Core, "validators" | "others" | "dedup" | "sets"> & {
     readonly validators: ReadonlyArray<PeerId>
   }
 ): Core => {
@@ -38,6 +58,7 @@ export const makeCore = (
   return {
     ...fields,
     validators,
+    sets: new Map([[fields.epoch, [...fields.validators]]]),
     others: fields.validators.filter((v) => v !== fields.self),
     dedup: new Dedup(fields.config.dedupWindow, fields.config.maxOrigins, (origin) =>
       validators.has(origin as PeerId)

@@ -11,12 +11,15 @@ import type { Delivery, Rejection } from "../Broadcaster.js"
 import { channelOf } from "./channels.js"
 import type { Core } from "./core.js"
 import * as Payload from "./payload.js"
+import type { Routing } from "./routing.js"
 import { receiveSpan, spanAttributes } from "./spans.js"
+import { decodeReceipt, decodeRouted } from "./tree/header.js"
+import type { TreeRelay } from "./tree/relay.js"
 
 type PeerId = Identity.PeerId
 
-/** A delivery, a rejection (reported), or undefined for a duplicate. */
-export type Outcome = Delivery | Rejection | undefined
+/** A delivery, a rejection (reported), undefined for a duplicate, null for a slot for this layer only. */
+export type Outcome = Delivery | Rejection | undefined | null
 
 const reputationOf: Record<Rejection["reason"], PeerRegistry.ReputationEvent> = {
   malformed: "InvalidMessage",
@@ -66,13 +69,29 @@ interface Opened {
   readonly envelope: Envelope.Envelope | undefined
 }
 
-export const makeInbound = (core: Core) => {
+export const makeInbound = (
+  core: Core,
+  parts: {
+    readonly relay: TreeRelay
+    readonly routing: Routing
+    /** Tree receipts from `peer` for this node's envelopes. */
+    readonly onReceipt: (peer: PeerId, sequences: ReadonlyArray<bigint>) => void
+  }
+) => {
   const { self, observer, dedup, validators, networkId } = core
+  const { relay, routing } = parts
 
   /** Everything about one slot except its receive span. */
   const process = (peer: PeerId, channel: number, slot: Uint8Array, opened: Opened): Outcome => {
     const { parsed, envelope } = opened
     if (envelope === undefined) {
+      if (parsed.kind === Payload.FORWARD) return passOn(peer, channel, parsed.body)
+      if (parsed.kind === Payload.RECEIPT) {
+        const sequences = decodeReceipt(parsed.body)
+        if (typeof sequences === "string") return reject(peer, channel, "malformed", sequences)
+        parts.onReceipt(peer, sequences)
+        return null
+      }
       const message = decodeMessage(peer, channel, parsed.body)
       if (isRefused(message)) return message
       return {
@@ -85,8 +104,77 @@ export const makeInbound = (core: Core) => {
         size: slot.length
       }
     }
-    if (envelope.origin === self) return undefined
-    if (!core.admitNonValidators && !validators.has(envelope.origin)) {
+    const { origin, sequence } = envelope
+    if (origin === self) return undefined
+    if (!core.admitNonValidators && !validators.has(origin)) {
+      return reject(
+        peer,
+        channel,
+        "unknown-origin",
+        `envelope origin ${origin.slice(0, 8)} is not a validator`
+      )
+    }
+    // A copy of what was delivered costs no signature check: replays cannot burn this node's CPU.
+    if (dedup.seen(origin, sequence)) {
+      // A tree copy again (a repair, a slow relay): the origin is told again, so it stops repairing.
+      if (parsed.kind === Payload.TREE) relay.acknowledge(origin, sequence, channel)
+      return undefined
+    }
+    const verified = Envelope.verify(envelope, networkId)
+    if (Either.isLeft(verified)) return reject(peer, channel, "bad-signature", verified.left.message)
+    let body = envelope.payload
+    let tree: Exclude<ReturnType<TreeRelay["open"]>, string> | undefined
+    if (parsed.kind === Payload.TREE) {
+      const decoded = relay.open(envelope)
+      if (typeof decoded === "string") return reject(peer, channel, "malformed", decoded)
+      tree = decoded
+      body = decoded.message
+    } else if (parsed.kind === Payload.ROUTED) {
+      const routed = decodeRouted(envelope.payload)
+      if (typeof routed === "string") return reject(peer, channel, "malformed", routed)
+      const message = decodeMessage(peer, channel, routed.message)
+      if (isRefused(message)) return message
+      if (routed.target !== self) {
+        // For another peer: forwarded once, and never delivered here.
+        if (dedup.admit(origin, sequence)) routing.forward(peer, routed.target, slot, channel, core.now())
+        return null
+      }
+      body = routed.message
+    }
+    const message = decodeMessage(peer, channel, body)
+    if (isRefused(message)) return message
+    // Recorded only once verified and delivered: neither a forged copy nor a genuine one sent on
+    // the wrong channel can shadow the real envelope.
+    if (!dedup.admit(origin, sequence)) return undefined
+    if (tree !== undefined) {
+      // Relayed as soon as verified, before the application sees it.
+      relay.forward(origin, tree.header, slot, channel)
+      relay.acknowledge(origin, sequence, channel)
+    }
+    return {
+      from: peer,
+      origin,
+      message,
+      channel,
+      sequence,
+      trace: Option.getOrUndefined(envelope.trace),
+      size: slot.length
+    }
+  }
+
+  /**
+   * A forward slot: a tree slot for its target, from a relay the origin asked to repair through. For
+   * this node it is read as if the relay had sent the tree slot; for another, this node is the relay:
+   * the inner envelope is verified before it is passed on, unchanged, within the asking peer's rate.
+   */
+  const passOn = (peer: PeerId, channel: number, body: Uint8Array): Outcome => {
+    const forward = Payload.parseForward(body)
+    if (typeof forward === "string") return reject(peer, channel, "malformed", forward)
+    const opened = open(peer, channel, forward.inner)
+    if ("reason" in opened) return opened
+    if (forward.target === self) return process(peer, channel, forward.inner, opened)
+    const envelope = opened.envelope!
+    if (!validators.has(envelope.origin)) {
       return reject(
         peer,
         channel,
@@ -94,31 +182,19 @@ export const makeInbound = (core: Core) => {
         `envelope origin ${envelope.origin.slice(0, 8)} is not a validator`
       )
     }
-    // A copy of what was delivered costs no signature check: replays cannot burn this node's CPU.
-    if (dedup.seen(envelope.origin, envelope.sequence)) return undefined
     const verified = Envelope.verify(envelope, networkId)
     if (Either.isLeft(verified)) return reject(peer, channel, "bad-signature", verified.left.message)
-    const message = decodeMessage(peer, channel, envelope.payload)
-    if (isRefused(message)) return message
-    // Recorded only once verified and delivered: neither a forged copy nor a genuine one sent on
-    // the wrong channel can shadow the real envelope.
-    if (!dedup.admit(envelope.origin, envelope.sequence)) return undefined
-    return {
-      from: peer,
-      origin: envelope.origin,
-      message,
-      channel,
-      sequence: envelope.sequence,
-      trace: Option.getOrUndefined(envelope.trace),
-      size: slot.length
-    }
+    routing.forward(peer, forward.target as PeerId, forward.inner, channel, core.now())
+    return null
   }
 
   /** Parses the slot and its envelope, if any: enough to know whether it carries a trace. */
   const open = (peer: PeerId, channel: number, slot: Uint8Array): Opened | Rejection => {
     const parsed = Payload.parse(slot)
     if (typeof parsed === "string") return reject(peer, channel, "malformed", parsed)
-    if (parsed.kind !== Payload.ENVELOPE) return { parsed, envelope: undefined }
+    if (parsed.kind !== Payload.ENVELOPE && parsed.kind !== Payload.TREE && parsed.kind !== Payload.ROUTED) {
+      return { parsed, envelope: undefined }
+    }
     const envelope = Envelope.decode(parsed.body)
     if (Either.isLeft(envelope)) return reject(peer, channel, "malformed", envelope.left.message)
     return { parsed, envelope: envelope.right }
@@ -139,7 +215,7 @@ export const makeInbound = (core: Core) => {
       core.tracer,
       Effect.suspend((): Effect.Effect<Outcome> => {
         const outcome = run()
-        if (outcome !== undefined && !isRejection(outcome)) {
+        if (outcome !== undefined && outcome !== null && !isRejection(outcome)) {
           return Effect.annotateCurrentSpan({
             ...spanAttributes(outcome.message, channel, slot.length),
             peer,
@@ -150,7 +226,7 @@ export const makeInbound = (core: Core) => {
           peer,
           channel,
           size: slot.length,
-          outcome: outcome === undefined ? "duplicate" : outcome.reason
+          outcome: outcome === undefined ? "duplicate" : outcome === null ? "internal" : outcome.reason
         }).pipe(Effect.as(outcome))
       })
     )
@@ -162,6 +238,7 @@ export const makeInbound = (core: Core) => {
     out: Array<Delivery>,
     rejected: Array<Rejection>
   ) => {
+    if (outcome === null) return
     if (outcome === undefined) {
       observer.duplicate?.(peer, channel)
     } else if (isRejection(outcome)) {
@@ -233,14 +310,20 @@ export const makeInbound = (core: Core) => {
         }
       }
     }
-    if (traced === undefined && rejected.length === 0) return out
+    // Receipts owed for this chunk's tree envelopes go out when it is done: one slot per origin.
+    if (traced === undefined) {
+      relay.flush()
+      if (rejected.length === 0) return out
+    }
     const report = Effect.suspend(() =>
       Effect.forEach(rejected, (r) => core.registry.report(r.peer, reputationOf[r.reason]), { discard: true })
     )
+    const flushed = Effect.sync(relay.flush)
     return Effect.uninterruptible(
-      (traced === undefined ? report : Effect.zipRight(Effect.all(traced, { discard: true }), report)).pipe(
-        Effect.as(out)
-      )
+      (traced === undefined
+        ? report
+        : Effect.all([Effect.all(traced, { discard: true }), flushed, report], { discard: true })
+      ).pipe(Effect.as(out))
     )
   }
 

@@ -1,6 +1,7 @@
 // Outbound: encoding a message for its channel, sealing an envelope once per broadcast, the direct
 // fan-out (one queue per peer, never waiting on any), and point-to-point `send` (bare on the hot
 // path, with a trace prefix when tracing, to this node itself through the loopback).
+import type { PeerManager } from "@hotstuff2/peers"
 import { TransportError } from "@hotstuff2/transport"
 import { Codec, Envelope, type Identity, type Message } from "@hotstuff2/wire"
 import * as Effect from "effect/Effect"
@@ -29,11 +30,17 @@ const encodeOnly = (
   return Either.isRight(encoded) ? encoded.right : invalid(message, encoded.left)
 }
 
+/** A message's encoding and the channel it travels on. */
+export interface Encoded {
+  readonly bytes: Uint8Array
+  readonly channel: number
+}
+
 /** The message's channel and its encoding, behind `prefix` when given. */
 export const encode = (
   message: Message.Message,
   prefix?: Uint8Array
-): Either.Either<{ readonly bytes: Uint8Array; readonly channel: number }, InvalidOutbound> => {
+): Either.Either<Encoded, InvalidOutbound> => {
   const channel = channelOf(message._tag)
   if (channel === undefined) return Either.left(internalOnly(message))
   const bytes = encodeOnly(message, prefix)
@@ -55,10 +62,11 @@ export const sealPayload = (
   core: Core,
   message: Message.Message,
   kind: number,
-  payload: (encoded: Uint8Array) => Uint8Array
+  payload: (encoded: Uint8Array) => Uint8Array,
+  encoded?: Encoded
 ) =>
   Effect.gen(function* () {
-    const { bytes, channel } = yield* encode(message)
+    const { bytes, channel } = encoded ?? (yield* encode(message))
     const trace = core.tracing ? yield* currentTrace : undefined
     const sealed = yield* Envelope.seal(core.identity, {
       networkId: core.networkId,
@@ -100,9 +108,11 @@ export const queueTo = (
 export const receipt = (
   core: Core,
   sealed: SealedSlot,
-  outcome: Pick<BroadcastReceipt, "queued" | "failed">
+  outcome: Pick<BroadcastReceipt, "queued" | "failed">,
+  strategy: BroadcastReceipt["strategy"]
 ): Effect.Effect<BroadcastReceipt> => {
   const result: BroadcastReceipt = {
+    strategy,
     sequence: sealed.envelope.sequence,
     id: Envelope.id(sealed.envelope),
     queued: outcome.queued,
@@ -120,18 +130,31 @@ export const receipt = (
 }
 
 /** The direct strategy: the origin queues the envelope to every target itself. */
-export const direct = (core: Core, targets: ReadonlyArray<PeerId>, message: Message.Message) =>
+export const direct = (
+  core: Core,
+  targets: ReadonlyArray<PeerId>,
+  message: Message.Message,
+  encoded?: Encoded
+) =>
   Effect.gen(function* () {
-    const sealed = yield* sealPayload(core, message, Payload.ENVELOPE, asIs)
+    const sealed = yield* sealPayload(core, message, Payload.ENVELOPE, asIs, encoded)
     const outcome = yield* queueTo(core, targets, sealed, message._tag)
-    return yield* receipt(core, sealed, outcome)
+    return yield* receipt(core, sealed, outcome, "direct")
   })
 
 /**
  * Point-to-point `send`. `loopback` hands a message to this node's own `inbound` (false when its
  * buffer is full or the broadcaster closed).
  */
-export const makeSend = (core: Core, loopback: (delivery: Delivery) => boolean) => {
+export const makeSend = (
+  core: Core,
+  loopback: (delivery: Delivery) => boolean,
+  route: (
+    peer: PeerId,
+    message: Message.Message,
+    error: PeerManager.PeerNotConnected
+  ) => Effect.Effect<void, SendError>
+) => {
   const { manager, observer, self } = core
 
   const sendLoopback = (message: Message.Message, channel: number, size: number) =>
@@ -165,7 +188,10 @@ export const makeSend = (core: Core, loopback: (delivery: Delivery) => boolean) 
       const { bytes: slot, channel } = yield* encode(message, prefix)
       if (peer === self) return yield* sendLoopback(message, channel, slot.length - prefix.length + 1)
       yield* Effect.annotateCurrentSpan("size", slot.length)
-      yield* manager.send(peer, channel, [slot], sendOptions)
+      const sent = manager.send(peer, channel, [slot], sendOptions)
+      yield* sendOptions?.route === true
+        ? Effect.catchTag(sent, "PeerNotConnected", (e) => route(peer, message, e))
+        : sent
       observer.sent?.(peer, channel, message._tag, slot.length)
     })
 
@@ -189,11 +215,16 @@ export const makeSend = (core: Core, loopback: (delivery: Delivery) => boolean) 
         observer.sent?.(peer, channel, message._tag, slot.length)
         return Effect.void
       }
-      if (error._tag !== "PeerNotConnected" || sendOptions?.waitForConnection === undefined)
-        return Effect.fail(error)
-      return Effect.map(manager.send(peer, channel, [slot], sendOptions), () => {
+      if (error._tag !== "PeerNotConnected") return Effect.fail(error)
+      if (sendOptions?.waitForConnection === undefined) {
+        return sendOptions?.route === true ? route(peer, message, error) : Effect.fail(error)
+      }
+      const waited = Effect.map(manager.send(peer, channel, [slot], sendOptions), () => {
         observer.sent?.(peer, channel, message._tag, slot.length)
       })
+      return sendOptions.route === true
+        ? Effect.catchTag(waited, "PeerNotConnected", (e) => route(peer, message, e))
+        : waited
     })
 
   const send: BroadcasterShape["send"] = (peer, message, sendOptions) =>

@@ -10,6 +10,16 @@ export const DIRECT_TRACED = 0x01
 /** An `Envelope`, signed by its origin. */
 export const ENVELOPE = 0x02
 
+/** An `Envelope` whose payload is a tree header, then a message (tree broadcast). */
+export const TREE = 0x03
+/** Sequence numbers of the receiver's envelopes that the sender has (tree receipts). */
+export const RECEIPT = 0x04
+/** An `Envelope` whose payload is its target's key, then a message (routed `send`). */
+export const ROUTED = 0x05
+
+/** A target's 32-byte key, then a tree slot to pass on to it unchanged (a repair through a relay). */
+export const FORWARD = 0x06
+
 const TRACE_BYTES = 25
 
 const DIRECT_PREFIX = Uint8Array.of(DIRECT)
@@ -41,7 +51,11 @@ export const envelope = (sealed: Uint8Array): Uint8Array => slot(ENVELOPE, seale
 export type Parsed =
   | { readonly kind: typeof DIRECT; readonly body: Uint8Array; readonly trace: undefined }
   | { readonly kind: typeof DIRECT_TRACED; readonly body: Uint8Array; readonly trace: Envelope.TraceContext }
-  | { readonly kind: typeof ENVELOPE; readonly body: Uint8Array; readonly trace: undefined }
+  | {
+      readonly kind: typeof ENVELOPE | typeof TREE | typeof RECEIPT | typeof ROUTED | typeof FORWARD
+      readonly body: Uint8Array
+      readonly trace: undefined
+    }
 
 /** Splits a slot into its kind and body (a view, not a copy); a string says what is wrong. */
 export const parse = (bytes: Uint8Array): Parsed | string => {
@@ -51,6 +65,10 @@ export const parse = (bytes: Uint8Array): Parsed | string => {
     case DIRECT:
       return { kind, body: bytes.subarray(1), trace: undefined }
     case ENVELOPE:
+    case TREE:
+    case RECEIPT:
+    case ROUTED:
+    case FORWARD:
       return { kind, body: bytes.subarray(1), trace: undefined }
     case DIRECT_TRACED:
       if (bytes.length < 1 + TRACE_BYTES) return "trace context cut short"
@@ -62,4 +80,23 @@ export const parse = (bytes: Uint8Array): Parsed | string => {
     default:
       return `unknown payload kind 0x${kind!.toString(16).padStart(2, "0")}`
   }
+}
+
+/** A forward slot: `target`'s key, then `inner` (a tree slot) for the relay to pass on unchanged. */
+export const forward = (target: Uint8Array, inner: Uint8Array): Uint8Array => {
+  const out = Buffer.allocUnsafe(1 + 32 + inner.length)
+  out[0] = FORWARD
+  out.set(target, 1)
+  out.set(inner, 33)
+  return out
+}
+
+/** A forward slot's target (hex) and inner slot (a view); a string says what is wrong. */
+export const parseForward = (
+  body: Uint8Array
+): { readonly target: string; readonly inner: Uint8Array } | string => {
+  if (body.length < 32) return `forward: target cut short (${body.length} of 32 bytes)`
+  const inner = body.subarray(32)
+  if (inner[0] !== TREE) return "forward: what it carries is not a tree slot"
+  return { target: Buffer.from(body.buffer, body.byteOffset, 32).toString("hex"), inner }
 }

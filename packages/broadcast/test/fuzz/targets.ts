@@ -10,6 +10,7 @@ import * as Either from "effect/Either"
 import * as fc from "effect/FastCheck"
 import { Broadcaster } from "../../src/index.js"
 import * as Payload from "../../src/internal/payload.js"
+import { decodeReceipt, decodeRouted, decodeTreeHeader } from "../../src/internal/tree/header.js"
 
 /** The network id every fuzz envelope is sealed and opened under. */
 const NETWORK = "fuzz"
@@ -50,7 +51,7 @@ export const slotSeeds: ReadonlyArray<Uint8Array> = [
   sealed(outsider, 1n, encoded[0]!)
 ]
 
-const KIND = ["direct", "traced", "envelope"] as const
+const KIND = ["direct", "traced", "envelope", "tree", "receipt", "routed", "forward"] as const
 
 /**
  * A slot as the broadcaster reads it (without the per-peer state: dedup, channel and reputation).
@@ -126,7 +127,19 @@ export const slot: Fuzz.Target = {
       return undefined
     })
     const kind = KIND[parsed.kind]
-    if (parsed.kind !== Payload.ENVELOPE) {
+    if (parsed.kind === Payload.RECEIPT) {
+      const sequences = decodeReceipt(parsed.body)
+      return typeof sequences === "string"
+        ? { label: "receipt refused", violation }
+        : { label: "receipt ok", output: sequences, violation }
+    }
+    if (parsed.kind === Payload.FORWARD) {
+      const forward = Payload.parseForward(parsed.body)
+      return typeof forward === "string"
+        ? { label: "forward refused", violation }
+        : { label: "forward ok", output: forward.target, violation }
+    }
+    if (parsed.kind === Payload.DIRECT || parsed.kind === Payload.DIRECT_TRACED) {
       const decoded = Codec.decode(parsed.body)
       if (Either.isLeft(decoded)) return { label: `${kind} ${decoded.left._tag}`, violation }
       // What the broadcaster does next with a message: its channel, and a trace as hex for the span.
@@ -140,7 +153,17 @@ export const slot: Fuzz.Target = {
     if (!validators.has(envelope.right.origin)) return { label: "envelope unknown-origin", violation }
     const verified = Envelope.verify(envelope.right, NETWORK)
     if (Either.isLeft(verified)) return { label: "envelope BadSignature", violation }
-    const message = Codec.decode(envelope.right.payload)
+    let payload = envelope.right.payload
+    if (parsed.kind === Payload.TREE) {
+      const tree = decodeTreeHeader(payload)
+      if (typeof tree === "string") return { label: "tree header refused", violation }
+      payload = tree.message
+    } else if (parsed.kind === Payload.ROUTED) {
+      const routed = decodeRouted(payload)
+      if (typeof routed === "string") return { label: "routed target refused", violation }
+      payload = routed.message
+    }
+    const message = Codec.decode(payload)
     if (Either.isLeft(message)) return { label: `envelope payload ${message.left._tag}`, violation }
     return { label: "envelope ok", output: { envelope: envelope.right, message: message.right }, violation }
   }

@@ -113,7 +113,8 @@ export const make = (options: {
       yield* targets.manager.setValidators(keep)
       yield* targets.broadcaster.setValidators(
         epochs.newest.validators.map((v) => v.id),
-        keep.map((v) => v.id)
+        keep.map((v) => v.id),
+        epochs.newest.epoch
       )
       yield* targets.discovery.setValidators(epochs.newest.epoch, union)
     })

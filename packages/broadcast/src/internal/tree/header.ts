@@ -2,15 +2,12 @@
 // routed target ride inside the envelope's payload, so the origin's signature covers them and relays
 // cannot change where a message goes. Decoders return a string for bad input and never throw.
 import type { Identity } from "@hotstuff2/wire"
+import { RECEIPT, type ROUTED, type TREE } from "../payload.js"
+
+// The kind bytes live with the other slot kinds.
+export { RECEIPT, ROUTED, TREE } from "../payload.js"
 
 type PeerId = Identity.PeerId
-
-/** An envelope whose payload is a tree header, then a message: relayed down a `Tree`. */
-export const TREE = 0x03
-/** Sequence numbers of the receiver's own envelopes that the connection's peer has received. */
-export const RECEIPT = 0x04
-/** An envelope whose payload is a target PeerId, then a message: relayed towards the target. */
-export const ROUTED = 0x05
 
 /** The only tree header version. */
 export const TREE_HEADER_VERSION = 1

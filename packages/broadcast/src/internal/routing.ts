@@ -1,0 +1,93 @@
+// Routed sends: a point-to-point message to a peer this node has no connection to, carried by
+// validators connected to both. The message is sealed in an envelope whose signed payload names the
+// target, so a relay can neither alter nor forge it, nor send it to anyone else. Relays verify the
+// signature before forwarding (a forged envelope costs its sender reputation and goes no further),
+// forward each envelope once, and only within a rate per peer that asks them to.
+
+import type { PeerManager } from "@hotstuff2/peers"
+import type { Identity, Message } from "@hotstuff2/wire"
+import * as Effect from "effect/Effect"
+import * as Random from "effect/Random"
+import type { Core } from "./core.js"
+import { queueTo, sealPayload } from "./outbound.js"
+import * as Payload from "./payload.js"
+import { encodeRouted } from "./tree/header.js"
+
+type PeerId = Identity.PeerId
+
+/** Relays tried per routed send. */
+const ROUTE_VIA = 3
+/** Routed envelopes a relay forwards per second for one peer, and its burst. */
+const ROUTED_PER_SECOND = 500
+const ROUTED_BURST = 1000
+
+export interface RoutingStats {
+  sent: number
+  forwarded: number
+  noRoute: number
+  overLimit: number
+}
+
+export const makeRouting = (core: Core) => {
+  const stats: RoutingStats = { sent: 0, forwarded: 0, noRoute: 0, overLimit: 0 }
+  const buckets = new Map<PeerId, { tokens: number; at: number }>()
+
+  /**
+   * Seals `message` for `target` and queues it to up to 3 connected validators other than the
+   * target, picked with Effect's Random. Fails with the target's `PeerNotConnected` when none took it.
+   */
+  const send = (target: PeerId, message: Message.Message, notConnected: PeerManager.PeerNotConnected) =>
+    Effect.gen(function* () {
+      const connected = new Set(yield* core.manager.connected)
+      const candidates = core.others.filter((peer) => peer !== target && connected.has(peer))
+      const via = (yield* Random.shuffle(candidates)).pipe((chunk) => [...chunk].slice(0, ROUTE_VIA))
+      if (via.length === 0) return yield* Effect.fail(notConnected)
+      const sealed = yield* sealPayload(core, message, Payload.ROUTED, (encoded) =>
+        encodeRouted(target, encoded)
+      )
+      const { queued } = yield* queueTo(core, via, sealed, message._tag)
+      if (queued.length === 0) return yield* Effect.fail(notConnected)
+      stats.sent++
+      core.observer.routed?.("sent")
+    })
+
+  /** Whether `peer` may have one more envelope forwarded now (a token bucket on the clock). */
+  const admit = (peer: PeerId, now: number): boolean => {
+    let bucket = buckets.get(peer)
+    if (bucket === undefined) {
+      if (buckets.size >= 4096) buckets.clear()
+      bucket = { tokens: ROUTED_BURST, at: now }
+      buckets.set(peer, bucket)
+    }
+    bucket.tokens = Math.min(ROUTED_BURST, bucket.tokens + ((now - bucket.at) * ROUTED_PER_SECOND) / 1000)
+    bucket.at = now
+    if (bucket.tokens < 1) return false
+    bucket.tokens -= 1
+    return true
+  }
+
+  /**
+   * A verified routed envelope for `target`, not this node, from `peer`: forwarded unchanged when the
+   * target is a validator this node is connected to and `peer` is within its rate.
+   */
+  const forward = (peer: PeerId, target: PeerId, slot: Uint8Array, channel: number, now: number) => {
+    if (!admit(peer, now)) {
+      stats.overLimit++
+      core.observer.routed?.("over-limit")
+      return "over-limit" as const
+    }
+    if (!core.validators.has(target) || core.manager.unsafeSend(target, channel, [slot]) !== undefined) {
+      stats.noRoute++
+      core.observer.routed?.("no-route")
+      return "no-route" as const
+    }
+    stats.forwarded++
+    core.observer.routed?.("forwarded")
+    core.observer.relayed?.(target, channel, slot.length)
+    return "forwarded" as const
+  }
+
+  return { send, forward, stats }
+}
+
+export type Routing = ReturnType<typeof makeRouting>
