@@ -2,6 +2,8 @@
  * Keeps this node connected to every validator through crashes, restarts and flaky links, notices
  * within seconds when a peer is dead, and isolates one that misbehaves: one connection per peer,
  * redial on a jittered exponential schedule, heartbeats with RTT, inbound rate limits, and bans.
+ * Past `maxConnections` validators, a connection budget: only wanted peers and peers sent to are
+ * dialled, and idle connections are trimmed.
  */
 import type { Transport as T, TransportError } from "@hotstuff2/transport"
 import type { Frame, Identity } from "@hotstuff2/wire"
@@ -70,8 +72,10 @@ export interface PeerManagerShape {
   readonly address: string
   /**
    * Queues a frame to `peer` on `channel`. To a peer that is not connected: fails at once with
-   * `PeerNotConnected`, or waits for the connection when asked to. A full channel queue fails with
-   * `Backpressure` (or drops, by the channel's policy), never waits: a slow peer never blocks.
+   * `PeerNotConnected`, or waits for the connection when asked to. In budget mode a validator that
+   * is not connected is dialled on demand either way (so a later send may find it connected). A full
+   * channel queue fails with `Backpressure` (or drops, by the channel's policy), never waits: a slow
+   * peer never blocks.
    */
   readonly send: (
     peer: PeerId,
@@ -82,7 +86,7 @@ export interface PeerManagerShape {
   /**
    * `send` without an Effect and without waiting, for hot paths: queues the frame and returns
    * undefined, or returns what `send` would fail with (`PeerNotConnected` at once to a peer that is
-   * not connected).
+   * not connected; in budget mode a validator's on-demand dial starts in the background).
    */
   readonly unsafeSend: (
     peer: PeerId,
@@ -136,6 +140,16 @@ export interface PeerManagerShape {
   ) => Effect.Effect<PeerId, TransportError.DialError | PeerNotConnected>
   /** Closes this peer's connection with `reason` (a `connectTo` peer is no longer kept); a validator's is redialled. */
   readonly disconnect: (peer: PeerId, reason: string) => Effect.Effect<void>
+  /**
+   * Replaces the peers wanted under `tag` (the broadcaster's "tree" for this view's neighbours,
+   * "leaders" for the next leaders); an empty list clears the tag. In budget mode (more validators
+   * than `maxConnections`) a wanted validator is dialled and kept, and its connection never trimmed;
+   * one no longer wanted under any tag is no longer dialled, and its connection may be trimmed once
+   * idle for `idleBeforeTrim`. In full mesh every validator is dialled anyway: only remembered.
+   */
+  readonly want: (tag: string, peers: ReadonlyArray<PeerId>) => Effect.Effect<void>
+  /** Connections closed as `over-budget` (idle, unwanted, past `maxConnections`) so far. */
+  readonly trimmed: Effect.Effect<number>
 }
 
 export class PeerManager extends Context.Tag("@hotstuff2/peers/PeerManager")<

@@ -1,6 +1,7 @@
 /**
  * Every limit and weight of the peers package as a named, Schema-validated field with a default:
- * reputation, bans, redial schedule, heartbeats, inbound rate limits, persistence.
+ * reputation, bans, redial schedule, heartbeats, inbound rate limits, the connection budget,
+ * persistence.
  */
 import { TransportConfig } from "@hotstuff2/transport"
 import * as Duration from "effect/Duration"
@@ -51,7 +52,13 @@ export const defaultRateLimits: ReadonlyArray<ChannelRateLimit> = [
   { channel: 4, messagesPerSecond: 10_000, bytesPerSecond: 256 * MiB, burstSeconds: 2 }
 ]
 
-export const PeersConfig = Schema.Struct({
+/** `maxConnections` when none is given: small and medium validator sets keep the full mesh. */
+export const defaultMaxConnections = 1024
+
+/** `trimTo` when none is given: this share of `maxConnections` (rounded down). */
+export const defaultTrimShare = 0.9
+
+const fields = {
   // ---- reputation and bans ----
   weights: Schema.optionalWith(ReputationWeights, { default: () => defaultReputationWeights }),
   /** Scores decay toward 0 (neutral), halving every `scoreHalfLife`. */
@@ -117,16 +124,44 @@ export const PeersConfig = Schema.Struct({
    * queued already waits (its reader, then its socket), so the node holds at most this plus one frame
    * per peer.
    */
-  inboundBytesTotal: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 256 * MiB })
+  inboundBytesTotal: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 256 * MiB }),
+  // ---- connection budget ----
+  /**
+   * The high watermark: with more validators (this node left out) than this, the node is in budget
+   * mode (it dials only the peers it wants or sends to) and, holding more connections than this,
+   * closes the least recently used idle ones down to `trimTo`. At or above the set size: full mesh.
+   */
+  maxConnections: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), {
+    default: () => defaultMaxConnections
+  }),
+  /** A connection that carried application data (sent or received) within this long is never trimmed. */
+  idleBeforeTrim: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(10) })
+}
+
+const Checked = Schema.Struct({
+  ...fields,
+  /** The low watermark: what a trim closes connections down to. Default: 90% of `maxConnections`. */
+  trimTo: Schema.optional(Schema.Int.pipe(Schema.nonNegative()))
 }).pipe(
   Schema.filter((c) =>
     c.banThreshold < -c.maxScore
       ? { path: ["banThreshold"], message: "must be at least -maxScore, or no score can reach it" }
       : !Duration.isFinite(c.banCap)
         ? { path: ["banCap"], message: "must be finite: a validator is never banned for good" }
-        : undefined
+        : c.trimTo !== undefined && c.trimTo > c.maxConnections
+          ? { path: ["trimTo"], message: `must be at most maxConnections (${c.maxConnections})` }
+          : undefined
   )
 )
+
+const Filled = Schema.typeSchema(Schema.Struct({ ...fields, trimTo: Schema.Int.pipe(Schema.nonNegative()) }))
+
+/** The peers config: every field filled in (`trimTo` from `maxConnections` when not given). */
+export const PeersConfig = Schema.transform(Checked, Filled, {
+  strict: true,
+  decode: (c) => ({ ...c, trimTo: c.trimTo ?? Math.floor(c.maxConnections * defaultTrimShare) }),
+  encode: (c) => c
+})
 export type PeersConfig = typeof PeersConfig.Type
 export type PeersConfigInput = typeof PeersConfig.Encoded
 

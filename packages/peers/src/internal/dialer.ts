@@ -2,7 +2,8 @@
 // after the dial grace, or a backoff after a short connection), then on a jittered exponential
 // schedule, `maxConcurrentDials` dials at a time per node. A connection that arrives while the
 // dialer waits (backoff, grace, a dial permit) ends the dialer; one that arrives while it dials lets
-// the dial finish, and the tie-break keeps one of the two.
+// the dial finish, and the tie-break keeps one of the two. In budget mode (budget.ts) only the peers
+// this node wants or sends to get a dialer, and it ends once the peer is neither.
 import { type Transport, TransportError } from "@hotstuff2/transport"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
@@ -17,7 +18,10 @@ import type * as PeersConfig from "../PeersConfig.js"
 import type { Slot } from "./slot.js"
 
 export interface Dialer {
-  /** Who gets a dialer: the peers this node keeps a connection to by dialling them (the validators). */
+  /**
+   * Who gets a dialer: the peers this node keeps a connection to by dialling them (the validators;
+   * in budget mode, only those wanted or sent to).
+   */
   readonly dials: (peer: PeerId) => boolean
   /**
    * Starts the peer's dialer unless it is connected or has one. `lostAt`: when the connection that
@@ -30,6 +34,8 @@ export interface Dialer {
   readonly startAll: Effect.Effect<void>
   /** The validator set changed: the dial grace is worked out again, and peers that left lose their dialer. */
   readonly validatorsChanged: Effect.Effect<void>
+  /** Ends the dialers of peers no longer dialled (no longer wanted, in budget mode). */
+  readonly prune: Effect.Effect<void>
 }
 
 export const makeDialer = (deps: {
@@ -39,13 +45,20 @@ export const makeDialer = (deps: {
   readonly local: PeerId
   /** The validator set, owned by the manager. */
   readonly validators: ReadonlySet<PeerId>
+  /** In budget mode, whether this node dials the validator now (wanted or sent to); always true in full mesh. */
+  readonly keeps: (peer: PeerId) => boolean
+  /**
+   * Budget mode: the dial grace is not given, since the peer may not want this connection (and a
+   * send may be waiting for it); when both sides dial, the tie-break keeps one.
+   */
+  readonly budgeted: () => boolean
   readonly now: () => number
   readonly slotOf: (peer: PeerId) => Slot
   /** Makes a dialled connection the peer's one connection, or closes it as a duplicate. */
   readonly register: (connection: Transport.Connection) => Effect.Effect<void>
 }): Effect.Effect<Dialer, never, Scope.Scope> =>
   Effect.gen(function* () {
-    const { config, transport, registry, local, validators, now, slotOf, register } = deps
+    const { config, transport, registry, local, validators, keeps, budgeted, now, slotOf, register } = deps
     const dialers = yield* FiberMap.make<PeerId, void, never>()
     // Runs before the dialers are interrupted (finalizers run in reverse): no dialer restarts then.
     let closing = false
@@ -67,7 +80,7 @@ export const makeDialer = (deps: {
       Schedule.either(Schedule.spaced(config.redialCap))
     )
 
-    const dials = (peer: PeerId): boolean => validators.has(peer)
+    const dials = (peer: PeerId): boolean => validators.has(peer) && keeps(peer)
 
     const startDialer = (peer: PeerId, slot: Slot, lostAt: number | undefined): Effect.Effect<void> =>
       Effect.suspend(() => {
@@ -108,8 +121,9 @@ export const makeDialer = (deps: {
           else yield* wait
         }
         // The peer's own dial is the one both sides keep: give it the time to arrive first.
-        if (peer < local && graceMillis > 0) yield* Effect.sleep(graceFor(peer))
-        while (slot.connection === undefined) {
+        if (peer < local && graceMillis > 0 && !budgeted()) yield* Effect.sleep(graceFor(peer))
+        // No longer wanted nor sent to (budget mode): the dialer ends.
+        while (slot.connection === undefined && dials(peer)) {
           if (yield* registry.isBanned(peer)) {
             yield* wait
             continue
@@ -165,13 +179,13 @@ export const makeDialer = (deps: {
     const connected = (peer: PeerId, slot: Slot): Effect.Effect<void> =>
       slot.dialer === "waiting" ? FiberMap.remove(dialers, peer) : Effect.void
 
+    // A slot only for the peers dialled: in budget mode, most validators get none until needed.
     const startAll = Effect.gen(function* () {
       for (const peer of sortedValidators)
-        if (peer !== local) yield* startDialer(peer, slotOf(peer), undefined)
+        if (peer !== local && dials(peer)) yield* startDialer(peer, slotOf(peer), undefined)
     })
 
-    const validatorsChanged = Effect.gen(function* () {
-      sortedValidators = [...validators, local].sort()
+    const prune = Effect.gen(function* () {
       for (const peer of [...dialers].map(([peer]) => peer)) {
         if (!dials(peer)) {
           yield* FiberMap.remove(dialers, peer)
@@ -179,5 +193,10 @@ export const makeDialer = (deps: {
       }
     })
 
-    return { dials, startDialer, connected, startAll, validatorsChanged } satisfies Dialer
+    const validatorsChanged = Effect.suspend(() => {
+      sortedValidators = [...validators, local].sort()
+      return prune
+    })
+
+    return { dials, startDialer, connected, startAll, validatorsChanged, prune } satisfies Dialer
   })

@@ -1,8 +1,8 @@
 // PeerManager's core: it registers connections (one per peer, the tie-break), takes them out of
 // service, admits and bans, sends, and wires the jobs that live in their own modules: the peer's
 // slot (slot.ts), dialling (dialer.ts), heartbeats (heartbeat.ts), inbound rate limits
-// (rateLimit.ts), reading (reader.ts), the inbox (inbox.ts) and the validators' reserved handshake
-// hosts (reservedHosts.ts).
+// (rateLimit.ts), reading (reader.ts), the inbox (inbox.ts), the validators' reserved handshake
+// hosts (reservedHosts.ts) and the connection budget (budget.ts).
 //
 // Fibers, because a 64-node mesh in one process pays for each: one reader per connection (it also
 // notices the close), and one dialer per peer only while the peer is disconnected. A connection that
@@ -26,8 +26,9 @@ import {
 } from "../PeerManager.js"
 import { PeerRegistry } from "../PeerRegistry.js"
 import * as PeersConfig from "../PeersConfig.js"
-import { makeDialer } from "./dialer.js"
-import { makeHeartbeat } from "./heartbeat.js"
+import { type Budget, makeBudget } from "./budget.js"
+import { type Dialer, makeDialer } from "./dialer.js"
+import { HEARTBEAT, makeHeartbeat } from "./heartbeat.js"
 import { FairInbox } from "./inbox.js"
 import { makeRateLimiter } from "./rateLimit.js"
 import { makeReader } from "./reader.js"
@@ -85,21 +86,39 @@ export const make = (options: PeerManagerOptions) =>
     }
 
     // Its finalizers run before `perConnection`'s (in reverse): the dialers stop, then the readers.
-    const dialer = yield* makeDialer({
+    const dialer: Dialer = yield* makeDialer({
       config,
       transport,
       registry,
       local,
       validators,
+      keeps: (peer) => budget.keeps(peer),
+      budgeted: () => budget.budgeted(),
       now,
       slotOf,
       register: (connection) => register(connection)
     })
     const limiter = makeRateLimiter(config, now)
+    // Before the listener: a connection may close (and ask who is dialled) from then on.
+    const budget: Budget = yield* makeBudget({
+      config,
+      local,
+      validators,
+      slots,
+      slotOf,
+      invited,
+      now,
+      dialer: () => dialer,
+      disconnect: (peer, reason, detail) => disconnect(peer, reason, detail)
+    })
 
-    /** A slot is forgotten once nothing uses it: no dialer (peers that come and go), no connection, no `send`. */
+    /**
+     * A slot is forgotten once nothing uses it: no dialer (peers that come and go), no connection, no
+     * `send`. A validator's is kept (budget mode dials few of them): its buckets outlive reconnects.
+     */
     const forgetIfIdle = (peer: PeerId, slot: Slot) => {
       if (
+        !validators.has(peer) &&
         !dialer.dials(peer) &&
         slot.connection === undefined &&
         slot.waiting === 0 &&
@@ -210,6 +229,7 @@ export const make = (options: PeerManagerOptions) =>
         })
         yield* dialer.connected(peer, slot)
         connection.unsafeAdmitCompressed(limiter.admitCompressedFor(slot))
+        const receive = reader.receiverFor(peer, slot, connection)
         // Long-lived fibers are interruptible even when the manager is built in an uninterruptible
         // region (an acquireRelease acquire): closing its scope must stop them.
         yield* FiberSet.run(
@@ -218,7 +238,12 @@ export const make = (options: PeerManagerOptions) =>
           // shutting down), frames wait in the connection, and its socket pauses, rather than going
           // to an inbox nobody drains.
           Effect.suspend(() => {
-            connection.unsafeReceive(reader.receiverFor(peer, slot, connection))
+            // Application data marks the connection used (for the budget); heartbeats do not. A frame
+            // queued behind one the receiver declined is not seen here, but that first one was.
+            connection.unsafeReceive((frame) => {
+              if (frame.channel !== HEARTBEAT) slot.used = true
+              return receive(frame)
+            })
             return Effect.interruptible(reader.read(peer, slot, connection))
           }).pipe(Effect.ensuring(Effect.sync(() => connection.unsafeReceive(undefined))))
         )
@@ -286,8 +311,11 @@ export const make = (options: PeerManagerOptions) =>
       return current !== undefined && current !== connection ? current.unsafeSend(channel, messages) : error
     }
 
-    const notConnected = (peer: PeerId) =>
-      new PeerNotConnected({ peer, detail: "not connected (pass waitForConnection to wait)" })
+    /** A send found the peer not connected: in budget mode, dials it on demand for the next send. */
+    const notConnected = (peer: PeerId) => {
+      budget.demand(peer)
+      return new PeerNotConnected({ peer, detail: "not connected (pass waitForConnection to wait)" })
+    }
 
     /** Closes the peer's connection (a validator's dialer takes over); its slot goes once idle. */
     const disconnect = (peer: PeerId, reason: string, detail: string) =>
@@ -304,6 +332,7 @@ export const make = (options: PeerManagerOptions) =>
     const setValidators = (next: ReadonlyArray<Validator>) =>
       Effect.gen(function* () {
         const ids = new Set(next.map((v) => v.id).filter((id) => id !== local))
+        const wasBudgeted = budget.budgeted()
         const left = [...validators].filter((id) => !ids.has(id))
         const joined = [...ids].filter((id) => !validators.has(id))
         validators.clear()
@@ -315,13 +344,18 @@ export const make = (options: PeerManagerOptions) =>
           for (const address of v.addresses) yield* registry.addAddress(v.id, address, "config")
         }
         yield* dialer.validatorsChanged
+        yield* budget.validatorsChanged
         for (const peer of left) {
           invited.delete(peer)
           if (!config.admitNonValidators) {
             yield* disconnect(peer, "not-a-validator", "left the validator set")
           }
         }
-        for (const peer of joined.sort()) yield* dialer.startDialer(peer, slotOf(peer), undefined)
+        // Out of budget mode, every validator is dialled again; in it, newcomers only if wanted.
+        const dialled = wasBudgeted && !budget.budgeted() ? [...validators] : joined
+        for (const peer of dialled.sort()) {
+          if (dialer.dials(peer)) yield* dialer.startDialer(peer, slotOf(peer), undefined)
+        }
       })
 
     const connectTo = (address: string, expected: Transport.Expected) =>
@@ -344,19 +378,23 @@ export const make = (options: PeerManagerOptions) =>
       localPeer: local,
       address: listener.address,
       unsafeSend: (peer, channel, messages) => {
-        const connection = slots.get(peer)?.connection
-        return connection === undefined ? notConnected(peer) : sendOn(peer, connection, channel, messages)
+        const slot = slots.get(peer)
+        if (slot?.connection === undefined) return notConnected(peer)
+        slot.used = true
+        return sendOn(peer, slot.connection, channel, messages)
       },
       send: (peer, channel, messages, sendOptions) =>
         Effect.suspend(() => {
-          const connection = slots.get(peer)?.connection
-          if (connection !== undefined) {
-            const error = sendOn(peer, connection, channel, messages)
+          const slot = slots.get(peer)
+          if (slot?.connection !== undefined) {
+            slot.used = true
+            const error = sendOn(peer, slot.connection, channel, messages)
             return error === undefined ? Effect.void : Effect.fail(error)
           }
           if (sendOptions?.waitForConnection === undefined) return Effect.fail(notConnected(peer))
           const target = slotOf(peer)
           target.waiting++
+          budget.demand(peer)
           return Effect.gen(function* () {
             while (target.connection === undefined) yield* Deferred.await(target.changed)
             return target.connection
@@ -372,6 +410,7 @@ export const make = (options: PeerManagerOptions) =>
               })
             ),
             Effect.flatMap((connected) => {
+              target.used = true
               const error = sendOn(peer, connected, channel, messages)
               return error === undefined ? Effect.void : Effect.fail(error)
             })
@@ -393,6 +432,8 @@ export const make = (options: PeerManagerOptions) =>
           : Stream.repeatEffectChunk(Effect.map(side.take(256), Chunk.unsafeFromArray))
       },
       separateDropped: Effect.sync(() => new Map(separateDropped)),
+      want: budget.want,
+      trimmed: Effect.sync(budget.trimmed),
       setValidators,
       validators: Effect.sync(() => new Set(validators)),
       connectTo,

@@ -1,5 +1,5 @@
-// One slot per peer holds its connection (at most one), its heartbeat state, its redial schedule and
-// its inbound token buckets (kept across reconnects). Slots are plain objects changed in synchronous
+// One slot per peer holds its connection (at most one), its heartbeat state, its redial schedule, its
+// inbound token buckets (kept across reconnects) and what the connection budget knows of its use. Slots are plain objects changed in synchronous
 // steps (no yield between a read and its write), so each change is atomic on the event loop. Each
 // job's module (dialer, heartbeat, rate limits, reader) keeps its own fields here.
 import type { Transport } from "@hotstuff2/transport"
@@ -40,6 +40,16 @@ export interface Slot {
   backoff: Schedule.ScheduleDriver<unknown, unknown, never> | undefined
   /** Completed (and replaced) when the registry learns an address of this peer: a dialer with none waits on it. */
   addressed: Deferred.Deferred<void>
+  /**
+   * Application data was sent or received since the budget's last pass (heartbeats do not count).
+   * A flag, not a time: the hot paths write it without reading the Clock; the pass turns it into
+   * `lastUsedAt`.
+   */
+  used: boolean
+  /** Monotonic millis when the budget's pass last found the connection used (or when it was made). */
+  lastUsedAt: number
+  /** Monotonic millis of the last send that found the peer not connected: budget mode dials it on demand. */
+  demandedAt: number
 }
 
 /** A slot with no connection, made at monotonic millis `at`. */
@@ -60,7 +70,10 @@ export const makeSlot = (at: number): Slot => ({
   touchedAt: Number.NEGATIVE_INFINITY,
   dialer: "none",
   backoff: undefined,
-  addressed: Deferred.unsafeMake<void>(FiberId.none)
+  addressed: Deferred.unsafeMake<void>(FiberId.none),
+  used: false,
+  lastUsedAt: at,
+  demandedAt: Number.NEGATIVE_INFINITY
 })
 
 /** The registry learned an address of this slot's peer: a dialer waiting for one goes on. */
@@ -71,12 +84,17 @@ export const addressDiscovered = (slot: Slot) => {
 }
 
 /**
- * Sets (or clears) the slot's connection at monotonic millis `at`: the heartbeat starts over, and
- * whoever waits for a change (`send` with `waitForConnection`) wakes up.
+ * Sets (or clears) the slot's connection at monotonic millis `at`: the heartbeat starts over, a new
+ * connection counts as just used (it is not trimmed before it could be), and whoever waits for a
+ * change (`send` with `waitForConnection`) wakes up.
  */
 export const setConnection = (slot: Slot, connection: Transport.Connection | undefined, at: number) => {
   slot.connection = connection
   slot.connectedAt = at
+  if (connection !== undefined) {
+    slot.used = false
+    slot.lastUsedAt = at
+  }
   slot.missed = 0
   slot.lastPingAt = slot.connectedAt
   slot.pings = new Map()
