@@ -262,4 +262,36 @@ describe("tree broadcast", () => {
       ),
     60_000
   )
+
+  it.scoped(
+    "N = 100: each validator receives every broadcast once, from a relay, with no repair",
+    () =>
+      onNetwork(
+        { seed: 9, defaults: LINK },
+        Effect.gen(function* () {
+          const { ids, nodes } = yield* startCluster({
+            size: 100,
+            broadcast: { strategy: "tree", uploadBytesPerSecond: UPLOAD }
+          })
+          yield* setUploads(ids)
+          yield* awaitMesh(nodes, "200 millis")
+          const origin = nodes[0]!
+          const sequences: Array<bigint> = []
+          for (let view = 1n; view <= 3n; view++) {
+            const receipt = yield* origin.broadcaster.broadcast(proposal(view, origin.id.peerId, 64 * 1024))
+            assert.lengthOf(receipt.queued, 10, "default fanout ceil(sqrt(100))")
+            sequences.push(receipt.sequence)
+          }
+          yield* advance(3000, 50)
+          assertExactlyOnce(nodes, origin, sequences)
+          assert.strictEqual(origin.counts.repaired, 0)
+          assert.strictEqual(
+            nodes.reduce((sum, n) => sum + (n?.counts.relayed ?? 0), 0),
+            3 * 89,
+            "89 of the 99 reached through a relay, each time"
+          )
+        })
+      ),
+    180_000
+  )
 })

@@ -29,6 +29,11 @@ export interface Core {
   sequence: bigint
   /** The Clock's millis, read synchronously. */
   readonly now: () => number
+  /**
+   * When this node's upload would be done with what it has queued so far (Clock millis), at
+   * `uploadBytesPerSecond`: its backlog, which delays whatever it sends next.
+   */
+  uploadBusyUntil: number
   /** The newest validator set's epoch: the one this node's trees are drawn over. */
   epoch: bigint
   /** The members of each tracked epoch (this node included when it is one), for trees. */
@@ -50,7 +55,7 @@ export const recordSet = (core: Core, epoch: bigint, members: ReadonlyArray<Peer
 }
 
 export const makeCore = (
-  fields: Omit<Core, "validators" | "others" | "dedup" | "sets"> & {
+  fields: Omit<Core, "validators" | "others" | "dedup" | "sets" | "uploadBusyUntil"> & {
     readonly validators: ReadonlyArray<PeerId>
   }
 ): Core => {
@@ -59,9 +64,18 @@ export const makeCore = (
     ...fields,
     validators,
     sets: new Map([[fields.epoch, [...fields.validators]]]),
+    uploadBusyUntil: 0,
     others: fields.validators.filter((v) => v !== fields.self),
     dedup: new Dedup(fields.config.dedupWindow, fields.config.maxOrigins, (origin) =>
       validators.has(origin as PeerId)
     )
   }
+}
+
+/** Adds `bytes` to this node's upload backlog; returns the backlog before them, in milliseconds. */
+export const charge = (core: Core, bytes: number): number => {
+  const now = core.now()
+  const start = Math.max(now, core.uploadBusyUntil)
+  core.uploadBusyUntil = start + (bytes * 1000) / core.config.uploadBytesPerSecond
+  return start - now
 }

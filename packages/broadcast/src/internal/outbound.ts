@@ -15,7 +15,7 @@ import {
   type SendOptions
 } from "../Broadcaster.js"
 import { channelOf, internalOnly, invalid } from "./channels.js"
-import type { Core } from "./core.js"
+import { type Core, charge } from "./core.js"
 import * as Payload from "./payload.js"
 import { currentTrace, withSpan } from "./spans.js"
 
@@ -101,6 +101,7 @@ export const queueTo = (
         failed.push({ peer, error: result.left })
       }
     }
+    charge(core, queued.length * slot.length)
     return { queued, failed }
   })
 

@@ -28,6 +28,9 @@ interface Pending {
   /** Members (this node left out) whose receipt has not come. */
   readonly missing: Set<PeerId>
   readonly members: number
+  /** Clock millis of the send, and the backlog it waited behind. */
+  readonly sentAt: number
+  readonly backlog: number
 }
 
 /** What the origin's side counts (for tests, metrics and the adaptive rule). */
@@ -115,13 +118,29 @@ export const makeTreeOrigin = (core: Core): Effect.Effect<TreeOrigin, never, Sco
         )
       )
 
-    /** When the first repair round fires: per level, the children's RTT x factor and the upload of `fanout` copies. */
-    const repairDelay = (tree: Tree, size: number, rtt: number): number => {
-      const upload = (size * tree.fanout * 1000) / config.uploadBytesPerSecond
-      const millis = tree.depth * (config.repairRttFactor * rtt + upload)
+    /**
+     * The time a tree broadcast's last receipt is expected, from its send: the origin's backlog, then
+     * per level the upload of `fanout` copies and half an RTT, then half an RTT back. Learned as well:
+     * the trees of the last views took `completion` (smoothed) beyond their backlog.
+     */
+    let completion = 0
+    const expected = (tree: Tree, size: number, rtt: number, backlog: number): number => {
+      const copies = (size * tree.fanout * 1000) / config.uploadBytesPerSecond
+      return backlog + Math.max(tree.depth * (copies + rtt / 2) + rtt / 2, completion)
+    }
+
+    /** When the first repair round fires: `repairRttFactor` x the expected time, within the bounds. */
+    const repairDelay = (tree: Tree, size: number, rtt: number, backlog: number): number => {
+      const millis = config.repairRttFactor * expected(tree, size, rtt, backlog)
       const min = Duration.toMillis(config.repairAfterMin)
       const max = Duration.toMillis(config.repairAfterMax)
       return Math.min(max, Math.max(min, millis))
+    }
+
+    /** A tree whose last receipt came `millis` after its send, `backlog` of it spent behind earlier sends. */
+    const completed = (millis: number, backlog: number) => {
+      const observed = Math.max(0, millis - backlog)
+      completion = completion === 0 ? observed : 0.8 * completion + 0.2 * observed
     }
 
     /**
@@ -238,11 +257,20 @@ export const makeTreeOrigin = (core: Core): Effect.Effect<TreeOrigin, never, Sco
         )
         const children = tree.children(core.self)
         const rtt = yield* highestRtt(children)
+        const backlog = Math.max(0, core.uploadBusyUntil - core.now())
         const outcome = yield* queueTo(core, children, sealed, message._tag)
         stats.trees++
         const missing = new Set(sorted.filter((peer) => peer !== core.self))
         if (missing.size > 0) {
-          const entry: Pending = { sealed, tag: message._tag, tree, missing, members: missing.size }
+          const entry: Pending = {
+            sealed,
+            tag: message._tag,
+            tree,
+            missing,
+            members: missing.size,
+            sentAt: core.now(),
+            backlog
+          }
           pending.set(sealed.envelope.sequence, entry)
           if (pending.size > config.maxPendingTrees) {
             const [oldest] = pending.keys()
@@ -251,7 +279,7 @@ export const makeTreeOrigin = (core: Core): Effect.Effect<TreeOrigin, never, Sco
           }
           yield* FiberSet.run(
             fibers,
-            watch(sealed.envelope.sequence, entry, repairDelay(tree, sealed.slot.length, rtt))
+            watch(sealed.envelope.sequence, entry, repairDelay(tree, sealed.slot.length, rtt, backlog))
           )
         }
         return yield* receipt(core, sealed, outcome, "tree")
@@ -265,7 +293,10 @@ export const makeTreeOrigin = (core: Core): Effect.Effect<TreeOrigin, never, Sco
           stats.unknownReceipts++
           continue
         }
-        if (entry.missing.size === 0) pending.delete(sequence)
+        if (entry.missing.size === 0) {
+          pending.delete(sequence)
+          completed(core.now() - entry.sentAt, entry.backlog)
+        }
       }
     }
 
