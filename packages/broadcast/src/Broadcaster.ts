@@ -14,7 +14,7 @@ import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import type * as Stream from "effect/Stream"
 import type * as Tracer from "effect/Tracer"
-import type { BroadcastConfigInput, InvalidBroadcastConfig } from "./BroadcastConfig.js"
+import type { BroadcastConfigInput, InvalidBroadcastConfig, Strategy } from "./BroadcastConfig.js"
 import * as internal from "./internal/broadcaster.js"
 
 export type PeerId = Identity.PeerId
@@ -66,6 +66,11 @@ export interface BroadcastReceipt {
   readonly queued: ReadonlyArray<PeerId>
   /** Peers that did not take it, and why (not connected, backpressure...). */
   readonly failed: ReadonlyArray<{ readonly peer: PeerId; readonly error: PeerManager.PeerSendError }>
+}
+
+export interface BroadcastOptions {
+  /** This broadcast's strategy, instead of the config's (`direct`, `tree` or `adaptive`). */
+  readonly strategy?: Strategy
 }
 
 export interface SendOptions {
@@ -125,7 +130,10 @@ export interface BroadcasterShape {
    * not connected, or whose queue is full, is listed in the receipt's `failed`. Fails only when the
    * message itself cannot be sent (`InvalidOutbound`).
    */
-  readonly broadcast: (message: Message.Message) => Effect.Effect<BroadcastReceipt, InvalidOutbound>
+  readonly broadcast: (
+    message: Message.Message,
+    options?: BroadcastOptions
+  ) => Effect.Effect<BroadcastReceipt, InvalidOutbound>
   /** `broadcast` to the given peers only (this node is skipped). */
   readonly multicast: (
     peers: ReadonlyArray<PeerId>,

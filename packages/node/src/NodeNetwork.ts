@@ -4,7 +4,7 @@
  * signed broadcasts and multicasts, delivered once; peer events and status; spans and metrics.
  */
 import type { Broadcaster } from "@hotstuff2/broadcast"
-import type { PeerManager, PeerRegistry } from "@hotstuff2/peers"
+import type { PeerRegistry } from "@hotstuff2/peers"
 import type { SimulatedNetwork } from "@hotstuff2/transport"
 import type { Identity, Message } from "@hotstuff2/wire"
 import * as Context from "effect/Context"
@@ -85,7 +85,8 @@ export class StartFailed extends Schema.TaggedError<StartFailed>()("StartFailed"
 export type NetworkError = InvalidNodeConfig | StartFailed
 
 export type SendError = Broadcaster.SendError
-export type SendOptions = PeerManager.SendOptions
+export type SendOptions = Broadcaster.SendOptions
+export type BroadcastOptions = Broadcaster.BroadcastOptions
 export type BroadcastReceipt = Broadcaster.BroadcastReceipt
 
 export interface NodeNetworkShape {
@@ -98,16 +99,21 @@ export interface NodeNetworkShape {
   /** The probe endpoint (`/healthz`, `/readyz`), when the config asked for one: its bound address. */
   readonly healthAddress: string | undefined
   /**
-   * Signs `message` once and queues it to every other validator, each through its own queues. Never
-   * waits for a peer: one that is not connected, or is backed up, is listed in the receipt's
-   * `failed`. Fails only when the message cannot be sent at all (`InvalidOutbound`).
+   * Signs `message` once and sends it to every other validator by the config's strategy (or
+   * `options.strategy`): `direct` queues it to each through its own queues; `tree` to a few, which
+   * relay it, with receipts and repair by the origin; `adaptive` picks per broadcast (broadcast
+   * README). Never waits for a peer: one that is not connected, or is backed up, is listed in the
+   * receipt's `failed` (for a tree: among the first hop). Fails only when the message cannot be sent
+   * at all (`InvalidOutbound`).
    */
   readonly broadcast: (
-    message: Message.Message
+    message: Message.Message,
+    options?: BroadcastOptions
   ) => Effect.Effect<BroadcastReceipt, Broadcaster.InvalidOutbound>
   /**
    * Queues `message` to one peer. To a peer that is not connected: `PeerNotConnected` at once, or
-   * after `waitForConnection`. Under backpressure: `Backpressure` at once (or a counted drop, by
+   * after `waitForConnection`; with `route: true`, validators connected to both carry it instead,
+   * sealed for the peer (they can neither alter nor forge it). Under backpressure: `Backpressure` at once (or a counted drop, by
    * the channel's policy). To this node itself: delivered on `messages`.
    */
   readonly send: (
@@ -143,6 +149,13 @@ export interface NodeNetworkShape {
   ) => Effect.Effect<void, InvalidValidatorSet>
   /** The newest epoch and its validators. */
   readonly validatorSet: Effect.Effect<{ readonly epoch: bigint; readonly validators: ReadonlyArray<PeerId> }>
+  /**
+   * Connection budget (`peers.maxConnections` smaller than the validator set): the peers wanted
+   * under `tag` (for example "leaders": the next few leaders, to which votes go) are dialled and
+   * kept; `[]` releases the tag. With the set within the budget (the default for small sets) every
+   * validator is kept connected anyway. The broadcaster keeps its own tree children under "tree".
+   */
+  readonly want: (tag: string, peers: ReadonlyArray<PeerId>) => Effect.Effect<void>
 }
 
 export class NodeNetwork extends Context.Tag("@hotstuff2/node/NodeNetwork")<NodeNetwork, NodeNetworkShape>() {

@@ -7,7 +7,7 @@ import type { Identity, Message } from "@hotstuff2/wire"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as BroadcastConfig from "../BroadcastConfig.js"
-import type { BroadcasterOptions, BroadcasterShape } from "../Broadcaster.js"
+import type { BroadcasterOptions, BroadcasterShape, BroadcastOptions } from "../Broadcaster.js"
 import { choose } from "./adaptive.js"
 import { makeCore, recordSet } from "./core.js"
 import { makeInbound } from "./inbound.js"
@@ -60,12 +60,12 @@ export const make = (options: BroadcasterOptions) =>
     const send = makeSend(core, loopback, routing.send)
 
     /** The strategy of one broadcast, and the tree it takes when it is one. */
-    const strategyOf = (message: Message.Message, size: number) =>
+    const strategyOf = (message: Message.Message, size: number, strategy: BroadcastConfig.Strategy) =>
       Effect.gen(function* () {
-        if (config.strategy === "direct") return undefined
+        if (strategy === "direct") return undefined
         const now = clock.unsafeCurrentTimeMillis()
         const connected = () => Effect.map(core.manager.connected, (peers) => new Set(peers))
-        if (config.strategy === "tree") {
+        if (strategy === "tree") {
           return core.others.length > 0 ? treeOrigin.plan(message, now, yield* connected()) : undefined
         }
         const recipients = core.others.length
@@ -84,23 +84,27 @@ export const make = (options: BroadcasterOptions) =>
         return choice.strategy === "tree" ? plan : undefined
       })
 
-    const broadcastNow = (message: Message.Message) =>
+    const broadcastNow = (message: Message.Message, options: BroadcastOptions | undefined) =>
       Effect.gen(function* () {
         const encoded = yield* encode(message)
-        const plan: Plan | undefined = yield* strategyOf(message, encoded.bytes.length)
+        const plan: Plan | undefined = yield* strategyOf(
+          message,
+          encoded.bytes.length,
+          options?.strategy ?? config.strategy
+        )
         core.observer.chose?.(plan === undefined ? "direct" : "tree")
         return plan === undefined
           ? yield* direct(core, core.others, message, encoded)
           : yield* treeOrigin.send(message, encoded, plan)
       })
 
-    const broadcast: BroadcasterShape["broadcast"] = (message) =>
+    const broadcast: BroadcasterShape["broadcast"] = (message, options) =>
       withSpan(
         core.tracing,
         "Broadcaster.broadcast",
         message,
         { recipients: core.others.length },
-        broadcastNow(message)
+        broadcastNow(message, options)
       )
 
     const multicast: BroadcasterShape["multicast"] = (peers, message) =>

@@ -24,6 +24,30 @@ const messagesReceived = counter("hotstuff2_messages_received", "Messages delive
 const bytesReceived = counter("hotstuff2_bytes_received", "Message bytes delivered, per channel and type")
 const rejected = counter("hotstuff2_messages_rejected", "Messages refused from peers, per reason")
 const duplicates = counter("hotstuff2_messages_duplicate", "Broadcast envelopes dropped as duplicates")
+const strategies = counter(
+  "hotstuff2_broadcast_strategy",
+  "Broadcasts per strategy taken (direct or tree; adaptive chooses per broadcast)"
+)
+const relayed = counter(
+  "hotstuff2_broadcast_relayed",
+  "Tree and routed envelopes this node passed on to a peer"
+)
+const repairs = counter(
+  "hotstuff2_broadcast_repairs",
+  "Copies an origin sent itself to validators whose tree receipt had not come"
+)
+const relayFailures = counter(
+  "hotstuff2_broadcast_relay_failures",
+  "Relays blamed for a subtree that missed a tree broadcast"
+)
+const routed = counter(
+  "hotstuff2_broadcast_routed",
+  "Routed sends, per outcome (sent by this node; forwarded, no-route or over-limit as a relay)"
+)
+const trimmed = gauge(
+  "hotstuff2_connections_trimmed",
+  "Idle connections closed over the connection budget so far"
+)
 const connections = gauge("hotstuff2_connections", "Peers connected now")
 const queuedFrames = gauge("hotstuff2_queued_frames", "Frames waiting in outbound queues, per channel")
 const queuedBytes = gauge("hotstuff2_queued_bytes", "Bytes waiting in outbound queues, per channel")
@@ -179,6 +203,17 @@ export const make = (
   const rejectedBy = new Map<string, LabelSet>()
   const nodeOnly: LabelSet = [nodeLabel]
 
+  // Label sets made once per value: Effect finds a counter's hook by the labels array's identity.
+  const labelsOf = new Map<string, LabelSet>()
+  const labelled = (name: string, value: string): LabelSet => {
+    const key = `${name}=${value}`
+    let labels = labelsOf.get(key)
+    if (labels === undefined) {
+      labels = [nodeLabel, label(name, value)]
+      labelsOf.set(key, labels)
+    }
+    return labels
+  }
   const observer: Broadcaster.Observer = {
     sent: (_peer, channel, type, size) => count("sent", channel, type, size),
     delivered: (delivery) => count("received", delivery.channel, delivery.message._tag, delivery.size),
@@ -190,7 +225,12 @@ export const make = (
       }
       rejected.unsafeUpdate(1, labels)
     },
-    duplicate: () => duplicates.unsafeUpdate(1, nodeOnly)
+    duplicate: () => duplicates.unsafeUpdate(1, nodeOnly),
+    chose: (strategy) => strategies.unsafeUpdate(1, labelled("strategy", strategy)),
+    relayed: () => relayed.unsafeUpdate(1, nodeOnly),
+    repaired: (count) => repairs.unsafeUpdate(count, nodeOnly),
+    relayFailed: () => relayFailures.unsafeUpdate(1, nodeOnly),
+    routed: (outcome) => routed.unsafeUpdate(1, labelled("outcome", outcome))
   }
 
   const channelsSeen = new Set<number>()
@@ -200,6 +240,7 @@ export const make = (
     flush()
     const peers = yield* manager.connected
     connections.unsafeUpdate(peers.length, [nodeLabel])
+    trimmed.unsafeUpdate(yield* manager.trimmed, [nodeLabel])
     const frames = new Map<number, number>()
     const bytes = new Map<number, number>()
     const drops = new Map<number, number>()
@@ -237,17 +278,6 @@ export const make = (
     refusalsCounted(yield* manager.refused)
   })
 
-  // Label sets made once per value: Effect finds a counter's hook by the labels array's identity.
-  const labelsOf = new Map<string, LabelSet>()
-  const labelled = (name: string, value: string): LabelSet => {
-    const key = `${name}=${value}`
-    let labels = labelsOf.get(key)
-    if (labels === undefined) {
-      labels = [nodeLabel, label(name, value)]
-      labelsOf.set(key, labels)
-    }
-    return labels
-  }
   const watchPeers = Stream.runForEach(registry.changes, (event) =>
     Effect.sync(() => {
       if (event._tag === "ScoreChanged" && event.event !== "UsefulMessage") {

@@ -256,13 +256,14 @@ export const make = <R>(
       address: manager.address,
       metricsAddress: telemetry.prometheus,
       healthAddress,
-      broadcast: (message) => withTracer(broadcaster.broadcast(message)),
+      broadcast: (message, options) => withTracer(broadcaster.broadcast(message, options)),
       send: (peer, message, options) => withTracer(broadcaster.send(peer, message, options)),
       multicast: (peers, message) => withTracer(broadcaster.multicast(peers, message)),
       messages: broadcaster.inbound,
       peerEvents: Stream.merge(registry.changes, sets.events),
       peers,
       updateValidators: sets.updateValidators,
-      validatorSet: sets.validatorSet
+      validatorSet: sets.validatorSet,
+      want: manager.want
     } satisfies NodeNetworkShape
   })

@@ -256,6 +256,8 @@ export const makeTreeOrigin = (core: Core): Effect.Effect<TreeOrigin, never, Sco
           encoded
         )
         const children = tree.children(core.self)
+        // Under a connection budget, the origin's children are kept connected while it relays to them.
+        yield* core.manager.want("tree", children)
         const rtt = yield* highestRtt(children)
         const backlog = Math.max(0, core.uploadBusyUntil - core.now())
         const outcome = yield* queueTo(core, children, sealed, message._tag)
