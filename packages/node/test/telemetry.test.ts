@@ -313,6 +313,26 @@ it.scopedLive(
         )
       }
 
+      // A tree broadcast: counted by strategy at the origin, and relayed by one of its two children.
+      yield* n0.net.broadcast(proposal(13n, n0.net.self), { strategy: "tree" })
+      yield* waitLive(
+        "the tree broadcast counted and relayed",
+        Effect.map(scrape(metricsPort), (text) => {
+          const metrics = parse(text)
+          return (
+            valueOf(metrics, "hotstuff2_broadcast_strategy_total", { ...node0, strategy: "tree" }) === 1 &&
+            valueOf(metrics, "hotstuff2_broadcast_relayed_total", {}) >= 1
+          )
+        })
+      )
+      assert.isAtLeast(
+        valueOf(parse(yield* scrape(metricsPort)), "hotstuff2_broadcast_strategy_total", {
+          ...node0,
+          strategy: "direct"
+        }),
+        1
+      )
+
       // Node 1 pushes the process's metrics over OTLP under its own service name.
       yield* waitLive(
         "OTLP metrics from node-1",
