@@ -294,4 +294,48 @@ describe("tree broadcast", () => {
       ),
     180_000
   )
+
+  it.scoped(
+    "relays that duplicate or delay what they forward: every validator still delivers each broadcast once",
+    () =>
+      onNetwork(
+        { seed: 10, defaults: LINK },
+        Effect.gen(function* () {
+          const all = Array.from({ length: 16 }, (_, i) => key(i + 1))
+          const [doubler, laggard] = treeOf(all, all[0]!, 1n, 4).children(all[0]!.peerId)
+          const index = (peer: Identity.PeerId) => all.findIndex((id) => id.peerId === peer)
+          const { ids, nodes } = yield* startCluster({
+            size: 16,
+            broadcast: { strategy: "tree", fanout: 4 },
+            faults: new Map([
+              [index(doubler!), "duplicate-relayed" as const],
+              [index(laggard!), "delay-relayed" as const]
+            ])
+          })
+          yield* setUploads(ids)
+          yield* awaitMesh(nodes)
+          const origin = nodes[0]!
+          const receipt = yield* origin.broadcaster.broadcast(proposal(1n, origin.id.peerId, 16 * 1024))
+          yield* advance(5000, 50)
+          assertExactlyOnce(nodes, origin, [receipt.sequence])
+          const layout = treeOf(ids, ids[0]!, 1n, 4)
+          for (const child of layout.children(doubler!)) {
+            assert.isAtLeast(nodes[index(child)]!.counts.duplicates, 1, "the doubled copy was a duplicate")
+          }
+          assert.isAbove(
+            origin.counts.repaired,
+            0,
+            "the laggard's children were repaired before its copies came"
+          )
+          for (const child of layout.children(laggard!)) {
+            assert.isAtLeast(nodes[index(child)]!.counts.duplicates, 1, "the late copy was a duplicate")
+          }
+          assert.deepStrictEqual(
+            nodes.flatMap((n) => n?.counts.rejected ?? []),
+            []
+          )
+        })
+      ),
+    60_000
+  )
 })
