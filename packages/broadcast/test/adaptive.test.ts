@@ -100,7 +100,7 @@ describe("adaptive strategy on a cluster", () => {
               proposal(1n, origin.id.peerId, 32 * 1024, i + 1)
             )
             strategies.push(receipt.strategy)
-            yield* advance(4000, 50)
+            yield* advance(4000)
           }
           // Eight trees, each leaving over a quarter of the validators to repair, then direct.
           assert.deepStrictEqual(strategies, [...Array(8).fill("tree"), "direct", "direct"])
