@@ -4,6 +4,7 @@ import { readFileSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
 import { Codec, Envelope, Identity } from "@hotstuff2/wire"
 import * as Either from "effect/Either"
+import * as Payload from "../src/internal/payload.js"
 import {
   decodeReceipt,
   decodeRouted,
@@ -106,6 +107,25 @@ const checks: Readonly<
       if (typeof decoded === "string") assert.fail(decoded)
       assert.strictEqual(decoded.target, routedTarget)
       assert.strictEqual(hex(decoded.message), hex(vote))
+    }
+  },
+  "Slot.forward": {
+    // The tree vector, passed on unchanged to the member whose 32 bytes all equal 0x13.
+    write: () => Payload.forward(new Uint8Array(32).fill(0x13), vectorBytes("Slot.tree")),
+    read: (bytes) => {
+      const parsed = Payload.parse(bytes)
+      if (typeof parsed === "string") assert.fail(parsed)
+      assert.strictEqual(parsed.kind, Payload.FORWARD)
+      const forward = Payload.parseForward(parsed.body)
+      if (typeof forward === "string") assert.fail(forward)
+      assert.strictEqual(forward.target, treeMembers[19])
+      assert.strictEqual(hex(forward.inner), hex(vectorBytes("Slot.tree")))
+      // What the target reads: the tree slot the origin sealed, its header and message intact.
+      const envelope = openSlot(forward.inner, TREE)
+      const decoded = decodeTreeHeader(envelope.payload, treeMembers.length)
+      if (typeof decoded === "string") assert.fail(decoded)
+      assert.deepStrictEqual(decoded.header, treeHeader)
+      assert.strictEqual(hex(decoded.message), hex(qc41))
     }
   },
   "Slot.treeSeed": {
