@@ -21,7 +21,7 @@ const connectedTo = (node: Node, members: ReadonlyArray<number>) =>
     return members.filter((n) => set.has(id(n)))
   })
 
-/** Node numbers of the senders of the frames waiting in `node`'s inbox, in arrival order. */
+/** Node numbers of the senders of the frames waiting in `node`'s inbox, sorted. */
 const received = (node: Node, members: ReadonlyArray<number>) =>
   node.manager
     .unsafePoll(10_000)
