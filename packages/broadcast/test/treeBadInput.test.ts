@@ -185,4 +185,34 @@ describe("tree and routing bad input", () => {
         })
       )
   )
+
+  it.scoped(
+    "a forward slot repeated 2,000 times is checked against the rate before its signature: 1,000 passed on, 1,000 over the limit, delivered once",
+    () =>
+      onNetwork(
+        { seed: 25 },
+        Effect.gen(function* () {
+          const { ids, nodes, mallory, write } = yield* setUp
+          const message = Either.getOrThrow(Codec.encode(vote(1n, mallory.peerId)))
+          const inner = sealed(
+            mallory,
+            1n,
+            Payload.TREE,
+            encodeTreeHeader({ epoch: 0n, round: 1n, fanout: 2, demoted: [] }, message)
+          )
+          const forward = Payload.forward(Buffer.from(ids[2]!.peerId, "hex"), inner)
+          for (let i = 0; i < 20; i++) yield* write(Channel.consensus, Array(100).fill(forward))
+          yield* advance(200)
+          const outcomes = nodes[0]!.counts.routed
+          assert.strictEqual(outcomes.filter((o) => o === "forwarded").length, 1000)
+          assert.strictEqual(outcomes.filter((o) => o === "over-limit").length, 1000)
+          assert.lengthOf(
+            nodes[2]!.delivered.filter((d) => d.origin === mallory.peerId),
+            1,
+            "the target delivers it once"
+          )
+          assert.throws(() => Payload.forward(new Uint8Array(31), inner), /32 bytes/)
+        })
+      )
+  )
 })

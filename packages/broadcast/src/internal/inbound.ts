@@ -120,6 +120,16 @@ export const makeInbound = (
       if (parsed.kind === Payload.TREE) relay.acknowledge(origin, sequence, channel)
       return undefined
     }
+    // A routed envelope for another peer: the relay's rate is checked before the signature.
+    let routedTarget: PeerId | undefined
+    if (parsed.kind === Payload.ROUTED) {
+      const routed = decodeRouted(envelope.payload)
+      if (typeof routed === "string") return reject(peer, channel, "malformed", routed)
+      if (routed.target !== self) {
+        if (!routing.admit(peer, routed.target, core.now())) return null
+        routedTarget = routed.target
+      }
+    }
     const verified = Envelope.verify(envelope, networkId)
     if (Either.isLeft(verified)) return reject(peer, channel, "bad-signature", verified.left.message)
     let body = envelope.payload
@@ -134,9 +144,9 @@ export const makeInbound = (
       if (typeof routed === "string") return reject(peer, channel, "malformed", routed)
       const message = decodeMessage(peer, channel, routed.message)
       if (isRefused(message)) return message
-      if (routed.target !== self) {
+      if (routedTarget !== undefined) {
         // For another peer: forwarded once, and never delivered here.
-        if (dedup.admit(origin, sequence)) routing.forward(peer, routed.target, slot, channel, core.now())
+        if (dedup.admit(origin, sequence)) routing.pass(routedTarget, slot, channel)
         return null
       }
       body = routed.message
@@ -182,9 +192,11 @@ export const makeInbound = (
         `envelope origin ${envelope.origin.slice(0, 8)} is not a validator`
       )
     }
+    // The rate first: a forward repeated over and over costs one verification per token at most.
+    if (!routing.admit(peer, forward.target as PeerId, core.now())) return null
     const verified = Envelope.verify(envelope, networkId)
     if (Either.isLeft(verified)) return reject(peer, channel, "bad-signature", verified.left.message)
-    routing.forward(peer, forward.target as PeerId, forward.inner, channel, core.now())
+    routing.pass(forward.target as PeerId, forward.inner, channel)
     return null
   }
 

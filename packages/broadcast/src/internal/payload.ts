@@ -84,6 +84,7 @@ export const parse = (bytes: Uint8Array): Parsed | string => {
 
 /** A forward slot: `target`'s key, then `inner` (a tree slot) for the relay to pass on unchanged. */
 export const forward = (target: Uint8Array, inner: Uint8Array): Uint8Array => {
+  if (target.length !== 32) throw new RangeError(`forward: a target is 32 bytes, not ${target.length}`)
   const out = Buffer.allocUnsafe(1 + 32 + inner.length)
   out[0] = FORWARD
   out.set(target, 1)

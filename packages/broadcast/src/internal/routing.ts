@@ -52,7 +52,7 @@ export const makeRouting = (core: Core) => {
     })
 
   /** Whether `peer` may have one more envelope forwarded now (a token bucket on the clock). */
-  const admit = (peer: PeerId, now: number): boolean => {
+  const take = (peer: PeerId, now: number): boolean => {
     let bucket = buckets.get(peer)
     if (bucket === undefined) {
       if (buckets.size >= 4096) buckets.clear()
@@ -67,27 +67,37 @@ export const makeRouting = (core: Core) => {
   }
 
   /**
-   * A verified routed envelope for `target`, not this node, from `peer`: forwarded unchanged when the
-   * target is a validator this node is connected to and `peer` is within its rate.
+   * Whether this node may carry an envelope for `target` that `peer` asks it to: the target is a
+   * validator, and `peer` is within its rate (a token is taken). Checked before the envelope's
+   * signature, so a flood costs at most one verification per token. A refusal is counted.
    */
-  const forward = (peer: PeerId, target: PeerId, slot: Uint8Array, channel: number, now: number) => {
-    if (!admit(peer, now)) {
-      stats.overLimit++
-      core.observer.routed?.("over-limit")
-      return "over-limit" as const
-    }
-    if (!core.validators.has(target) || core.manager.unsafeSend(target, channel, [slot]) !== undefined) {
+  const admit = (peer: PeerId, target: PeerId, now: number): boolean => {
+    if (!core.validators.has(target) || target === core.self) {
       stats.noRoute++
       core.observer.routed?.("no-route")
-      return "no-route" as const
+      return false
+    }
+    if (!take(peer, now)) {
+      stats.overLimit++
+      core.observer.routed?.("over-limit")
+      return false
+    }
+    return true
+  }
+
+  /** Passes a verified, admitted slot on to `target`, unchanged; counted as forwarded or no-route. */
+  const pass = (target: PeerId, slot: Uint8Array, channel: number) => {
+    if (core.manager.unsafeSend(target, channel, [slot]) !== undefined) {
+      stats.noRoute++
+      core.observer.routed?.("no-route")
+      return
     }
     stats.forwarded++
     core.observer.routed?.("forwarded")
     core.observer.relayed?.(target, channel, slot.length)
-    return "forwarded" as const
   }
 
-  return { send, forward, stats }
+  return { send, admit, pass, stats }
 }
 
 export type Routing = ReturnType<typeof makeRouting>
