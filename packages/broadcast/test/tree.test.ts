@@ -9,10 +9,11 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import { Tree } from "../src/internal/tree/layout.js"
+import { assertExactlyOnce } from "./fixtures/assertions.js"
 import {
   advance,
-  assertExactlyOnce,
   awaitMesh,
+  type Fault,
   hostOf,
   key,
   NETWORK,
@@ -41,6 +42,26 @@ const treeOf = (
     fanout
   })
 
+/** Sixteen validators with the tree strategy (fanout 4), uploads limited, meshed; node 0 is the origin. */
+const sixteen = (faults?: ReadonlyMap<number, Fault>) =>
+  Effect.gen(function* () {
+    const { ids, nodes } = yield* startCluster({
+      size: 16,
+      broadcast: { strategy: "tree", fanout: 4 },
+      ...(faults === undefined ? {} : { faults })
+    })
+    yield* setUploads(ids, UPLOAD)
+    yield* awaitMesh(nodes)
+    return { ids, nodes, origin: nodes[0]! }
+  })
+
+/** Each of `peers` (by its index among `all`) with `fault`. */
+const faultsAt = (
+  peers: ReadonlyArray<Identity.PeerId>,
+  fault: Fault,
+  all: ReadonlyArray<Identity.Identity>
+) => new Map(peers.map((peer) => [all.findIndex((id) => id.peerId === peer), fault] as const))
+
 describe("tree broadcast", () => {
   it.scoped(
     "N = 16: each validator receives every broadcast once; the origin uploads only to its children",
@@ -48,10 +69,7 @@ describe("tree broadcast", () => {
       onNetwork(
         { seed: 3, defaults: LINK },
         Effect.gen(function* () {
-          const { ids, nodes } = yield* startCluster({ size: 16, broadcast: { strategy: "tree", fanout: 4 } })
-          yield* setUploads(ids, UPLOAD)
-          yield* awaitMesh(nodes)
-          const origin = nodes[0]!
+          const { nodes, origin } = yield* sixteen()
           const sequences: Array<bigint> = []
           const sentBefore = origin.counts.sent
           for (let view = 1n; view <= 10n; view++) {
@@ -88,17 +106,7 @@ describe("tree broadcast", () => {
           const all = Array.from({ length: 16 }, (_, i) => key(i + 1))
           // The root's four children in view 1: three of them drop everything they should relay.
           const droppers = treeOf(all, all[0]!, 1n, 4).children(all[0]!.peerId).slice(0, 3)
-          const faults = new Map(
-            droppers.map((peer) => [all.findIndex((id) => id.peerId === peer), "drop-relayed" as const])
-          )
-          const { ids: keys, nodes } = yield* startCluster({
-            size: 16,
-            broadcast: { strategy: "tree", fanout: 4 },
-            faults
-          })
-          yield* setUploads(keys, UPLOAD)
-          yield* awaitMesh(nodes)
-          const origin = nodes[0]!
+          const { nodes, origin } = yield* sixteen(faultsAt(droppers, "drop-relayed", all))
           const sequences: Array<bigint> = []
           for (let i = 0; i < 6; i++) {
             const receipt = yield* origin.broadcaster.broadcast(
@@ -129,10 +137,7 @@ describe("tree broadcast", () => {
         { seed: 5, defaults: LINK },
         Effect.gen(function* () {
           const network = yield* SimulatedNetwork.SimulatedNetwork
-          const { ids, nodes } = yield* startCluster({ size: 16, broadcast: { strategy: "tree", fanout: 4 } })
-          yield* setUploads(ids, UPLOAD)
-          yield* awaitMesh(nodes)
-          const origin = nodes[0]!
+          const { ids, nodes, origin } = yield* sixteen()
           // Three of view 1's relays vanish from the network (a crash the others have not noticed).
           const relays = treeOf(ids, ids[0]!, 1n, 4).children(ids[0]!.peerId).slice(0, 3)
           const cut = new Set(relays.map((peer) => ids.findIndex((id) => id.peerId === peer)))
@@ -154,10 +159,7 @@ describe("tree broadcast", () => {
         { seed: 6, defaults: LINK },
         Effect.gen(function* () {
           const network = yield* SimulatedNetwork.SimulatedNetwork
-          const { ids, nodes } = yield* startCluster({ size: 16, broadcast: { strategy: "tree", fanout: 4 } })
-          yield* setUploads(ids, UPLOAD)
-          yield* awaitMesh(nodes)
-          const origin = nodes[0]!
+          const { ids, nodes, origin } = yield* sixteen()
           const far = [5, 9, 13]
           for (const i of far) yield* network.setLinkBoth(hostOf(ids[0]!), hostOf(ids[i]!), { loss: 1 })
           // Until the origin has dropped them (missed heartbeats).
@@ -206,15 +208,7 @@ describe("tree broadcast", () => {
         Effect.gen(function* () {
           const all = Array.from({ length: 16 }, (_, i) => key(i + 1))
           const liar = treeOf(all, all[0]!, 1n, 4).children(all[0]!.peerId)[0]!
-          const liarIndex = all.findIndex((id) => id.peerId === liar)
-          const { ids, nodes } = yield* startCluster({
-            size: 16,
-            broadcast: { strategy: "tree", fanout: 4 },
-            faults: new Map([[liarIndex, "alter-relayed" as const]])
-          })
-          yield* setUploads(ids, UPLOAD)
-          yield* awaitMesh(nodes)
-          const origin = nodes[0]!
+          const { nodes, origin } = yield* sixteen(faultsAt([liar], "alter-relayed", all))
           const receipt = yield* origin.broadcaster.broadcast(proposal(1n, origin.id.peerId, 16 * 1024))
           yield* advance(3000)
           assertExactlyOnce(nodes, origin, [receipt.sequence])
@@ -245,17 +239,12 @@ describe("tree broadcast", () => {
           const all = Array.from({ length: 16 }, (_, i) => key(i + 1))
           const [doubler, laggard] = treeOf(all, all[0]!, 1n, 4).children(all[0]!.peerId)
           const index = (peer: Identity.PeerId) => all.findIndex((id) => id.peerId === peer)
-          const { ids, nodes } = yield* startCluster({
-            size: 16,
-            broadcast: { strategy: "tree", fanout: 4 },
-            faults: new Map([
-              [index(doubler!), "duplicate-relayed" as const],
-              [index(laggard!), "delay-relayed" as const]
+          const { ids, nodes, origin } = yield* sixteen(
+            new Map([
+              ...faultsAt([doubler!], "duplicate-relayed", all),
+              ...faultsAt([laggard!], "delay-relayed", all)
             ])
-          })
-          yield* setUploads(ids, UPLOAD)
-          yield* awaitMesh(nodes)
-          const origin = nodes[0]!
+          )
           const receipt = yield* origin.broadcaster.broadcast(proposal(1n, origin.id.peerId, 16 * 1024))
           yield* advance(5000)
           assertExactlyOnce(nodes, origin, [receipt.sequence])

@@ -4,15 +4,8 @@
 // bench (bench/), outside the default test run.
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import {
-  advance,
-  assertExactlyOnce,
-  awaitMesh,
-  onNetwork,
-  proposal,
-  setUploads,
-  startCluster
-} from "./fixtures/cluster.js"
+import { assertExactlyOnce } from "./fixtures/assertions.js"
+import { advance, awaitMesh, onNetwork, proposal, setUploads, startCluster } from "./fixtures/cluster.js"
 
 const LINK = { latency: 5 }
 const UPLOAD = 50_000_000
