@@ -21,10 +21,15 @@
 // - `load`, per size in BENCH_LOAD_SIZES (default 100): full mesh (default peers config), one origin
 //   (validator 0), a tree broadcast in each of 100 views (BENCH_LOAD_VIEWS), 300 ms apart after the
 //   last delivery; copies each validator relayed per view, summarised.
+// - `load-budget` (not in the default): the same with `maxConnections` 64, the leader and every
+//   validator connected beforehand, tree edges dialled on demand (relays' first sends fail, the
+//   origin repairs): repairs per view as the connections a tree needs come up.
 // Heap: `heapUsed` sampled every 20 ms of wall time (peak), and after a forced GC with the cluster up.
 //
 // Run from packages/broadcast: `npm run bench` (tsc -b bench, then node --expose-gc
 // --max-old-space-size=8192 dist/bench/broadcast.bench.js). JSON lines on stdout, progress on stderr.
+import * as fs from "node:fs"
+import * as inspector from "node:inspector"
 import * as os from "node:os"
 import { Bench } from "@hotstuff2/testing"
 import { SimulatedNetwork } from "@hotstuff2/transport"
@@ -90,6 +95,26 @@ const resetPeaks = () => {
   peakHeap = m.heapUsed
   peakRss = m.rss
 }
+
+// BENCH_CPU_PROFILE=<file>: a CPU profile of the round with votes back, written to <file>.
+const profileFile = process.env.BENCH_CPU_PROFILE
+const session = profileFile === undefined ? undefined : new inspector.Session()
+session?.connect()
+const post = (method: string) =>
+  new Promise<unknown>((resolve, reject) =>
+    session!.post(method, (error, result) => (error ? reject(error) : resolve(result)))
+  )
+const profileStart = Effect.promise(async () => {
+  if (session === undefined) return
+  await post("Profiler.enable")
+  await post("Profiler.start")
+})
+const profileStop = Effect.promise(async () => {
+  if (session === undefined || profileFile === undefined) return
+  const { profile } = (await post("Profiler.stop")) as { profile: unknown }
+  fs.writeFileSync(profileFile, JSON.stringify(profile))
+  log(`cpu profile: ${profileFile}`)
+})
 
 const wall = () => performance.now()
 const elapsed = (since: number) => Math.round(wall() - since)
@@ -307,12 +332,14 @@ const timing = (size: number, votes: boolean) =>
         leaderUploadTreeOverDirect: Bench.round(tree1.result.leaderSlotBytes / direct1.result.leaderSlotBytes)
       })
       if (votes) {
+        yield* profileStart
         const before = wall()
         const withVotes = yield* round(ids, validators, network, view, "tree", 4, {
           votes: true,
           settle: 100
         })
         const roundWallMs = elapsed(before)
+        yield* profileStop
         const heapLive = heapAfterGc() - heapBefore
         emit({
           ...common,
@@ -358,23 +385,47 @@ const gini = (xs: ReadonlyArray<number>) => {
   return (2 * weighted) / (s.length * total) - (s.length + 1) / s.length
 }
 
-const load = (size: number, views: number) =>
+const load = (size: number, views: number, budget: boolean) =>
   onFreshNetwork(
     17,
     Effect.gen(function* () {
       resetPeaks()
       const started = wall()
-      const { ids, validators, network } = yield* startValidators(size, {})
+      const { ids, validators, network } = yield* startValidators(
+        size,
+        budget ? { maxConnections: MAX_CONNECTIONS } : {}
+      )
+      const leader = validators[0]!
+      // Full mesh: every validator dials every other. Budget: only the leader and every validator
+      // are connected (wanted both ways, as validators want the next leaders); tree edges are dialled
+      // on demand, when a relay first sends to a child it is not connected to (the origin repairs).
+      const required = new Map<Validator, ReadonlyArray<Identity.PeerId>>()
+      for (const v of validators) {
+        required.set(
+          v,
+          !budget
+            ? ids.filter((id) => id !== v.id).map((id) => id.peerId)
+            : v === leader
+              ? ids.slice(1).map((id) => id.peerId)
+              : [leader.id.peerId]
+        )
+        if (budget) yield* v.manager.want("bench", required.get(v)!)
+      }
       const meshed = yield* stepUntil(
         () =>
           Effect.gen(function* () {
-            for (const v of validators) if ((yield* v.manager.connected).length < size - 1) return false
+            for (const [v, peers] of required) {
+              const connected = new Set(yield* v.manager.connected)
+              if (!peers.every((p) => connected.has(p))) return false
+            }
             return true
           }),
         300_000,
         100
       )
-      log(`N=${size}: full mesh ${meshed} in ${elapsed(started)} ms wall`)
+      log(
+        `N=${size}: ${budget ? "leader connections" : "full mesh"} ${meshed} in ${elapsed(started)} ms wall`
+      )
       // One warm-up view (0) outside the figures.
       yield* round(ids, validators, network, 0n, "tree", 1, { settle: 500 })
       const others = validators.slice(1)
@@ -384,6 +435,7 @@ const load = (size: number, views: number) =>
       const relaysPerView: Array<number> = []
       const lastDelivery: Array<number> = []
       let repairs = 0
+      const repairsByView: Array<number> = []
       let duplicates = 0
       let maxPerView = 0
       const loadStarted = wall()
@@ -400,8 +452,13 @@ const load = (size: number, views: number) =>
         relaysPerView.push(result.relays)
         lastDelivery.push(result.lastDeliveryMs)
         repairs += result.repairs
+        repairsByView.push(result.repairs)
         duplicates += result.duplicates
-        if (view % 20 === 0) log(`N=${size}: view ${view}, ${elapsed(loadStarted)} ms wall`)
+        if (view % 20 === 0 || budget) {
+          log(
+            `N=${size}: view ${view}, last delivery ${result.lastDeliveryMs} ms, repairs ${result.repairs}, ${elapsed(loadStarted)} ms wall`
+          )
+        }
       }
       const mean = totals.reduce((a, b) => a + b, 0) / totals.length
       emit({
@@ -409,6 +466,9 @@ const load = (size: number, views: number) =>
         case: "relay-load",
         nodes: size,
         views,
+        mode: budget
+          ? `maxConnections ${MAX_CONNECTIONS}: leader<->all pre-warmed, tree edges dialled on demand`
+          : "full mesh",
         origin: "validator 0, every view",
         fanout: defaultFanout(size),
         copiesRelayedPerView: Bench.median(perView),
@@ -434,6 +494,9 @@ const load = (size: number, views: number) =>
           max: Math.max(...lastDelivery)
         },
         repairs,
+        viewsWithRepairs: repairsByView.filter((n) => n > 0).length,
+        repairsFirst10Views: repairsByView.slice(0, 10).reduce((a, b) => a + b, 0),
+        repairsLast10Views: repairsByView.slice(-10).reduce((a, b) => a + b, 0),
         duplicates,
         wallMs: elapsed(started),
         peakHeapMiB: MiB(peakHeap),
@@ -454,7 +517,8 @@ const program = Effect.gen(function* () {
     const largest = Math.max(...sizes)
     for (const size of sizes) yield* timing(size, size === largest)
   }
-  if (only.has("load")) for (const size of loadSizes) yield* load(size, loadViews)
+  if (only.has("load")) for (const size of loadSizes) yield* load(size, loadViews, false)
+  if (only.has("load-budget")) for (const size of loadSizes) yield* load(size, loadViews, true)
 })
 
 program
