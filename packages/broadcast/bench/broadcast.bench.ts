@@ -7,17 +7,20 @@
 // the broadcasters' `uploadBytesPerSecond` the same. The leader is validator 0; the proposal carries
 // 256 KiB of payload.
 //
-// Parts (env BENCH_ONLY, comma-separated; default all):
+// Parts (env BENCH_ONLY, comma-separated; default `timing,load`):
 // - `timing`, per size N (argv, default 100 300 1000): validators in budget mode (`maxConnections`
 //   64, fewer than the set), so only wanted peers are dialled. Pre-warmed, before anything is
 //   measured: the leader wants every validator (tag "bench"), every other validator wants the leader
 //   and its children in view 1's tree (the tree the measured broadcasts take), and the clock runs
 //   until each of those connections is up; then one tree broadcast in view 1, let settle (receipts,
 //   RTTs, the origin's learned completion time). Measured, in view 1: a tree broadcast, then a direct
-//   one, let settle 1 s and 0.3 s after the last delivery: simulated ms until the last validator delivered, the leader's upload
-//   (slot bytes its broadcaster queued, and bytes its host put on the network, heartbeats and
-//   receipts' acks included), the origin's repairs. For the largest N, then a round with votes back:
-//   a tree broadcast, every validator sending a Vote to the leader on delivery; its wall time.
+//   one, each let settle (1 s and 0.3 s after the last delivery): simulated ms until the last
+//   validator delivered, the leader's upload (slot bytes its broadcaster queued, and bytes its host
+//   put on the network, heartbeats and framing included), the origin's repairs; wall and CPU time.
+//   For the largest N, then a round with votes back: a tree broadcast, every validator sending a
+//   Vote to the leader on delivery; its wall and CPU time, the peak heap.
+//   BENCH_WAIT_BEFORE_WARMUP_MS: simulated time to let heartbeats measure RTTs before the warm-up
+//   broadcast (default 0). BENCH_CPU_PROFILE=<file>: a CPU profile of the round with votes back.
 // - `load`, per size in BENCH_LOAD_SIZES (default 100): full mesh (default peers config), one origin
 //   (validator 0), a tree broadcast in each of 100 views (BENCH_LOAD_VIEWS), 300 ms apart after the
 //   last delivery; copies each validator relayed per view, summarised.
@@ -27,7 +30,8 @@
 // Heap: `heapUsed` sampled every 20 ms of wall time (peak), and after a forced GC with the cluster up.
 //
 // Run from packages/broadcast: `npm run bench` (tsc -b bench, then node --expose-gc
-// --max-old-space-size=8192 dist/bench/broadcast.bench.js). JSON lines on stdout, progress on stderr.
+// --max-old-space-size=8192 dist/bench/broadcast.bench.js; about 20 minutes on a loaded 2 vCPU
+// machine, most of it N = 1,000 and the 100 views). JSON lines on stdout, progress on stderr.
 import * as fs from "node:fs"
 import * as inspector from "node:inspector"
 import * as os from "node:os"
