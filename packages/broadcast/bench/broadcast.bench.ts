@@ -48,7 +48,8 @@ import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
 import * as TestContext from "effect/TestContext"
 import { defaultFanout, Tree } from "../src/internal/tree/layout.js"
-import { hostOf, key, NETWORK, proposal, reset, startValidator, type Validator } from "./validators.js"
+import { hostOf, key, NETWORK, proposal } from "../test/fixtures/cluster.js"
+import { reset, startValidator, type Validator } from "./validators.js"
 
 const LATENCY_MS = 50
 const UPLOAD = 125_000_000

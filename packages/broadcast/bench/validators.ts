@@ -2,55 +2,19 @@
 // broadcaster) on one simulated network, except that nothing delivered is kept. Each node notes, on
 // the Clock, when it last got a Proposal and counts what it relayed, so a 1,000-node run does not
 // hold a copy of every 256 KiB proposal per node; the leader counts the Votes it gets back.
-// Keys, addresses and the proposal are the fixture's (test/fixtures/cluster.ts), copied: the fixture
-// imports @effect/vitest, which cannot load outside a vitest run.
+// Keys, addresses and the proposal are the test fixture's (test/fixtures/cluster.ts).
 import { PeerManager, PeerRegistry } from "@hotstuff2/peers"
 import { MemoryTransport, type SimulatedNetwork } from "@hotstuff2/transport"
-import { Identity, Message } from "@hotstuff2/wire"
+import { type Identity, Message } from "@hotstuff2/wire"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { BroadcastConfigInput } from "../src/BroadcastConfig.js"
 import { Broadcaster } from "../src/index.js"
-
-export const NETWORK = "hotstuff2-tree-test"
-
-/** Validator `n`'s key (n from 1), as the fixture derives it. */
-export const key = (n: number) => {
-  const seed = new Uint8Array(32)
-  seed[0] = 0xd0
-  seed[1] = n >> 8
-  seed[2] = n & 0xff
-  return Either.getOrThrow(Identity.fromSeed(seed))
-}
-export const hostOf = (id: Identity.Identity) => MemoryTransport.hostOf(id.peerId)
-export const addressOf = (id: Identity.Identity) => `${hostOf(id)}:9000`
-
-const genesis = Message.QuorumCertificate.make({
-  view: 0n,
-  blockHash: new Uint8Array(32),
-  signers: new Uint8Array(0),
-  signatures: []
-})
-
-/** A proposal of `bytes` of payload for `view` (the signature is not checked by this layer). */
-export const proposal = (view: bigint, proposer: Identity.PeerId, bytes: number, fill = 7) =>
-  Message.Proposal.make({
-    view,
-    block: {
-      hash: new Uint8Array(32).fill(fill),
-      parent: new Uint8Array(32),
-      height: view,
-      payload: new Uint8Array(bytes).fill(fill)
-    },
-    justify: genesis,
-    proposer,
-    signature: new Uint8Array(64)
-  })
+import { addressOf, NETWORK } from "../test/fixtures/cluster.js"
 
 /** What one validator saw since the last `reset`. */
 export interface Tally {
