@@ -25,7 +25,6 @@ import * as FiberMap from "effect/FiberMap"
 import * as HashMap from "effect/HashMap"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
-import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
@@ -63,9 +62,9 @@ export interface RegistryLimits {
    */
   readonly maxAddressesPerPeer: number
   /**
-   * Events buffered for a subscriber of `changes` that does not keep up (a sliding PubSub: past it,
-   * the oldest are dropped; publishers never wait). The registry itself stays the source of truth.
-   * A power of two (the PubSub preallocates it).
+   * Events buffered for a subscriber of `changes` that does not keep up (a sliding queue per
+   * subscriber: past it, the oldest are dropped; publishers never wait). The registry itself stays
+   * the source of truth. Nothing is allocated up front: a subscriber that keeps up holds no buffer.
    */
   readonly changesBuffer: number
 }
@@ -75,6 +74,60 @@ export const PEERS_FILE = "peers.json"
 
 /** JS timers cannot wait longer than ~24.8 days; a longer ban's timer wakes up once a day. */
 const TIMER_CHUNK_MILLIS = 24 * 60 * 60 * 1000
+
+// ---------------------------------------------------------------------------------------------
+// `changes`: a sliding queue per subscriber, made when it subscribes. A sliding PubSub would
+// preallocate `changesBuffer` slots twice over (256 KiB per registry at the default 16,384), which a
+// simulated cluster of a thousand nodes pays a thousand times; a queue grows only with what its
+// subscriber has not taken yet.
+
+interface ChangesHub {
+  /** Offers the events to every subscriber, in order (the oldest dropped past a subscriber's buffer). */
+  readonly publishAll: (events: ReadonlyArray<PeerEvent>) => Effect.Effect<void>
+  /** Subscribes when run: the events published from then on, until the registry closes. */
+  readonly stream: (buffer: number) => Stream.Stream<PeerEvent>
+  /** Ends every subscriber's stream (what it has not taken is dropped), as a PubSub's shutdown does. */
+  readonly shutdown: Effect.Effect<void>
+}
+
+const makeChanges = (): ChangesHub => {
+  const subscribers = new Set<Queue.Queue<PeerEvent>>()
+  let closed = false
+  const subscribe = (buffer: number) =>
+    Effect.acquireRelease(
+      Effect.flatMap(Queue.sliding<PeerEvent>(buffer), (queue) =>
+        closed
+          ? Effect.as(Queue.shutdown(queue), queue)
+          : Effect.sync(() => {
+              subscribers.add(queue)
+              return queue
+            })
+      ),
+      (queue) =>
+        Effect.zipRight(
+          Effect.sync(() => subscribers.delete(queue)),
+          Queue.shutdown(queue)
+        )
+    )
+  return {
+    publishAll: (events) =>
+      subscribers.size === 0
+        ? Effect.void
+        : Effect.forEach(
+            subscribers,
+            // A subscriber whose stream is ending may be shut down already: nothing to offer it.
+            (queue) => Effect.exit(Queue.offerAll(queue, events)),
+            { discard: true }
+          ),
+    stream: (buffer) => Stream.unwrapScoped(Effect.map(subscribe(buffer), Stream.fromQueue)),
+    shutdown: Effect.suspend(() => {
+      closed = true
+      const all = [...subscribers]
+      subscribers.clear()
+      return Effect.forEach(all, Queue.shutdown, { discard: true })
+    })
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // The file format
@@ -508,10 +561,7 @@ export const make = (
 
     const ref = yield* Ref.make(initial)
     const lock = yield* Effect.makeSemaphore(1)
-    const changes = yield* Effect.acquireRelease(
-      PubSub.sliding<PeerEvent>(settings.limits.changesBuffer),
-      PubSub.shutdown
-    )
+    const changes = yield* Effect.acquireRelease(Effect.sync(makeChanges), (hub) => hub.shutdown)
 
     // ---- persistence: one writer, one flag; the final flush runs after the timers have stopped ----
     const writeLock = yield* Effect.makeSemaphore(1)
@@ -553,7 +603,7 @@ export const make = (
           const [value, next] = transition(state, fx)
           return [[value, fx] as const, fx.dirty ? { ...next, version: next.version + 1 } : next]
         })
-        if (fx.events.length > 0) yield* PubSub.publishAll(changes, fx.events)
+        if (fx.events.length > 0) yield* changes.publishAll(fx.events)
         for (const [peer, until] of fx.timers) {
           if (until !== undefined && Number.isFinite(until))
             yield* FiberMap.run(timers, peer, expireAt(peer, until))
@@ -836,7 +886,7 @@ export const make = (
           return Option.isSome(record) && record.value.ban !== undefined && record.value.ban.until > now
         }),
 
-      changes: Stream.fromPubSub(changes)
+      changes: changes.stream(settings.limits.changesBuffer)
     }
     return registry
   })
