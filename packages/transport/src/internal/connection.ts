@@ -97,6 +97,23 @@ interface ChannelTable {
 
 const tables = new WeakMap<TransportConfig, ChannelTable>()
 
+/** A config's frame options: made once per config, shared by its connections. */
+const frameOptionsOf = new WeakMap<TransportConfig, Frame.EncodeOptions>()
+
+const frameOptionsFor = (config: TransportConfig): Frame.EncodeOptions => {
+  let options = frameOptionsOf.get(config)
+  if (options === undefined) {
+    options = {
+      maxFrameBytes: config.maxFrameBytes,
+      maxMessagesPerFrame: config.maxMessagesPerFrame,
+      compressionThreshold: config.compressionThreshold,
+      maxInflationRatio: config.maxInflationRatio
+    }
+    frameOptionsOf.set(config, options)
+  }
+  return options
+}
+
 const channelTable = (config: TransportConfig): ChannelTable => {
   let table = tables.get(config)
   if (table === undefined) {
@@ -228,7 +245,8 @@ export class ConnectionCore {
   private readonly frameOptions: Frame.EncodeOptions
   /** The largest frame the flush builds by joining sends queued as messages (see `nextFrame`). */
   private readonly joinBytes: number
-  private readonly frameOptionsWhenBlocked: Frame.EncodeOptions
+  /** Made the first time a frame waits for a blocked pipe (most connections never block). */
+  private frameOptionsWhenBlocked: Frame.EncodeOptions | undefined
   /** Where frames queued while the pipe is blocked are built (see `carve`). */
   private own: { buffer: ArrayBuffer; offset: number } | undefined
 
@@ -271,13 +289,7 @@ export class ConnectionCore {
     this.budget = options.budget ?? UNLIMITED
     this.control = new ChannelQueue(CONTROL_CONFIG, this.budget)
     this.table = channelTable(config)
-    this.frameOptions = {
-      maxFrameBytes: config.maxFrameBytes,
-      maxMessagesPerFrame: config.maxMessagesPerFrame,
-      compressionThreshold: config.compressionThreshold,
-      maxInflationRatio: config.maxInflationRatio
-    }
-    this.frameOptionsWhenBlocked = { ...this.frameOptions, allocate: this.carve }
+    this.frameOptions = frameOptionsFor(config)
     this.joinBytes = Math.min(JOIN_BYTES, config.maxFrameBytes, config.maxDecompressedBytes)
     this.decoder = new Frame.FrameDecoder(HANDSHAKE_LIMITS, {
       asyncInflateAbove: config.maxInlineInflateBytes,
@@ -362,7 +374,7 @@ export class ConnectionCore {
       // holds about what its queue counts (`maxQueuedBytes`), not a pool per frame.
       const encoded = Frame.encode(
         { channel: channelId, messages },
-        this.optionsFor(queue, this.blocked ? this.frameOptionsWhenBlocked : this.frameOptions)
+        this.optionsFor(queue, this.blocked ? this.whenBlocked() : this.frameOptions)
       )
       if (Either.isLeft(encoded)) return encoded.left
       item = encoded.right
@@ -421,7 +433,7 @@ export class ConnectionCore {
    * queued behind a blocked pipe share memory only with each other. The chunk is let go once the
    * queues are empty.
    */
-  private readonly carve = (size: number): Buffer => {
+  private carve(size: number): Buffer {
     if (size > OWN_CHUNK_BYTES / 4) return Buffer.allocUnsafe(size)
     let own = this.own
     if (own === undefined || own.offset + size > OWN_CHUNK_BYTES) {
@@ -431,6 +443,13 @@ export class ConnectionCore {
     const out = Buffer.from(own.buffer, own.offset, size)
     own.offset += size
     return out
+  }
+
+  private whenBlocked(): Frame.EncodeOptions {
+    if (this.frameOptionsWhenBlocked === undefined) {
+      this.frameOptionsWhenBlocked = { ...this.frameOptions, allocate: (size: number) => this.carve(size) }
+    }
+    return this.frameOptionsWhenBlocked
   }
 
   /** Sends a control message now, ahead of everything queued (handshake, goodbye). */
@@ -621,7 +640,7 @@ export class ConnectionCore {
   }
 
   /** The node's inbound budget has room again: read again, unless this connection's own queue is full. */
-  readonly resumeFromBudget = (): void => {
+  resumeFromBudget(): void {
     const { maxInboundFrames, maxInboundBytes } = this.options.config
     if (
       !this.paused ||

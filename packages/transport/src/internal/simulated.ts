@@ -147,18 +147,27 @@ class Side implements Pipe {
     readonly out: Link
   ) {}
 
-  readonly attach = (handlers: PipeHandlers): void => this.network.attach(this, handlers)
-  readonly write = (chunks: ReadonlyArray<Uint8Array>): boolean => this.network.write(this, chunks)
-  readonly pause = (): void => {
+  // Methods on the prototype, not arrow fields: six closures less per end of every connection.
+  attach(handlers: PipeHandlers): void {
+    this.network.attach(this, handlers)
+  }
+  write(chunks: ReadonlyArray<Uint8Array>): boolean {
+    return this.network.write(this, chunks)
+  }
+  pause(): void {
     this.paused = true
   }
-  readonly resume = (): void => this.network.resume(this)
-  readonly end = (onFinished?: () => void): void => {
+  resume(): void {
+    this.network.resume(this)
+  }
+  end(onFinished?: () => void): void {
     this.network.end(this)
     // Everything written, and the close, are now the network's to deliver.
     if (onFinished !== undefined) queueMicrotask(onFinished)
   }
-  readonly destroy = (error?: Error): void => this.network.destroy(this, error)
+  destroy(error?: Error): void {
+    this.network.destroy(this, error)
+  }
 }
 
 const DATA = 0
