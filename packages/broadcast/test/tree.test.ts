@@ -268,4 +268,42 @@ describe("tree broadcast", () => {
       ),
     60_000
   )
+
+  it.scoped(
+    "under a connection budget (24 validators, 8 connections each): the origin and relays dial their children on demand and send once connected; everyone gets each broadcast once, with no repair",
+    () =>
+      onNetwork(
+        { seed: 12, defaults: LINK },
+        Effect.gen(function* () {
+          const { ids, nodes } = yield* startCluster({
+            size: 24,
+            broadcast: { strategy: "tree", fanout: 4 },
+            peers: { maxConnections: 8, trimTo: 6 }
+          })
+          yield* setUploads(ids, UPLOAD)
+          yield* advance(2000)
+          const origin = nodes[0]!
+          const connections = yield* Effect.forEach(nodes, (n) => n!.manager.connected)
+          assert.isTrue(
+            connections.every((c) => c.length < 23),
+            "no full mesh"
+          )
+          const sequences: Array<bigint> = []
+          for (let i = 0; i < 3; i++) {
+            const repairedBefore = origin.counts.repaired
+            const receipt = yield* origin.broadcaster.broadcast(
+              proposal(1n, origin.id.peerId, 16 * 1024, i + 1)
+            )
+            sequences.push(receipt.sequence)
+            yield* advance(5000)
+            assertExactlyOnce(nodes, origin, sequences)
+            if (i === 2)
+              assert.strictEqual(origin.counts.repaired, repairedBefore, "the third, over warm connections")
+          }
+          const relayed = nodes.reduce((sum, n) => sum + (n?.counts.relayed ?? 0), 0)
+          assert.isAbove(relayed, 0)
+        })
+      ),
+    120_000
+  )
 })

@@ -6,6 +6,7 @@ import { PeerManager, PeerRegistry } from "@hotstuff2/peers"
 import type { Identity, Message } from "@hotstuff2/wire"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
+import * as FiberSet from "effect/FiberSet"
 import * as BroadcastConfig from "../BroadcastConfig.js"
 import type { BroadcasterOptions, BroadcasterShape, BroadcastOptions } from "../Broadcaster.js"
 import { choose } from "./adaptive.js"
@@ -30,6 +31,8 @@ export const make = (options: BroadcasterOptions) =>
   Effect.gen(function* () {
     const config = yield* BroadcastConfig.decode(options.config ?? {})
     const clock = yield* Effect.clock
+    // Interruptible even when the layer is built in an uninterruptible region (its fibers must stop at close).
+    const runFork = yield* Effect.interruptible(FiberSet.makeRuntime<never, void, never>())
     const core = makeCore({
       config,
       manager: yield* PeerManager.PeerManager,
@@ -44,6 +47,9 @@ export const make = (options: BroadcasterOptions) =>
       validators: options.validators,
       epoch: options.epoch ?? 0n,
       now: () => clock.unsafeCurrentTimeMillis(),
+      fork: (effect) => {
+        runFork(effect)
+      },
       // Sequence numbers start at the clock (millis << 16), so a restarted origin continues above
       // everything it sent before and receivers do not take its new envelopes for duplicates.
       sequence: BigInt(Math.floor(yield* Clock.currentTimeMillis)) << 16n

@@ -2,6 +2,7 @@
 // the dedup windows and this node's sequence counter. Built once by `broadcaster.ts`.
 import type { PeerManager, PeerRegistry } from "@hotstuff2/peers"
 import type { Identity } from "@hotstuff2/wire"
+import type * as Effect from "effect/Effect"
 import type * as Tracer from "effect/Tracer"
 import type * as BroadcastConfig from "../BroadcastConfig.js"
 import type { Observer } from "../Broadcaster.js"
@@ -29,6 +30,8 @@ export interface Core {
   sequence: bigint
   /** The Clock's millis, read synchronously. */
   readonly now: () => number
+  /** Runs `effect` in the background, in the broadcaster's scope (from synchronous code). */
+  readonly fork: (effect: Effect.Effect<void>) => void
   /**
    * When this node's upload would be done with what it has queued so far (Clock millis), at
    * `uploadBytesPerSecond`: its backlog, which delays whatever it sends next.

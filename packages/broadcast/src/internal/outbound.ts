@@ -4,6 +4,7 @@
 import type { PeerManager } from "@hotstuff2/peers"
 import { TransportError } from "@hotstuff2/transport"
 import { Codec, Envelope, type Identity, type Message } from "@hotstuff2/wire"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import {
@@ -84,7 +85,12 @@ export const queueTo = (
   core: Core,
   targets: ReadonlyArray<PeerId>,
   sealed: SealedSlot,
-  tag: Message.MessageTag
+  tag: Message.MessageTag,
+  /**
+   * Also send, in the background, to targets not connected yet once they are (within this long):
+   * under a connection budget the send above starts their dial. They stay listed in `failed`.
+   */
+  awaitConnection?: Duration.Duration
 ): Effect.Effect<Pick<BroadcastReceipt, "queued" | "failed">> =>
   Effect.gen(function* () {
     const { slot, channel } = sealed
@@ -99,10 +105,31 @@ export const queueTo = (
         core.observer.sent?.(peer, channel, tag, slot.length)
       } else {
         failed.push({ peer, error: result.left })
+        if (awaitConnection !== undefined && result.left._tag === "PeerNotConnected") {
+          core.fork(sendOnceConnected(core, peer, sealed, tag, awaitConnection))
+        }
       }
     }
     charge(core, queued.length * slot.length)
     return { queued, failed }
+  })
+
+/** Sends `sealed` to `peer` once its connection is up (within `wait`); nothing if it does not come. */
+export const sendOnceConnected = (
+  core: Core,
+  peer: PeerId,
+  sealed: Pick<SealedSlot, "slot" | "channel">,
+  tag: Message.MessageTag | undefined,
+  wait: Duration.Duration
+): Effect.Effect<void> =>
+  Effect.matchEffect(core.manager.send(peer, sealed.channel, [sealed.slot], { waitForConnection: wait }), {
+    onFailure: () => Effect.void,
+    onSuccess: () =>
+      Effect.sync(() => {
+        charge(core, sealed.slot.length)
+        if (tag === undefined) core.observer.relayed?.(peer, sealed.channel, sealed.slot.length)
+        else core.observer.sent?.(peer, sealed.channel, tag, sealed.slot.length)
+      })
   })
 
 /** The receipt of a broadcast, and its span's annotations when tracing. */

@@ -118,6 +118,13 @@ export const makeTreeOrigin = (core: Core): Effect.Effect<TreeOrigin, never, Sco
         )
       )
 
+    /** Whether every one of `peers` has an RTT sample (a new connection has none until its first heartbeat). */
+    const measured = (peers: ReadonlyArray<PeerId>) =>
+      Effect.map(
+        Effect.forEach(peers, (peer) => core.registry.get(peer)),
+        (states) => states.every((state) => Option.isSome(state) && state.value.rtt !== undefined)
+      )
+
     /**
      * The time a tree broadcast's last receipt is expected, from its send: the origin's backlog, then
      * per level the upload of `fanout` copies and half an RTT, then half an RTT back. Learned as well:
@@ -130,10 +137,13 @@ export const makeTreeOrigin = (core: Core): Effect.Effect<TreeOrigin, never, Sco
     }
 
     /** When the first repair round fires: `repairRttFactor` x the expected time, within the bounds. */
-    const repairDelay = (tree: Tree, size: number, rtt: number, backlog: number): number => {
-      const millis = config.repairRttFactor * expected(tree, size, rtt, backlog)
-      const min = Duration.toMillis(config.repairAfterMin)
+    const repairDelay = (tree: Tree, size: number, rtt: number | undefined, backlog: number): number => {
       const max = Duration.toMillis(config.repairAfterMax)
+      // No RTT sample yet (connections younger than a heartbeat) and no tree finished: nothing to
+      // go by, so the latest allowed (a repair too early would send the whole set a copy).
+      if (rtt === undefined && completion === 0) return max
+      const millis = config.repairRttFactor * expected(tree, size, rtt ?? 0, backlog)
+      const min = Duration.toMillis(config.repairAfterMin)
       return Math.min(max, Math.max(min, millis))
     }
 
@@ -258,9 +268,9 @@ export const makeTreeOrigin = (core: Core): Effect.Effect<TreeOrigin, never, Sco
         const children = tree.children(core.self)
         // Under a connection budget, the origin's children are kept connected while it relays to them.
         yield* core.manager.want("tree", children)
-        const rtt = yield* highestRtt(children)
+        const rtt = (yield* measured(children)) ? yield* highestRtt(children) : undefined
         const backlog = Math.max(0, core.uploadBusyUntil - core.now())
-        const outcome = yield* queueTo(core, children, sealed, message._tag)
+        const outcome = yield* queueTo(core, children, sealed, message._tag, config.repairAfterMax)
         stats.trees++
         const missing = new Set(sorted.filter((peer) => peer !== core.self))
         if (missing.size > 0) {

@@ -5,7 +5,8 @@
 // frame per message. A copy received again (a repair, or a slow relay) is acknowledged again, so the
 // origin stops repairing; it is not forwarded again.
 import type { Envelope, Identity } from "@hotstuff2/wire"
-import type { Core } from "../core.js"
+import { type Core, charge } from "../core.js"
+import { sendOnceConnected } from "../outbound.js"
 import { decodeTreeHeader, encodeReceipt, MAX_RECEIPT_SEQUENCES, type TreeHeader } from "./header.js"
 import { TreeCache } from "./layout.js"
 
@@ -18,12 +19,15 @@ export interface TreeRelayStats {
   /** Tree envelopes of an epoch this node does not track: delivered, not forwarded. */
   unknownEpoch: number
   receiptsSent: number
+  /** Copies to children that were not connected, sent once their connection was up. */
+  awaited: number
 }
 
 export const makeTreeRelay = (core: Core) => {
   const cache = new TreeCache(64)
   const owed = new Map<PeerId, { readonly channel: number; readonly sequences: Array<bigint> }>()
-  const stats: TreeRelayStats = { relayed: 0, unknownEpoch: 0, receiptsSent: 0 }
+  const stats: TreeRelayStats = { relayed: 0, unknownEpoch: 0, receiptsSent: 0, awaited: 0 }
+  const waitForChild = core.config.repairAfterMax
 
   /** The header and message of a verified tree envelope, or what is wrong with its header. */
   const open = (envelope: Envelope.Envelope) => {
@@ -60,11 +64,18 @@ export const makeTreeRelay = (core: Core) => {
     const batch = [slot]
     for (const child of children) {
       if (child === origin) continue
-      // A child that is not connected or whose queue is full is the origin's to repair.
-      if (core.manager.unsafeSend(child, channel, batch) === undefined) {
+      const error = core.manager.unsafeSend(child, channel, batch)
+      if (error === undefined) {
         stats.relayed++
+        charge(core, slot.length)
         core.observer.relayed?.(child, channel, slot.length)
+      } else if (error._tag === "PeerNotConnected") {
+        // Under a connection budget a child may not be connected yet: the send above started a
+        // dial; the copy follows once it is up (the origin repairs the child meanwhile if it must).
+        stats.awaited++
+        core.fork(sendOnceConnected(core, child, { slot, channel }, undefined, waitForChild))
       }
+      // A full queue: the origin repairs the child.
     }
   }
 
