@@ -8,8 +8,12 @@
 // certificates), the envelope bytes written to each and a Vote frame written back; and the same with
 // the signatures our broadcast needs (the leader seals an envelope per round, every follower opens
 // it: decode and Ed25519 verify), which on one thread cost (N-1) verifications per round.
-import type * as net from "node:net"
+//
+// `HarnessOptions` change the message size, end a round at the last delivery with no Votes sent, and
+// pass a broadcast config (strategy, fanout) to the validators: treeTls.ts runs them that way.
+import * as net from "node:net"
 import * as tls from "node:tls"
+import type { BroadcastConfig } from "@hotstuff2/broadcast"
 import { Bench, RawSocket } from "@hotstuff2/testing"
 import { Codec, Envelope, Frame } from "@hotstuff2/wire"
 import * as Context from "effect/Context"
@@ -20,7 +24,7 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import { NodeNetwork } from "../src/index.js"
+import { type NodeConfig, NodeNetwork } from "../src/index.js"
 import { reservePorts } from "../src/internal/ports.js"
 import { NETWORK } from "../test/fixtures/cluster.js"
 import { benchConfig, directSlot, encodeFrame, identity, proposal, tlsMaterial, vote } from "./setup.js"
@@ -38,7 +42,43 @@ export type Side = "raw" | "raw+sig" | "node"
 /** A set-up that runs one round at a time. */
 export interface Harness {
   readonly round: () => Promise<Round>
+  /** Bytes the leader has written to its sockets so far (its upload), for differences over rounds. */
+  readonly leaderBytesWritten: () => number
   readonly close: () => Promise<void>
+}
+
+export interface HarnessOptions {
+  /** Bytes of the Proposal's block payload (default 1024). */
+  readonly payloadBytes?: number
+  /**
+   * With Votes (the default) a round ends at the leader's last Vote; without, followers send nothing
+   * and a round ends when the last follower has the Proposal (`acked` is then `delivered`).
+   */
+  readonly votes?: boolean
+}
+
+/** Options of the NodeNetwork validators. */
+export interface NodeHarnessOptions extends HarnessOptions {
+  /** The validators' broadcast config (strategy, fanout...); default the node's default (direct). */
+  readonly broadcast?: BroadcastConfig.BroadcastConfigInput
+  /**
+   * Wait until every validator is connected to every other (a tree's relays send to each other), not
+   * only to the leader (default false).
+   */
+  readonly fullMesh?: boolean
+  /**
+   * Changes to each validator's config (after `broadcast`): e.g. a handshake timeout longer than the
+   * test fixtures' 2 s for many validators dialling each other at once on one loaded thread.
+   */
+  readonly configure?: (config: NodeConfig.NodeConfigInput) => NodeConfig.NodeConfigInput
+  /**
+   * Start the validators one at a time, each once the one before is connected to all earlier ones
+   * (default false: all at once). With many validators in one busy process, n (n-1) dials at once
+   * time out faster than they complete.
+   */
+  readonly oneByOne?: boolean
+  /** How long to wait for the connections (default 60 s; with `oneByOne`, for each validator too). */
+  readonly connectTimeoutMs?: number
 }
 
 const envelopeSlot = (sealed: Uint8Array): Uint8Array => {
@@ -48,29 +88,46 @@ const envelopeSlot = (sealed: Uint8Array): Uint8Array => {
   return slot
 }
 
-/** Waits for the current round's last Vote, or fails after `timeoutMs`. */
+/** Waits for the current round's last Vote (or, `untilDelivered`, its last delivery), or fails after `timeoutMs`. */
 class RoundLatch {
   private resolve: ((r: Round) => void) | undefined
   private started = 0n
   private acks = 0
+  private deliveries = 0
   private expected = 0
+  private timer: ReturnType<typeof setTimeout> | undefined
   deliveredAt = 0n
 
+  constructor(private readonly untilDelivered: boolean) {}
+
   start(expected: number, timeoutMs: number): Promise<Round> {
+    // A round given up (its broadcast failed) must not time out into this one.
+    clearTimeout(this.timer)
     this.acks = 0
+    this.deliveries = 0
     this.expected = expected
     this.deliveredAt = 0n
     this.started = now()
-    return new Promise<Round>((resolve, reject) => {
+    const round = new Promise<Round>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.resolve = undefined
-        reject(new Error(`broadcast round: ${this.acks} of ${expected} Votes within ${timeoutMs} ms`))
+        reject(
+          new Error(
+            this.untilDelivered
+              ? `broadcast round: ${this.deliveries} of ${expected} deliveries within ${timeoutMs} ms`
+              : `broadcast round: ${this.acks} of ${expected} Votes within ${timeoutMs} ms`
+          )
+        )
       }, timeoutMs)
+      this.timer = timer
       this.resolve = (r) => {
         clearTimeout(timer)
         resolve(r)
       }
     })
+    // Handled here too: a caller that fails before awaiting it must not leave it unhandled.
+    round.catch(() => {})
+    return round
   }
 
   /** The round's start, for sides that take it after `start` (right before sending). */
@@ -78,32 +135,83 @@ class RoundLatch {
     this.started = now()
   }
 
-  delivered(): void {
+  delivered(n = 1): void {
     this.deliveredAt = now()
+    this.deliveries += n
+    if (this.untilDelivered && this.deliveries >= this.expected) this.finish(this.deliveredAt)
   }
 
   ack(n: number): void {
     this.acks += n
-    if (this.acks >= this.expected && this.resolve !== undefined) {
-      const at = now()
-      const resolve = this.resolve
-      this.resolve = undefined
-      resolve({ delivered: Number(this.deliveredAt - this.started), acked: Number(at - this.started) })
+    if (this.acks >= this.expected) this.finish(now())
+  }
+
+  private finish(at: bigint): void {
+    if (this.resolve === undefined) return
+    const resolve = this.resolve
+    this.resolve = undefined
+    resolve({ delivered: Number(this.deliveredAt - this.started), acked: Number(at - this.started) })
+  }
+}
+
+/**
+ * The sockets of validator `self` of a set listening on `ports` (its own first): the raw TCP sockets
+ * it accepted (their counts are TLS records; found by local port) and the TLS sockets it dialled to
+ * the others (found by remote port and its own certificate: other sets in this process share its
+ * key; Node counts their cleartext, about 22 bytes of record per 16 KiB short). Node keeps no list of
+ * sockets but its active handles (`process._getActiveHandles`, undocumented).
+ */
+const socketsOf = (self: string, ports: ReadonlyArray<number>): Array<net.Socket> => {
+  const handles = (
+    process as unknown as { _getActiveHandles: () => ReadonlyArray<unknown> }
+  )._getActiveHandles()
+  const others = new Set(ports.slice(1))
+  const found: Array<net.Socket> = []
+  for (const handle of handles) {
+    if (handle instanceof tls.TLSSocket) {
+      if (handle.remotePort === undefined || !others.has(handle.remotePort)) continue
+      const key = handle.getX509Certificate()?.publicKey.export({ format: "jwk" }).x
+      if (key !== undefined && Buffer.from(key, "base64url").toString("hex") === self) found.push(handle)
+    } else if (handle instanceof net.Socket && handle.localPort === ports[0]) {
+      found.push(handle)
     }
+  }
+  return found
+}
+
+/**
+ * Bytes written so far by those sockets. The scan allocates (a certificate export per TLS socket):
+ * done once and again only when one of them has closed, whose count is kept.
+ */
+const socketBytesCounter = (self: string, ports: ReadonlyArray<number>): (() => number) => {
+  let sockets: Array<net.Socket> = []
+  let closed = 0
+  return () => {
+    if (sockets.length === 0 || sockets.some((socket) => socket.destroyed)) {
+      for (const socket of sockets) if (socket.destroyed) closed += socket.bytesWritten
+      sockets = socketsOf(self, ports).filter((socket) => !socket.destroyed)
+    }
+    return sockets.reduce((sum, socket) => sum + socket.bytesWritten, closed)
   }
 }
 
 /** Raw node:tls, leader to N-1 followers; with `signed`, an envelope sealed per round and opened by each. */
-export const rawHarness = async (n: number, signed: boolean, timeoutMs: number): Promise<Harness> => {
+export const rawHarness = async (
+  n: number,
+  signed: boolean,
+  timeoutMs: number,
+  options: HarnessOptions = {}
+): Promise<Harness> => {
+  const votes = options.votes ?? true
   const leader = identity(0)
-  const payload = Either.getOrThrow(Codec.encode(proposal(1n, leader.peerId)))
+  const payload = Either.getOrThrow(Codec.encode(proposal(1n, leader.peerId, options.payloadBytes)))
   let sequence = 1n
   const sealedSlot = () =>
     envelopeSlot(
       Either.getOrThrow(Envelope.seal(leader, { networkId: NETWORK, sequence: sequence++, payload })).bytes
     )
   const fixedFrame = encodeFrame(sealedSlot())
-  const latch = new RoundLatch()
+  const latch = new RoundLatch(!votes)
   const sockets: Array<net.Socket> = []
   const servers: Array<tls.Server> = []
   const failures: Array<string> = []
@@ -122,7 +230,7 @@ export const rawHarness = async (n: number, signed: boolean, timeoutMs: number):
             if (Either.isLeft(opened)) failures.push(opened.left.message)
           }
           latch.delivered()
-          socket.write(ackFrame)
+          if (votes) socket.write(ackFrame)
         }
         socket.on("data", (chunk: Buffer) => {
           const error = decoder.push(chunk, onFrame)
@@ -161,6 +269,7 @@ export const rawHarness = async (n: number, signed: boolean, timeoutMs: number):
       if (failures.length > 0) throw new Error(`raw broadcast: ${failures[0]}`)
       return result
     },
+    leaderBytesWritten: () => links.reduce((sum, socket) => sum + socket.bytesWritten, 0),
     close: async () => {
       for (const socket of sockets) socket.destroy()
       await Promise.all(
@@ -171,28 +280,57 @@ export const rawHarness = async (n: number, signed: boolean, timeoutMs: number):
 }
 
 /** N NodeNetwork validators over TLS, leader 0; resolves once the leader and every follower are connected. */
-export const nodeHarness = async (n: number, timeoutMs: number): Promise<Harness> => {
+export const nodeHarness = async (
+  n: number,
+  timeoutMs: number,
+  options: NodeHarnessOptions = {}
+): Promise<Harness> => {
+  const votes = options.votes ?? true
+  const connectTimeoutMs = options.connectTimeoutMs ?? 60_000
   const scope = Effect.runSync(Scope.make())
-  const latch = new RoundLatch()
+  const latch = new RoundLatch(!votes)
+  const connected = (network: NodeNetwork.Shape) =>
+    Effect.map(network.peers, (peers) => peers.filter((p) => p.state === "connected").map((p) => p.id))
+  let ports: ReadonlyArray<number> = []
   try {
     const leader = await Effect.runPromise(
       Effect.gen(function* () {
-        const addresses = (yield* reservePorts(n)).map((port) => `127.0.0.1:${port}`)
-        const networks = yield* Effect.forEach(
-          addresses,
-          (_, i) =>
-            Effect.map(Layer.buildWithScope(NodeNetwork.layer(benchConfig(i, addresses)), scope), (c) =>
-              Context.get(c, NodeNetwork)
-            ),
-          { concurrency: "unbounded" }
-        )
+        ports = yield* reservePorts(n)
+        const addresses = ports.map((port) => `127.0.0.1:${port}`)
+        const configOf = (i: number): NodeConfig.NodeConfigInput => {
+          const base = benchConfig(i, addresses)
+          const config = options.broadcast === undefined ? base : { ...base, broadcast: options.broadcast }
+          return options.configure === undefined ? config : options.configure(config)
+        }
+        const start = (i: number) =>
+          Effect.map(Layer.buildWithScope(NodeNetwork.layer(configOf(i)), scope), (c) =>
+            Context.get(c, NodeNetwork)
+          )
+        // One by one: validator i starts once validator i-1 is connected to all before it, so at most
+        // i handshakes run at once rather than n (n-1).
+        const joined = (network: NodeNetwork.Shape, i: number) =>
+          Effect.gen(function* () {
+            while ((yield* connected(network)).length < i) yield* Effect.sleep(Duration.millis(20))
+          }).pipe(
+            Effect.timeoutFail({
+              duration: Duration.millis(connectTimeoutMs),
+              onTimeout: () =>
+                new Error(
+                  `validator ${i} not connected to the ${i} before it within ${connectTimeoutMs / 1000} s`
+                )
+            })
+          )
+        const networks = yield* options.oneByOne === true
+          ? Effect.forEach(addresses, (_, i) => Effect.tap(start(i), (network) => joined(network, i)))
+          : Effect.forEach(addresses, (_, i) => start(i), { concurrency: "unbounded" })
         const leader = networks[0]!
         for (let i = 1; i < n; i++) {
           const follower = networks[i]!
           const ack = vote(1n, follower.self)
           yield* Effect.forkIn(
             Stream.runForEachChunk(follower.messages, (chunk) => {
-              latch.delivered()
+              latch.delivered(chunk.length)
+              if (!votes) return Effect.void
               return Effect.forEach(chunk, () => Effect.ignore(follower.send(leader.self, ack)), {
                 discard: true
               })
@@ -204,25 +342,39 @@ export const nodeHarness = async (n: number, timeoutMs: number): Promise<Harness
           Stream.runForEachChunk(leader.messages, (chunk) => Effect.sync(() => latch.ack(chunk.length))),
           scope
         )
-        // Every follower connected to the leader (the leader's view and each follower's own).
-        const connected = (network: NodeNetwork.Shape) =>
-          Effect.map(network.peers, (peers) => peers.filter((p) => p.state === "connected").map((p) => p.id))
+        // Every follower connected to the leader (the leader's view and each follower's own); with
+        // `fullMesh`, every follower to every other too. `missing` says what is not, for the error.
+        let missing = ""
         yield* Effect.gen(function* () {
           for (;;) {
-            const fromLeader = yield* connected(leader)
-            let ready = fromLeader.length >= n - 1
-            for (let i = 1; ready && i < n; i++)
-              ready = (yield* connected(networks[i]!)).includes(leader.self)
+            const counts = [(yield* connected(leader)).length]
+            let toLeader = 0
+            for (let i = 1; i < n; i++) {
+              const peers = yield* connected(networks[i]!)
+              counts.push(peers.length)
+              if (peers.includes(leader.self)) toLeader++
+            }
+            const ready =
+              counts[0]! >= n - 1 &&
+              (options.fullMesh === true ? counts.every((c) => c >= n - 1) : toLeader === n - 1)
             if (ready) return
+            missing =
+              `leader connected to ${counts[0]} of ${n - 1}, ${toLeader} followers to the leader` +
+              (options.fullMesh === true
+                ? `, ${counts.reduce((a, c) => a + c, 0)} of ${n * (n - 1)} connection ends up`
+                : "")
             yield* Effect.sleep(Duration.millis(20))
           }
         }).pipe(
-          Effect.timeoutFail({ duration: Duration.millis(60_000), onTimeout: () => new Error("mesh not up") })
+          Effect.timeoutFail({
+            duration: Duration.millis(connectTimeoutMs),
+            onTimeout: () => new Error(`mesh not up within ${connectTimeoutMs / 1000} s: ${missing}`)
+          })
         )
         return leader
       })
     )
-    const message = proposal(1n, leader.self)
+    const message = proposal(1n, leader.self, options.payloadBytes)
     return {
       round: async () => {
         const done = latch.start(n - 1, timeoutMs)
@@ -231,6 +383,7 @@ export const nodeHarness = async (n: number, timeoutMs: number): Promise<Harness
         if (receipt.failed.length > 0) throw new Error(`broadcast failed to ${receipt.failed.length} peers`)
         return await done
       },
+      leaderBytesWritten: socketBytesCounter(leader.self, ports),
       close: () => Effect.runPromise(Scope.close(scope, Exit.void))
     }
   } catch (error) {
