@@ -19,6 +19,7 @@
 //   put on the network, heartbeats and framing included), the origin's repairs; wall and CPU time.
 //   For the largest N, then a round with votes back: a tree broadcast, every validator sending a
 //   Vote to the leader on delivery; its wall and CPU time, the peak heap.
+//   BENCH_FANOUT: the trees' fanout (default ceil(sqrt(N)) within [2, 64]).
 //   BENCH_WAIT_BEFORE_WARMUP_MS: simulated time to let heartbeats measure RTTs before the warm-up
 //   broadcast (default 0). BENCH_CPU_PROFILE=<file>: a CPU profile of the round with votes back.
 // - `load`, per size in BENCH_LOAD_SIZES (default 100): full mesh (default peers config), one origin
@@ -140,6 +141,10 @@ const advance = (millis: number, step = STEP_MS) =>
     for (let t = 0; t < millis; t += step) yield* TestClock.adjust(step)
   })
 
+/** The fanout of every tree: BENCH_FANOUT, or the default for the set's size. */
+const fanoutFor = (size: number): number =>
+  process.env.BENCH_FANOUT === undefined ? defaultFanout(size) : Number(process.env.BENCH_FANOUT)
+
 const treeOf = (ids: ReadonlyArray<Identity.Identity>, origin: Identity.Identity, view: bigint) =>
   Tree.make({
     members: ids.map((id) => id.peerId),
@@ -147,7 +152,7 @@ const treeOf = (ids: ReadonlyArray<Identity.Identity>, origin: Identity.Identity
     networkId: NETWORK,
     epoch: 0n,
     round: view,
-    fanout: defaultFanout(ids.length)
+    fanout: fanoutFor(ids.length)
   })
 
 /** Starts `size` validators (in the current scope) with their hosts' upload limited. */
@@ -156,7 +161,7 @@ const startValidators = (size: number, peers: Record<string, unknown>) =>
     const network = yield* SimulatedNetwork.SimulatedNetwork
     const ids = Array.from({ length: size }, (_, i) => key(i + 1))
     const validators: Array<Validator> = []
-    const broadcast = { strategy: "tree" as const, uploadBytesPerSecond: UPLOAD }
+    const broadcast = { strategy: "tree" as const, uploadBytesPerSecond: UPLOAD, fanout: fanoutFor(size) }
     for (const id of ids) {
       validators.push(yield* startValidator(id, ids, { broadcast, peers }))
       yield* network.setUpload(hostOf(id), UPLOAD)
@@ -322,7 +327,7 @@ const timing = (size: number, votes: boolean) =>
         payloadBytes: PAYLOAD,
         latencyMs: LATENCY_MS,
         uploadBytesPerSecond: UPLOAD,
-        fanout: defaultFanout(size),
+        fanout: fanoutFor(size),
         maxConnections: MAX_CONNECTIONS,
         prewarmed:
           "leader->all, each->leader, each->its children in view 1's tree; then one tree broadcast in view 1",
@@ -475,7 +480,7 @@ const load = (size: number, views: number, budget: boolean) =>
           ? `maxConnections ${MAX_CONNECTIONS}: leader<->all pre-warmed, tree edges dialled on demand`
           : "full mesh",
         origin: "validator 0, every view",
-        fanout: defaultFanout(size),
+        fanout: fanoutFor(size),
         copiesRelayedPerView: Bench.median(perView),
         relaysPerView: Bench.median(relaysPerView),
         maxCopiesOneValidatorOneView: maxPerView,
