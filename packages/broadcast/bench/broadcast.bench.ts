@@ -48,8 +48,8 @@ import * as LogLevel from "effect/LogLevel"
 import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
 import * as TestContext from "effect/TestContext"
-import { defaultFanout, Tree } from "../src/internal/tree/layout.js"
-import { hostOf, key, NETWORK, proposal } from "../test/fixtures/cluster.js"
+import { defaultFanout } from "../src/internal/tree/layout.js"
+import { treeOf as fixtureTree, hostOf, key, proposal } from "../test/fixtures/cluster.js"
 import { reset, startValidator, type Validator } from "./validators.js"
 
 const LATENCY_MS = 50
@@ -146,14 +146,7 @@ const fanoutFor = (size: number): number =>
   process.env.BENCH_FANOUT === undefined ? defaultFanout(size) : Number(process.env.BENCH_FANOUT)
 
 const treeOf = (ids: ReadonlyArray<Identity.Identity>, origin: Identity.Identity, view: bigint) =>
-  Tree.make({
-    members: ids.map((id) => id.peerId),
-    origin: origin.peerId,
-    networkId: NETWORK,
-    epoch: 0n,
-    round: view,
-    fanout: fanoutFor(ids.length)
-  })
+  fixtureTree(ids, origin, view, fanoutFor(ids.length))
 
 /** Starts `size` validators (in the current scope) with their hosts' upload limited. */
 const startValidators = (size: number, peers: Record<string, unknown>) =>

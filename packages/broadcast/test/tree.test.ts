@@ -8,7 +8,6 @@ import { Message } from "@hotstuff2/wire"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
-import { Tree } from "../src/internal/tree/layout.js"
 import { assertExactlyOnce } from "./fixtures/assertions.js"
 import {
   advance,
@@ -16,31 +15,15 @@ import {
   type Fault,
   hostOf,
   key,
-  NETWORK,
   onNetwork,
   proposal,
   setUploads,
-  startCluster
+  startCluster,
+  treeOf
 } from "./fixtures/cluster.js"
 
 const LINK = { latency: 5 }
 const UPLOAD = 50_000_000
-
-/** The tree `origin`'s broadcast for `view` takes (no relay demoted), as the receivers lay it out. */
-const treeOf = (
-  ids: ReadonlyArray<Identity.Identity>,
-  origin: Identity.Identity,
-  view: bigint,
-  fanout: number
-) =>
-  Tree.make({
-    members: ids.map((id) => id.peerId),
-    origin: origin.peerId,
-    networkId: NETWORK,
-    epoch: 0n,
-    round: view,
-    fanout
-  })
 
 /** Sixteen validators with the tree strategy (fanout 4), uploads limited, meshed; node 0 is the origin. */
 const sixteen = (faults?: ReadonlyMap<number, Fault>) =>

@@ -119,7 +119,7 @@ describe("routed payload", () => {
 
   it("refuses a cut-short target or a missing message, and a bad target to encode", () => {
     assert.match(decodeRouted(new Uint8Array(31)) as string, /target cut short \(31 of 32 bytes\)/)
-    assert.match(decodeRouted(new Uint8Array(32)) as string, /no message after the target/)
+    assert.match(decodeRouted(new Uint8Array(32)) as string, /nothing after the target/)
     assert.throws(() => encodeRouted("AB".repeat(32) as Identity.PeerId, message), /not a PeerId/)
   })
 })

@@ -92,12 +92,25 @@ export const forward = (target: Uint8Array, inner: Uint8Array): Uint8Array => {
   return out
 }
 
+/**
+ * Splits `body` into a 32-byte target key (hex) and what follows it (a view), for forward slots and
+ * routed payloads; a string, prefixed with `what`, says what is wrong.
+ */
+export const splitTarget = (
+  body: Uint8Array,
+  what: string
+): { readonly target: string; readonly rest: Uint8Array } | string => {
+  if (body.length < 32) return `${what}: target cut short (${body.length} of 32 bytes)`
+  if (body.length === 32) return `${what}: nothing after the target`
+  return { target: Buffer.from(body.buffer, body.byteOffset, 32).toString("hex"), rest: body.subarray(32) }
+}
+
 /** A forward slot's target (hex) and inner slot (a view); a string says what is wrong. */
 export const parseForward = (
   body: Uint8Array
 ): { readonly target: string; readonly inner: Uint8Array } | string => {
-  if (body.length < 32) return `forward: target cut short (${body.length} of 32 bytes)`
-  const inner = body.subarray(32)
-  if (inner[0] !== TREE) return "forward: what it carries is not a tree slot"
-  return { target: Buffer.from(body.buffer, body.byteOffset, 32).toString("hex"), inner }
+  const split = splitTarget(body, "forward")
+  if (typeof split === "string") return split
+  if (split.rest[0] !== TREE) return "forward: what it carries is not a tree slot"
+  return { target: split.target, inner: split.rest }
 }

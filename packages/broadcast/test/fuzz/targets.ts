@@ -224,7 +224,7 @@ const REASONS: ReadonlyArray<readonly [RegExp, string]> = [
   [/cannot fit/, "count cannot fit"],
   [/not strictly increasing/, "demoted not increasing"],
   [/past the/, "demoted past the members"],
-  [/no message after/, "no message"],
+  [/no message after|nothing after the target/, "no message"],
   [/sequences out of range/, "count out of range"],
   [/trailing bytes/, "trailing bytes"],
   [/not a tree slot/, "not a tree slot"]

@@ -2,7 +2,7 @@
 // routed target ride inside the envelope's payload, so the origin's signature covers them and relays
 // cannot change where a message goes. Decoders return a string for bad input and never throw.
 import type { Identity } from "@hotstuff2/wire"
-import { RECEIPT, type ROUTED, type TREE } from "../payload.js"
+import { RECEIPT, type ROUTED, splitTarget, type TREE } from "../payload.js"
 
 // The kind bytes live with the other slot kinds.
 export { RECEIPT, ROUTED, TREE } from "../payload.js"
@@ -222,10 +222,9 @@ export const encodeRouted = (target: PeerId, message: Uint8Array): Uint8Array =>
 export const decodeRouted = (
   payload: Uint8Array
 ): { readonly target: PeerId; readonly message: Uint8Array } | string => {
-  if (payload.length < 32) return `routed: target cut short (${payload.length} of 32 bytes)`
-  if (payload.length === 32) return "routed: no message after the target"
-  const target = Buffer.from(payload.buffer, payload.byteOffset, 32).toString("hex") as PeerId
-  return { target, message: payload.subarray(32) }
+  const split = splitTarget(payload, "routed")
+  if (typeof split === "string") return split
+  return { target: split.target as PeerId, message: split.rest }
 }
 
 // --- Receipt --------------------------------------------------------------------------------------
