@@ -81,17 +81,20 @@ describe("tree broadcast", () => {
   )
 
   it.scoped(
-    "N = 16: relays that drop what they should forward are repaired around, blamed, then made leaves",
+    "N = 16, f = 5 validators that drop what they should forward: repaired around, blamed, then made leaves",
     () =>
       onNetwork(
         { seed: 4, defaults: LINK },
         Effect.gen(function* () {
           const all = Array.from({ length: 16 }, (_, i) => key(i + 1))
-          // The root's four children in view 1: three of them drop everything they should relay.
-          const droppers = treeOf(all, all[0]!, 1n, 4).children(all[0]!.peerId).slice(0, 3)
+          // f = 5 of 16 drop everything they should relay: the root's four children in view 1 (every
+          // relay of that tree) and one of their children, which becomes a relay once they are demoted.
+          const first = treeOf(all, all[0]!, 1n, 4)
+          const relays = first.children(all[0]!.peerId)
+          const droppers = [...relays, first.children(relays[0]!)[0]!]
           const { nodes, origin } = yield* sixteen(faultsAt(droppers, "drop-relayed", all))
           const sequences: Array<bigint> = []
-          for (let i = 0; i < 6; i++) {
+          for (let i = 0; i < 8; i++) {
             const receipt = yield* origin.broadcaster.broadcast(
               proposal(1n, origin.id.peerId, 8 * 1024, i + 1)
             )
@@ -100,8 +103,8 @@ describe("tree broadcast", () => {
           }
           assertExactlyOnce(nodes, origin, sequences)
           assert.isAbove(origin.counts.repaired, 0, "the droppers' children were repaired")
-          for (const dropper of droppers)
-            assert.include(origin.counts.relayFailed, dropper, "each dropper is blamed")
+          for (const dropper of relays)
+            assert.include(origin.counts.relayFailed, dropper, "each dropping relay of view 1 is blamed")
           // Demoted after two failures: the last broadcasts needed no repair.
           const repairedBefore = origin.counts.repaired
           const receipt = yield* origin.broadcaster.broadcast(proposal(1n, origin.id.peerId, 8 * 1024, 99))
@@ -114,17 +117,20 @@ describe("tree broadcast", () => {
   )
 
   it.scoped(
-    "N = 16: relays cut off mid-flight (still thought connected) do not cut their subtrees off",
+    "N = 16, f = 5 cut off mid-flight (still thought connected), every relay among them: their subtrees are not cut off",
     () =>
       onNetwork(
         { seed: 5, defaults: LINK },
         Effect.gen(function* () {
           const network = yield* SimulatedNetwork.SimulatedNetwork
           const { ids, nodes, origin } = yield* sixteen()
-          // Three of view 1's relays vanish from the network (a crash the others have not noticed).
-          const relays = treeOf(ids, ids[0]!, 1n, 4).children(ids[0]!.peerId).slice(0, 3)
-          const cut = new Set(relays.map((peer) => ids.findIndex((id) => id.peerId === peer)))
-          yield* network.partition([relays.map((peer) => hostOf(ids.find((id) => id.peerId === peer)!))])
+          // f = 5 vanish from the network (a crash the others have not noticed): view 1's four relays
+          // and one of their children.
+          const layout = treeOf(ids, ids[0]!, 1n, 4)
+          const relays = layout.children(ids[0]!.peerId)
+          const crashed = [...relays, layout.children(relays[0]!)[0]!]
+          const cut = new Set(crashed.map((peer) => ids.findIndex((id) => id.peerId === peer)))
+          yield* network.partition([crashed.map((peer) => hostOf(ids.find((id) => id.peerId === peer)!))])
           const receipt = yield* origin.broadcaster.broadcast(proposal(1n, origin.id.peerId, 16 * 1024))
           yield* advance(4000)
           assertExactlyOnce(nodes, origin, [receipt.sequence], cut)
