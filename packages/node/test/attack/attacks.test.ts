@@ -328,7 +328,7 @@ layer(
   )
 
   it.effect(
-    "a handshake flood: 2000 TLS handshakes with an unknown key, 200 at a time from 50 addresses: refused as not-admitted and over-limit",
+    "a handshake flood: 2000 TLS handshakes with an unknown key, 400 at a time from 50 addresses: refused as not-admitted and over-limit",
     () =>
       Effect.gen(function* () {
         const set = yield* ValidatorSet
@@ -341,7 +341,7 @@ layer(
             handshakes(target, {
               identity: outsider(3),
               attempts: 2000,
-              concurrency: 200,
+              concurrency: 400,
               hosts,
               until: Date.now() + FLOOD_MS
             }),
