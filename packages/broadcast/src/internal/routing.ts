@@ -21,15 +21,7 @@ const ROUTE_VIA = 3
 const ROUTED_PER_SECOND = 500
 const ROUTED_BURST = 1000
 
-export interface RoutingStats {
-  sent: number
-  forwarded: number
-  noRoute: number
-  overLimit: number
-}
-
 export const makeRouting = (core: Core) => {
-  const stats: RoutingStats = { sent: 0, forwarded: 0, noRoute: 0, overLimit: 0 }
   const buckets = new Map<PeerId, { tokens: number; at: number }>()
 
   /**
@@ -47,7 +39,6 @@ export const makeRouting = (core: Core) => {
       )
       const { queued } = yield* queueTo(core, via, sealed, message._tag)
       if (queued.length === 0) return yield* Effect.fail(notConnected)
-      stats.sent++
       core.observer.routed?.("sent")
     })
 
@@ -73,12 +64,10 @@ export const makeRouting = (core: Core) => {
    */
   const admit = (peer: PeerId, target: PeerId, now: number): boolean => {
     if (!core.validators.has(target) || target === core.self) {
-      stats.noRoute++
       core.observer.routed?.("no-route")
       return false
     }
     if (!take(peer, now)) {
-      stats.overLimit++
       core.observer.routed?.("over-limit")
       return false
     }
@@ -88,16 +77,14 @@ export const makeRouting = (core: Core) => {
   /** Passes a verified, admitted slot on to `target`, unchanged; counted as forwarded or no-route. */
   const pass = (target: PeerId, slot: Uint8Array, channel: number) => {
     if (core.manager.unsafeSend(target, channel, [slot]) !== undefined) {
-      stats.noRoute++
       core.observer.routed?.("no-route")
       return
     }
-    stats.forwarded++
     core.observer.routed?.("forwarded")
     core.observer.relayed?.(target, channel, slot.length)
   }
 
-  return { send, admit, pass, stats }
+  return { send, admit, pass }
 }
 
 export type Routing = ReturnType<typeof makeRouting>

@@ -33,21 +33,6 @@ interface Pending {
   readonly backlog: number
 }
 
-/** What the origin's side counts (for tests, metrics and the adaptive rule). */
-export interface TreeOriginStats {
-  trees: number
-  /** Copies the origin sent itself to validators whose receipt had not come. */
-  repairs: number
-  /** Validators still without a receipt after the last repair round. */
-  unreached: number
-  /** Repairs sent through a relay (a forward slot) to validators the origin has no connection to. */
-  forwarded: number
-  /** Pending trees given up because `maxPendingTrees` were waiting. */
-  overflowed: number
-  /** Receipts naming a sequence this node is not waiting for (late, repeated or invented). */
-  unknownReceipts: number
-}
-
 /** The view a message names, which draws its tree; messages without one use the clock's second. */
 const roundOf = (message: Message.Message, millis: number): bigint =>
   "view" in message && typeof message.view === "bigint" ? message.view : BigInt(Math.floor(millis / 1000))
@@ -64,14 +49,6 @@ export const makeTreeOrigin = (core: Core): Effect.Effect<TreeOrigin, never, Sco
     const failures = new Map<PeerId, Array<number>>()
     const shares: Array<number> = []
     let fallbackUntil = 0
-    const stats: TreeOriginStats = {
-      trees: 0,
-      repairs: 0,
-      forwarded: 0,
-      unreached: 0,
-      overflowed: 0,
-      unknownReceipts: 0
-    }
     const memoryMillis = Duration.toMillis(config.relayFailureMemory)
 
     /** Indices (into the sorted members) of relays blamed `relayFailuresToDemote` times lately. */
@@ -177,7 +154,6 @@ export const makeTreeOrigin = (core: Core): Effect.Effect<TreeOrigin, never, Sco
           }
           for (const peer of blamed) blame(peer, now)
         }
-        stats.repairs += missing.length
         core.observer.repaired?.(missing.length)
         yield* queueTo(core, reachable, entry.sealed, entry.tag)
         if (others.length > 0) {
@@ -192,12 +168,11 @@ export const makeTreeOrigin = (core: Core): Effect.Effect<TreeOrigin, never, Sco
                   : undefined
             if (via === undefined) continue
             const slot = Payload.forward(Buffer.from(peer, "hex"), entry.sealed.slot)
-            if (core.manager.unsafeSend(via, entry.sealed.channel, [slot]) === undefined) stats.forwarded++
+            core.manager.unsafeSend(via, entry.sealed.channel, [slot])
           }
         }
         if (round + 1 >= config.repairRounds && pending.get(sequence) === entry) {
           pending.delete(sequence)
-          stats.unreached += entry.missing.size
         }
       })
 
@@ -271,7 +246,6 @@ export const makeTreeOrigin = (core: Core): Effect.Effect<TreeOrigin, never, Sco
         const rtt = (yield* measured(children)) ? yield* highestRtt(children) : undefined
         const backlog = Math.max(0, core.uploadBusyUntil - core.now())
         const outcome = yield* queueTo(core, children, sealed, message._tag, config.repairAfterMax)
-        stats.trees++
         const missing = new Set(sorted.filter((peer) => peer !== core.self))
         if (missing.size > 0) {
           const entry: Pending = {
@@ -287,7 +261,6 @@ export const makeTreeOrigin = (core: Core): Effect.Effect<TreeOrigin, never, Sco
           if (pending.size > config.maxPendingTrees) {
             const [oldest] = pending.keys()
             pending.delete(oldest!)
-            stats.overflowed++
           }
           yield* FiberSet.run(
             fibers,
@@ -301,10 +274,8 @@ export const makeTreeOrigin = (core: Core): Effect.Effect<TreeOrigin, never, Sco
     const onReceipt = (peer: PeerId, sequences: ReadonlyArray<bigint>) => {
       for (const sequence of sequences) {
         const entry = pending.get(sequence)
-        if (entry === undefined || !entry.missing.delete(peer)) {
-          stats.unknownReceipts++
-          continue
-        }
+        // Late, repeated or invented: ignored.
+        if (entry === undefined || !entry.missing.delete(peer)) continue
         if (entry.missing.size === 0) {
           pending.delete(sequence)
           completed(core.now() - entry.sentAt, entry.backlog)
@@ -320,9 +291,7 @@ export const makeTreeOrigin = (core: Core): Effect.Effect<TreeOrigin, never, Sco
       send,
       rttOf: (tree: Tree) => highestRtt(tree.children(core.self)),
       onReceipt,
-      fallingBack,
-      stats,
-      pending: () => pending.size
+      fallingBack
     } satisfies TreeOrigin
   })
 
@@ -344,6 +313,4 @@ export interface TreeOrigin {
   readonly rttOf: (tree: Tree) => Effect.Effect<number>
   readonly onReceipt: (peer: PeerId, sequences: ReadonlyArray<bigint>) => void
   readonly fallingBack: (now: number) => boolean
-  readonly stats: TreeOriginStats
-  readonly pending: () => number
 }

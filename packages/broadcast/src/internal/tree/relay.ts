@@ -12,21 +12,9 @@ import { TreeCache } from "./layout.js"
 
 type PeerId = Identity.PeerId
 
-/** What the relay side counts. */
-export interface TreeRelayStats {
-  /** Copies forwarded to children. */
-  relayed: number
-  /** Tree envelopes of an epoch this node does not track: delivered, not forwarded. */
-  unknownEpoch: number
-  receiptsSent: number
-  /** Copies to children that were not connected, sent once their connection was up. */
-  awaited: number
-}
-
 export const makeTreeRelay = (core: Core) => {
   const cache = new TreeCache(64)
   const owed = new Map<PeerId, { readonly channel: number; readonly sequences: Array<bigint> }>()
-  const stats: TreeRelayStats = { relayed: 0, unknownEpoch: 0, receiptsSent: 0, awaited: 0 }
   const waitForChild = core.config.repairAfterMax
 
   /** The header and message of a verified tree envelope, or what is wrong with its header. */
@@ -47,7 +35,6 @@ export const makeTreeRelay = (core: Core) => {
   const forward = (origin: PeerId, header: TreeHeader, slot: Uint8Array, channel: number) => {
     const members = core.sets.get(header.epoch)
     if (members === undefined) {
-      stats.unknownEpoch++
       return
     }
     const tree = cache.get({
@@ -66,13 +53,11 @@ export const makeTreeRelay = (core: Core) => {
       if (child === origin) continue
       const error = core.manager.unsafeSend(child, channel, batch)
       if (error === undefined) {
-        stats.relayed++
         charge(core, slot.length)
         core.observer.relayed?.(child, channel, slot.length)
       } else if (error._tag === "PeerNotConnected") {
         // Under a connection budget a child may not be connected yet: the send above started a
         // dial; the copy follows once it is up (the origin repairs the child meanwhile if it must).
-        stats.awaited++
         core.fork(sendOnceConnected(core, child, { slot, channel }, undefined, waitForChild))
       }
       // A full queue: the origin repairs the child.
@@ -98,12 +83,12 @@ export const makeTreeRelay = (core: Core) => {
         slots.push(encodeReceipt(sequences.slice(i, i + MAX_RECEIPT_SEQUENCES)))
       }
       // Not connected: the origin repairs, and its copy brings another receipt.
-      if (core.manager.unsafeSend(origin, channel, slots) === undefined) stats.receiptsSent += slots.length
+      core.manager.unsafeSend(origin, channel, slots)
     }
     owed.clear()
   }
 
-  return { open, forward, acknowledge, flush, stats }
+  return { open, forward, acknowledge, flush }
 }
 
 export type TreeRelay = ReturnType<typeof makeTreeRelay>
