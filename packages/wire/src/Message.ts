@@ -147,6 +147,17 @@ const SyncResponseField = F.message("SyncResponse", 0x11, {
 const PingField = F.message("Ping", 0x20, { nonce: F.u64 })
 const PongField = F.message("Pong", 0x21, { nonce: F.u64 })
 
+/** Most ranges of received-but-undelivered sequence numbers one `Ack` lists. */
+export const MAX_ACK_RANGES = 32
+
+const AckRangeField = F.struct("AckRange", { first: F.u64, last: F.u64 })
+
+const AckField = F.message("Ack", 0x22, {
+  incarnation: F.u64,
+  cumulative: F.u64,
+  ranges: F.list(AckRangeField, MAX_ACK_RANGES, 4)
+})
+
 const PeerRecordField = F.message("PeerRecord", 0x30, {
   peer: peerId,
   network: F.utf8(MAX_NETWORK_ID_BYTES),
@@ -215,6 +226,14 @@ export const Pong = PongField.schema
 export interface Pong extends Schema.Schema.Type<typeof Pong> {}
 
 /**
+ * Reliable delivery's acknowledgement (internal, on the heartbeat channel): the sender has delivered
+ * (or skipped) every reliable message of the receiver's stream `incarnation` up to `cumulative`, and
+ * holds the runs in `ranges` (ascending, above `cumulative + 1`) without having delivered them yet.
+ */
+export const Ack = AckField.schema
+export interface Ack extends Schema.Schema.Type<typeof Ack> {}
+
+/**
  * Where a peer of network `network` can be reached, signed by that peer over its signing bytes; a
  * higher `sequence` replaces a lower one. `epoch` is the newest validator-set epoch the signer knew.
  */
@@ -249,6 +268,7 @@ export const Message = Schema.Union(
   SyncResponse,
   Ping,
   Pong,
+  Ack,
   PeerRecord,
   PeerExchangeRequest,
   PeerExchangeResponse,
@@ -271,6 +291,7 @@ export const definitions = [
   SyncResponseField,
   PingField,
   PongField,
+  AckField,
   PeerRecordField,
   PeerExchangeRequestField,
   PeerExchangeResponseField,

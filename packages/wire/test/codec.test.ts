@@ -16,6 +16,7 @@ const messageSchemas = [
   Message.SyncResponse,
   Message.Ping,
   Message.Pong,
+  Message.Ack,
   Message.PeerRecord,
   Message.PeerExchangeRequest,
   Message.PeerExchangeResponse,

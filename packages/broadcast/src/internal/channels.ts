@@ -20,6 +20,7 @@ const channels: Record<MessageTag, number | undefined> = {
   // Internal to the peers and discovery packages.
   Ping: undefined,
   Pong: undefined,
+  Ack: undefined,
   PeerRecord: undefined,
   PeerExchangeRequest: undefined,
   PeerExchangeResponse: undefined
