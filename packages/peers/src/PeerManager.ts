@@ -6,7 +6,7 @@
  * dialled, and idle connections are trimmed.
  */
 import type { Transport as T, TransportError } from "@hotstuff2/transport"
-import type { Frame, Identity } from "@hotstuff2/wire"
+import type { Frame, Identity, Message } from "@hotstuff2/wire"
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
@@ -40,6 +40,15 @@ export interface PeerManagerOptions {
    * the peer's socket, and with it its votes).
    */
   readonly separateChannels?: ReadonlyArray<number>
+  /**
+   * Reliable delivery's acknowledgements: called with each `Ack` a connected peer sends on the
+   * heartbeat channel (0), synchronously in that connection's reader, in order, with no fiber step
+   * (as pongs are taken). It must not block; a throw is logged and that Ack dropped. Without it an
+   * `Ack` is ignored, not reported: a peer may run reliable delivery while this node does not.
+   * Acks are sent with `send`/`unsafeSend` on channel 0 (encoded with `Codec.encode`); that
+   * channel's queue drops the oldest when full, which acks, being cumulative, can afford.
+   */
+  readonly onAck?: (peer: PeerId, ack: Message.Ack) => void
 }
 
 /** Frames received from a peer, in order per channel. */

@@ -90,7 +90,10 @@ const fields = {
   maxConcurrentDials: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 8 }),
   // ---- health ----
   heartbeatInterval: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(1) }),
-  /** This many intervals without a Pong: the peer is unhealthy, its connection closed and redialled. */
+  /**
+   * This many ticks in a row with a ping unanswered and nothing at all heard from the peer (its own
+   * pings count: a slow peer is not a dead one): it is unhealthy, its connection closed and redialled.
+   */
   missedHeartbeats: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 3 }),
   /** Weight of the newest RTT sample in the moving average. */
   rttSmoothing: Schema.optionalWith(Schema.Number.pipe(Schema.between(0, 1)), { default: () => 0.2 }),

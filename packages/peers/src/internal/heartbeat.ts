@@ -1,6 +1,11 @@
 // Heartbeats: pings and pongs on the heartbeat channel, RTT samples, and the one ticker per node
-// that pings every connection and takes an unhealthy one out of service. Pings are answered and
-// pongs taken synchronously, so a heartbeat costs no fiber step.
+// that pings every connection and takes an unhealthy one out of service. Pings are answered, pongs
+// taken and acks handed over synchronously, so a heartbeat costs no fiber step.
+//
+// Slow is not dead: a peer whose application stops reading stops answering pings (its reader
+// waits, its socket pauses), but its own ticker keeps pinging this node. Anything heard from the
+// peer (its pings included) shows it alive; a miss is a tick with an old ping unanswered and
+// nothing heard since the tick before. Only pongs measure RTT.
 import { type Transport, TransportConfig } from "@hotstuff2/transport"
 import { Codec, type Message } from "@hotstuff2/wire"
 import type * as Clock from "effect/Clock"
@@ -20,8 +25,8 @@ const encode = (message: Message.Message) => Either.getOrThrow(Codec.encode(mess
 
 export interface Heartbeat {
   /**
-   * Answers pings and takes pongs synchronously (a heartbeat costs no fiber step); returns what is
-   * left for the registry, if anything.
+   * Answers pings, takes pongs and hands acks to `onAck` synchronously (a heartbeat costs no fiber
+   * step); returns what is left for the registry (or the log), if anything.
    */
   readonly onHeartbeat: (
     peer: PeerId,
@@ -38,6 +43,8 @@ export const makeHeartbeat = (deps: {
   readonly registry: PeerRegistryShape
   readonly now: () => number
   readonly slots: ReadonlyMap<PeerId, Slot>
+  /** Reliable delivery's acks from a connected peer (`PeerManagerOptions.onAck`); none: ignored. */
+  readonly onAck: ((peer: PeerId, ack: Message.Ack) => void) | undefined
   /** Takes an unhealthy connection out of its slot and closes it. */
   readonly detach: (
     peer: PeerId,
@@ -47,7 +54,7 @@ export const makeHeartbeat = (deps: {
     detail: string
   ) => Effect.Effect<void>
 }): Heartbeat => {
-  const { config, registry, now, slots, detach } = deps
+  const { config, registry, now, slots, onAck, detach } = deps
   const heartbeatMillis = Duration.toMillis(config.heartbeatInterval)
 
   /** A ping to the peer, as a message (sent by the caller), remembered for its pong. */
@@ -86,12 +93,23 @@ export const makeHeartbeat = (deps: {
           at - slot.lastPingAt >= heartbeatMillis / 2 ? [pong, nextPing(slot, at)] : [pong]
         )
       } else if (message._tag === "Pong") {
-        // A late pong still measures its own ping, and answers every ping sent before it.
+        // A late pong still measures its own ping, and answers every ping sent before it. (The
+        // reader has marked the peer heard: that resets `missed` at the next tick.)
         const sentAt = slot.pings.get(message.nonce)
         if (sentAt !== undefined) {
           slot.pings.clear()
-          slot.missed = 0
           then(registry.recordRtt(peer, now() - sentAt))
+        }
+      } else if (message._tag === "Ack") {
+        // Reliable delivery's. Without a consumer it is ignored, not reported: a peer may run
+        // reliable delivery while this node does not.
+        if (onAck !== undefined) {
+          try {
+            onAck(peer, message)
+          } catch (cause) {
+            // A bug in the consumer must not end this connection's reader.
+            then(Effect.logError("PeerManager onAck threw: the Ack is dropped", cause))
+          }
         }
       } else {
         then(registry.report(peer, "ProtocolViolation"))
@@ -106,18 +124,29 @@ export const makeHeartbeat = (deps: {
     for (const [peer, slot] of slots) {
       const connection = slot.connection
       if (connection === undefined) continue
-      // A ping counts as missed once it is half an interval old (one sent with a pong may be
-      // younger than a tick). Silence while this node's own consumer holds the reader back is not
-      // the peer's fault.
+      // Anything heard from the peer since the last tick, its own pings included, shows it alive:
+      // a peer whose reader waits on its consumer cannot answer pings, yet is only slow.
+      const heard = slot.heard
+      slot.heard = false
+      // Otherwise a ping counts as missed once it is half an interval old (one sent with a pong may
+      // be younger than a tick). Silence while this node's own consumer holds the reader back is
+      // not the peer's fault.
       const oldest = slot.pings.values().next().value
-      if (
+      if (heard) slot.missed = 0
+      else if (
         oldest !== undefined &&
         at - oldest >= heartbeatMillis / 2 &&
         !slot.readerBlocked &&
         ++slot.missed >= config.missedHeartbeats
       ) {
         yield* registry.report(peer, "Timeout")
-        yield* detach(peer, slot, connection, "unhealthy", `${slot.missed} heartbeats without a pong`)
+        yield* detach(
+          peer,
+          slot,
+          connection,
+          "unhealthy",
+          `${slot.missed} heartbeats unanswered, nothing heard from the peer`
+        )
         continue
       }
       // A ping went out within the interval (with a pong), or the connection is that new.

@@ -187,7 +187,7 @@ export const make = (options: PeerManagerOptions) =>
         (banned) => !banned && (validators.has(peer) || invited.has(peer) || config.admitNonValidators)
       )
 
-    const heartbeat = makeHeartbeat({ config, registry, now, slots, detach })
+    const heartbeat = makeHeartbeat({ config, registry, now, slots, onAck: options.onAck, detach })
     const reader = makeReader({
       config,
       registry,

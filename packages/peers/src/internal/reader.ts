@@ -70,7 +70,9 @@ export const makeReader = (deps: {
         const taken = yield* Effect.either(connection.receive)
         if (Either.isLeft(taken)) return yield* onClosed(peer, slot, connection, yield* connection.closed)
         const at = now()
-        // Any frame shows the peer alive; the registry hears of it at most once per interval.
+        // Any frame shows the peer alive (to the heartbeat now; the registry hears of it at most
+        // once per interval), its pings too: a peer that cannot read may still be writing.
+        slot.heard = true
         if (at - slot.touchedAt >= heartbeatMillis) {
           slot.touchedAt = at
           yield* registry.touch(peer)
@@ -112,8 +114,9 @@ export const makeReader = (deps: {
             yield* target.offer(inboundFrame)
             yield* Fiber.interrupt(watcher)
             slot.readerBlocked = false
+            // Working through the peer's backlog: this node was behind, not the peer silent.
+            slot.heard = true
           }
-          slot.missed = 0
         }
       }
     })
@@ -128,7 +131,7 @@ export const makeReader = (deps: {
       if (at - slot.touchedAt >= heartbeatMillis || !withinLimits(slot, frame, at)) return false
       // Cannot fail: the queue has room, and after shutdown the frame is dropped as `offer` would.
       target.tryOffer({ peer, channel: frame.channel, messages: frame.messages })
-      slot.missed = 0
+      slot.heard = true
       return true
     }
 

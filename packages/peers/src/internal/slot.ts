@@ -20,8 +20,13 @@ export interface Slot {
   pingNonce: bigint
   /** Pings not yet answered: nonce to monotonic millis sent (at most `missedHeartbeats` kept). */
   pings: Map<bigint, number>
-  /** Heartbeat ticks in a row with a ping unanswered. */
+  /** Heartbeat ticks in a row with a ping unanswered and nothing heard from the peer. */
   missed: number
+  /**
+   * Something arrived from the peer (any frame, its pings included) since the last heartbeat tick.
+   * A flag, not a time: the hot paths write it without reading the Clock; the ticker reads and clears it.
+   */
+  heard: boolean
   /** Monotonic millis of the last ping sent (or of the connection, before the first). */
   lastPingAt: number
   /** This node's reader waits on this node's own consumer: silence from the peer is not its fault. */
@@ -61,6 +66,7 @@ export const makeSlot = (at: number): Slot => ({
   pingNonce: 0n,
   pings: new Map(),
   missed: 0,
+  heard: false,
   lastPingAt: Number.NEGATIVE_INFINITY,
   readerBlocked: false,
   buckets: new Map(),
@@ -96,6 +102,7 @@ export const setConnection = (slot: Slot, connection: Transport.Connection | und
     slot.lastUsedAt = at
   }
   slot.missed = 0
+  slot.heard = false
   slot.lastPingAt = slot.connectedAt
   slot.pings = new Map()
   slot.readerBlocked = false
