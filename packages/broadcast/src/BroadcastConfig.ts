@@ -3,6 +3,7 @@
  * parameters, and how many sequence numbers per origin are remembered to drop duplicates.
  */
 import { TransportConfig } from "@hotstuff2/transport"
+import type { Message } from "@hotstuff2/wire"
 import * as Duration from "effect/Duration"
 import * as Either from "effect/Either"
 import * as Schema from "effect/Schema"
@@ -64,7 +65,47 @@ export const BroadcastConfig = Schema.Struct({
    */
   maxOrigins: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 1024 }),
   /** This node's own messages (`send` to itself) waiting for the consumer of `inbound`. */
-  loopbackBuffer: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 1024 })
+  loopbackBuffer: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 1024 }),
+  /**
+   * Message types sent reliably unless a call says `reliable: false`: retransmitted until
+   * acknowledged, in this node's order, once (README, "Delivery guarantees"). Default: the
+   * certificates, timeouts and new-views, whose loss stalls a view.
+   */
+  reliableMessages: Schema.optionalWith(Schema.Array(Schema.String), {
+    default: () => ["QuorumCertificate", "TimeoutCertificate", "Timeout", "NewView"]
+  }),
+  /**
+   * A reliable message not acknowledged after max(retransmitAfterMin, 2 x RTT + ackDelay) is sent
+   * again, then twice as late each time, up to retransmitAfterMax; after a reconnect, at once.
+   */
+  retransmitAfterMin: Schema.optionalWith(DurationSetting, { default: () => Duration.millis(100) }),
+  retransmitAfterMax: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(4) }),
+  /** A receiver acknowledges within this long of delivering, or at once after `ackEvery` messages. */
+  ackDelay: Schema.optionalWith(DurationSetting, { default: () => Duration.millis(10) }),
+  ackEvery: Schema.optionalWith(Schema.Int.pipe(Schema.between(1, 4096)), { default: () => 64 }),
+  /** Reliable messages not yet acknowledged by one peer (count, bytes): past either, `ReliableBufferFull`. */
+  maxUnackedPerPeer: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 16_384 }),
+  maxUnackedBytesPerPeer: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), {
+    default: () => 64 * 1024 * 1024
+  }),
+  /** Distinct reliable messages (and their bytes, each counted once) held for every peer together. */
+  maxUnackedMessages: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 65_536 }),
+  maxUnackedBytes: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), {
+    default: () => 256 * 1024 * 1024
+  }),
+  /** Reliable messages sent (first sends and retransmissions) per peer per pass of the sender's timer. */
+  retransmitBurst: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 1024 }),
+  /**
+   * Receiver: reliable messages held per origin ahead of a gap (a later one is dropped unacknowledged,
+   * and sent again); a gap not closed within `gapTimeout` is skipped, counted and reported.
+   */
+  /**
+   * Closing the broadcaster waits up to this long for its reliable messages to be acknowledged
+   * (retransmitting meanwhile); what is still unacknowledged then is dropped with it.
+   */
+  drainTimeout: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(2) }),
+  reorderWindow: Schema.optionalWith(Schema.Int.pipe(Schema.between(16, 65_536)), { default: () => 16_384 }),
+  gapTimeout: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(30) })
 })
 export type BroadcastConfig = typeof BroadcastConfig.Type
 export type BroadcastConfigInput = typeof BroadcastConfig.Encoded
@@ -86,13 +127,42 @@ const decodeFields = TransportConfig.decodeWith(
 
 /** Validates and fills in defaults; a bad field is named with the form it expects. */
 export const decode = (input: BroadcastConfigInput): Either.Either<BroadcastConfig, InvalidBroadcastConfig> =>
-  Either.flatMap(decodeFields(input), (config) =>
-    Duration.greaterThan(config.repairAfterMin, config.repairAfterMax)
-      ? Either.left(
+  Either.flatMap(decodeFields(input), (config) => {
+    const pairs = [
+      ["repairAfterMin", config.repairAfterMin, "repairAfterMax", config.repairAfterMax],
+      ["retransmitAfterMin", config.retransmitAfterMin, "retransmitAfterMax", config.retransmitAfterMax]
+    ] as const
+    for (const [low, lowValue, high, highValue] of pairs) {
+      if (Duration.greaterThan(lowValue, highValue)) {
+        return Either.left(
           new InvalidBroadcastConfig({
-            field: "repairAfterMin",
-            detail: `${Duration.format(config.repairAfterMin)} is above repairAfterMax (${Duration.format(config.repairAfterMax)})`
+            field: low,
+            detail: `${Duration.format(lowValue)} is above ${high} (${Duration.format(highValue)})`
           })
         )
-      : Either.right(config)
-  )
+      }
+    }
+    const unknown = config.reliableMessages.find((tag) => !reliableCapable.has(tag))
+    if (unknown !== undefined) {
+      return Either.left(
+        new InvalidBroadcastConfig({
+          field: "reliableMessages",
+          detail: `${unknown} is not a message type an application sends (one of ${[...reliableCapable].join(", ")})`
+        })
+      )
+    }
+    return Either.right(config)
+  })
+
+/** Message types an application sends: the ones `reliableMessages` may name. */
+const reliableCapable: ReadonlySet<string> = new Set<Message.MessageTag>([
+  "Proposal",
+  "Vote",
+  "QuorumCertificate",
+  "NewView",
+  "Timeout",
+  "TimeoutCertificate",
+  "SyncRequest",
+  "SyncResponse",
+  "AppMessage"
+])

@@ -12,6 +12,7 @@ import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
 import type * as Tracer from "effect/Tracer"
 import type { BroadcastConfigInput, InvalidBroadcastConfig, Strategy } from "./BroadcastConfig.js"
@@ -34,6 +35,11 @@ export interface Delivery {
   readonly trace: Envelope.TraceContext | undefined
   /** Bytes on the wire for this message (its slot in the frame). */
   readonly size: number
+  /**
+   * A reliable message's place in its origin's reliable stream to this node: delivered once per
+   * (origin, incarnation, sequence), in sequence order. Undefined for unreliable traffic.
+   */
+  readonly reliable?: { readonly incarnation: bigint; readonly sequence: bigint } | undefined
 }
 
 /** Why a message from a peer was refused (it was not delivered, and the peer was reported). */
@@ -54,7 +60,68 @@ export class InvalidOutbound extends Schema.TaggedError<InvalidOutbound>()("Inva
   }
 }
 
-export type SendError = InvalidOutbound | PeerManager.PeerSendError
+/**
+ * A reliable message did not fit: the retransmission buffer of one peer (`scope: "peer"`), or the
+ * node's (`"node"`), is full by count or by bytes. Nothing was queued for it (for `peer`: to that peer).
+ */
+export class ReliableBufferFull extends Schema.TaggedError<ReliableBufferFull>()("ReliableBufferFull", {
+  scope: Schema.Literal("peer", "node"),
+  peer: Schema.optional(Schema.String),
+  limit: Schema.Literal("messages", "bytes"),
+  max: Schema.Number
+}) {
+  override get message() {
+    const whose = this.scope === "node" ? "this node's" : `peer ${this.peer?.slice(0, 8)}'s`
+    return `${whose} reliable buffer is full: at most ${this.max} ${this.limit} unacknowledged`
+  }
+}
+
+/** `awaitAcks` cannot be met: the message was cancelled, or fewer recipients can acknowledge it. */
+export class AcksUnreachable extends Schema.TaggedError<AcksUnreachable>()("AcksUnreachable", {
+  wanted: Schema.Number,
+  acked: Schema.Number,
+  reason: Schema.Literal("cancelled", "too-few-recipients")
+}) {
+  override get message() {
+    return `cannot await ${this.wanted} acknowledgements (${this.acked} so far): ${
+      this.reason === "cancelled" ? "the message was cancelled" : "fewer recipients than that took it"
+    }`
+  }
+}
+
+export type SendError = InvalidOutbound | ReliableBufferFull | PeerManager.PeerSendError
+
+/**
+ * A reliable message in flight: retransmitted to each recipient until that recipient acknowledges
+ * it (it was handed to the recipient's consumer), or until `cancel`.
+ */
+export interface Reliable {
+  /** The peers whose reliable buffers took it. */
+  readonly recipients: ReadonlyArray<PeerId>
+  /** The recipients that acknowledged it so far. */
+  readonly acked: Effect.Effect<ReadonlyArray<PeerId>>
+  /**
+   * Waits until `quorum` of the recipients (of `among`, when given) acknowledged it; returns them.
+   * Fails with `AcksUnreachable` once it is cancelled, or at once when fewer could.
+   */
+  readonly awaitAcks: (
+    quorum: number,
+    among?: ReadonlyArray<PeerId>
+  ) => Effect.Effect<ReadonlyArray<PeerId>, AcksUnreachable>
+  /** Stops its retransmission to every recipient that has not acknowledged it (idempotent). */
+  readonly cancel: Effect.Effect<void>
+}
+
+/** Reliability of one message: by the config's `reliableMessages` unless said here. */
+export interface ReliableOptions {
+  /**
+   * Retransmit until acknowledged, delivered in this node's order, once (see the README's delivery
+   * guarantees). Default: true for the message types in the config's `reliableMessages`.
+   */
+  readonly reliable?: boolean
+  /** A reliable message is cancelled when this scope closes (for example the scope of a view). */
+  readonly scope?: Scope.Scope
+}
 
 /** What became of a broadcast or multicast, peer by peer (its first hop). */
 export interface BroadcastReceipt {
@@ -64,16 +131,27 @@ export interface BroadcastReceipt {
   readonly id: Envelope.EnvelopeId
   /** Peers whose queues took the envelope. */
   readonly queued: ReadonlyArray<PeerId>
-  /** Peers that did not take it, and why (not connected, backpressure...). */
-  readonly failed: ReadonlyArray<{ readonly peer: PeerId; readonly error: PeerManager.PeerSendError }>
+  /**
+   * Peers that did not take it, and why (not connected, backpressure; for a reliable broadcast, a
+   * full reliable buffer: a reliable broadcast keeps what it cannot send yet and retransmits it).
+   */
+  readonly failed: ReadonlyArray<{
+    readonly peer: PeerId
+    readonly error: PeerManager.PeerSendError | ReliableBufferFull
+  }>
+  /** For a reliable broadcast: its acknowledgements and its cancellation. */
+  readonly reliable?: Reliable
 }
 
-export interface BroadcastOptions {
-  /** This broadcast's strategy, instead of the config's (`direct`, `tree` or `adaptive`). */
+export interface BroadcastOptions extends ReliableOptions {
+  /**
+   * This broadcast's strategy, instead of the config's (`direct`, `tree` or `adaptive`). A reliable
+   * broadcast always goes direct: its origin retransmits to each recipient itself.
+   */
   readonly strategy?: Strategy
 }
 
-export interface SendOptions {
+export interface SendOptions extends ReliableOptions {
   /** Wait up to this long for a connection instead of failing at once with `PeerNotConnected`. */
   readonly waitForConnection?: Duration.DurationInput
   /**
@@ -100,6 +178,19 @@ export interface Observer {
   readonly relayFailed?: (peer: PeerId) => void
   /** A routed envelope for another peer: forwarded, or dropped (no connection, over its rate). */
   readonly routed?: (outcome: "sent" | "forwarded" | "no-route" | "over-limit") => void
+  /** Reliable messages sent again to `peer` (not acknowledged in time, or after a reconnect). */
+  readonly retransmitted?: (peer: PeerId, count: number) => void
+  /** `peer` acknowledged `count` reliable messages; `latency`: millis since the first send of the oldest. */
+  readonly acked?: (peer: PeerId, count: number, latency: number) => void
+  /** An acknowledgement from `peer` was refused (`future`, `malformed`, `unknown-stream`) or stale. */
+  readonly ackRefused?: (peer: PeerId, reason: "future" | "malformed" | "unknown-stream" | "stale") => void
+  /**
+   * Reliable messages from `origin` given up: a gap that did not close within `gapTimeout`, a sender
+   * restart, or messages the origin cancelled (`cancelled`).
+   */
+  readonly gapSkipped?: (origin: PeerId, count: number, why: "timeout" | "cancelled" | "restart") => void
+  /** A reliable message from `peer` was dropped: a duplicate, an older incarnation, beyond the window. */
+  readonly reliableDropped?: (peer: PeerId, why: "duplicate" | "stale" | "beyond-window") => void
 }
 
 export interface BroadcasterOptions {
@@ -121,6 +212,33 @@ export interface BroadcasterOptions {
   readonly tracing?: boolean
   /** The tracer of receive spans; default: the consumer's (the fiber that runs `inbound`). */
   readonly tracer?: Tracer.Tracer
+  /**
+   * This node's reliable-stream incarnation: receivers take a higher one for a restarted sender.
+   * Default: the clock's millis at start (the node persists one above the last under its data
+   * directory).
+   */
+  readonly incarnation?: bigint
+}
+
+/**
+ * Point-to-point send. With `reliable: true` it returns the message's `Reliable` handle; a message
+ * reliable by the config's default is retransmitted too, without a handle.
+ */
+export interface SendFunction {
+  (
+    peer: PeerId,
+    message: Message.Message,
+    options: SendOptions & { readonly reliable: true }
+  ): Effect.Effect<Reliable, SendError>
+  (peer: PeerId, message: Message.Message, options?: SendOptions): Effect.Effect<void, SendError>
+}
+
+/** What the reliable buffers hold now: distinct messages and their bytes (each counted once). */
+export interface ReliableBuffer {
+  readonly messages: number
+  readonly bytes: number
+  /** Entries over every peer's buffer (a broadcast to n peers counts n). */
+  readonly entries: number
 }
 
 export interface BroadcasterShape {
@@ -133,22 +251,19 @@ export interface BroadcasterShape {
   readonly broadcast: (
     message: Message.Message,
     options?: BroadcastOptions
-  ) => Effect.Effect<BroadcastReceipt, InvalidOutbound>
+  ) => Effect.Effect<BroadcastReceipt, InvalidOutbound | ReliableBufferFull>
   /** `broadcast` to the given peers only (this node is skipped). */
   readonly multicast: (
     peers: ReadonlyArray<PeerId>,
-    message: Message.Message
-  ) => Effect.Effect<BroadcastReceipt, InvalidOutbound>
+    message: Message.Message,
+    options?: ReliableOptions
+  ) => Effect.Effect<BroadcastReceipt, InvalidOutbound | ReliableBufferFull>
   /**
    * Queues `message` to one peer on the channel of its type. To this node itself: delivered on
    * `inbound` (loopback). To a peer that is not connected: `PeerNotConnected` at once, unless asked
    * to wait. A full queue: `Backpressure` (or a counted drop, by the channel's policy).
    */
-  readonly send: (
-    peer: PeerId,
-    message: Message.Message,
-    options?: SendOptions
-  ) => Effect.Effect<void, SendError>
+  readonly send: SendFunction
   /**
    * Every message for this node, verified and deduplicated, in order per peer and channel. One
    * consumer (a second concurrent one is a defect): when it falls behind, peers' sockets pause
@@ -167,6 +282,8 @@ export interface BroadcasterShape {
     origins: ReadonlyArray<PeerId>,
     epoch?: bigint
   ) => Effect.Effect<void>
+  /** What the reliable buffers hold now. */
+  readonly reliableBuffer: Effect.Effect<ReliableBuffer>
 }
 
 export class Broadcaster extends Context.Tag("@hotstuff2/broadcast/Broadcaster")<

@@ -88,6 +88,8 @@ export type SendError = Broadcaster.SendError
 export type SendOptions = Broadcaster.SendOptions
 export type BroadcastOptions = Broadcaster.BroadcastOptions
 export type BroadcastReceipt = Broadcaster.BroadcastReceipt
+export type Reliable = Broadcaster.Reliable
+export type ReliableOptions = Broadcaster.ReliableOptions
 
 export interface NodeNetworkShape {
   /** This node's PeerId. */
@@ -104,28 +106,40 @@ export interface NodeNetworkShape {
    * relay it, with receipts and repair by the origin; `adaptive` picks per broadcast (broadcast
    * README). Never waits for a peer: one that is not connected, or is backed up, is listed in the
    * receipt's `failed` (for a tree: among the first hop). Fails only when the message cannot be sent
-   * at all (`InvalidOutbound`).
+   * at all (`InvalidOutbound`), or, reliable, when this node's reliable buffer is full.
+   * Reliable (`reliable: true`, or a type in `broadcast.reliableMessages`): sent direct, retransmitted
+   * to each validator until it acknowledges, delivered in this node's order, once; the receipt's
+   * `reliable` waits for acknowledgements (`awaitAcks`) and cancels (README, "Delivery guarantees").
    */
   readonly broadcast: (
     message: Message.Message,
     options?: BroadcastOptions
-  ) => Effect.Effect<BroadcastReceipt, Broadcaster.InvalidOutbound>
+  ) => Effect.Effect<BroadcastReceipt, Broadcaster.InvalidOutbound | Broadcaster.ReliableBufferFull>
   /**
    * Queues `message` to one peer. To a peer that is not connected: `PeerNotConnected` at once, or
    * after `waitForConnection`; with `route: true`, validators connected to both carry it instead,
    * sealed for the peer (they can neither alter nor forge it). Under backpressure: `Backpressure` at once (or a counted drop, by
    * the channel's policy). To this node itself: delivered on `messages`.
+   * Reliable: held (even for a peer not connected) and retransmitted until acknowledged; with
+   * `reliable: true` it returns the message's `Reliable` handle; a full buffer: `ReliableBufferFull`.
    */
-  readonly send: (
-    peer: PeerId,
-    message: Message.Message,
-    options?: SendOptions
-  ) => Effect.Effect<void, SendError>
+  readonly send: Broadcaster.SendFunction
   /** `broadcast` to some peers only. */
   readonly multicast: (
     peers: ReadonlyArray<PeerId>,
-    message: Message.Message
-  ) => Effect.Effect<BroadcastReceipt, Broadcaster.InvalidOutbound>
+    message: Message.Message,
+    options?: ReliableOptions
+  ) => Effect.Effect<BroadcastReceipt, Broadcaster.InvalidOutbound | Broadcaster.ReliableBufferFull>
+  /**
+   * Waits until `quorum` recipients (of `among`, when given) acknowledged a reliable broadcast or
+   * send: how a leader knows a certificate reached n - f. Fails with `AcksUnreachable` when it was
+   * cancelled or fewer recipients took it, and with `InvalidOutbound` for an unreliable receipt.
+   */
+  readonly awaitAcks: (
+    sent: BroadcastReceipt | Reliable,
+    quorum: number,
+    among?: ReadonlyArray<PeerId>
+  ) => Effect.Effect<ReadonlyArray<PeerId>, Broadcaster.AcksUnreachable | Broadcaster.InvalidOutbound>
   /**
    * Every message for this node: verified, deduplicated, in order per peer and channel. One
    * consumer (the consensus loop; a second concurrent one is a defect): when it falls behind, peers'
@@ -192,5 +206,6 @@ export declare namespace NodeNetwork {
   export type SendError = import("./NodeNetwork.js").SendError
   export type SendOptions = import("./NodeNetwork.js").SendOptions
   export type BroadcastReceipt = import("./NodeNetwork.js").BroadcastReceipt
+  export type Reliable = import("./NodeNetwork.js").Reliable
   export type NetworkError = import("./NodeNetwork.js").NetworkError
 }

@@ -114,6 +114,11 @@ export interface PeerManagerShape {
   readonly unsafePoll: (max: number) => ReadonlyArray<InboundFrame>
   /** Calls `listener` once, when the next frame arrives (a later call replaces it). */
   readonly unsafeOnInbound: (listener: () => void) => void
+  /**
+   * Replaces the options' `onAck`: reliable delivery's acknowledgements from peers, handed over
+   * synchronously as they arrive on the heartbeat channel (undefined: ignored).
+   */
+  readonly unsafeOnAck: (handler: ((peer: PeerId, ack: Message.Ack) => void) | undefined) => void
   /** Peers connected now. */
   readonly connected: Effect.Effect<ReadonlyArray<PeerId>>
   /** The connection to a peer, if any. */

@@ -44,7 +44,7 @@ const MiB = 1024 * 1024
 
 /** Generous for validators (a leader sends a block per view), tight enough to stop a flood. */
 export const defaultRateLimits: ReadonlyArray<ChannelRateLimit> = [
-  { channel: 0, messagesPerSecond: 50, bytesPerSecond: 64 * 1024, burstSeconds: 2 },
+  { channel: 0, messagesPerSecond: 250, bytesPerSecond: 64 * 1024, burstSeconds: 2 },
   { channel: 1, messagesPerSecond: 20_000, bytesPerSecond: 256 * MiB, burstSeconds: 2 },
   { channel: 2, messagesPerSecond: 5_000, bytesPerSecond: 64 * MiB, burstSeconds: 2 },
   { channel: 3, messagesPerSecond: 200, bytesPerSecond: 4 * MiB, burstSeconds: 5 },

@@ -5,14 +5,19 @@
 import { PeerManager, PeerRegistry } from "@hotstuff2/peers"
 import type { Identity, Message } from "@hotstuff2/wire"
 import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as FiberSet from "effect/FiberSet"
+import * as Stream from "effect/Stream"
 import * as BroadcastConfig from "../BroadcastConfig.js"
 import type { BroadcasterOptions, BroadcasterShape, BroadcastOptions } from "../Broadcaster.js"
 import { choose } from "./adaptive.js"
 import { makeCore, recordSet } from "./core.js"
 import { makeInbound } from "./inbound.js"
-import { direct, encode, makeSend } from "./outbound.js"
+import { direct, encode, makeSend, reliableDirect } from "./outbound.js"
+import { makeReliableReceiver } from "./reliable/receiver.js"
+import { makeReliableSender } from "./reliable/sender.js"
+import { makeTimer } from "./reliable/timer.js"
 import { makeRouting } from "./routing.js"
 import { withSpan } from "./spans.js"
 import { makeStream } from "./stream.js"
@@ -57,13 +62,56 @@ export const make = (options: BroadcasterOptions) =>
     const treeOrigin = yield* makeTreeOrigin(core)
     const relay = makeTreeRelay(core)
     const routing = makeRouting(core)
-    const { handleFrames } = makeInbound(core, { relay, routing, onReceipt: treeOrigin.onReceipt })
-    const { inbound, loopback } = yield* makeStream({
+
+    // Reliable delivery: one timer for both sides, running only while either holds something.
+    const incarnation = options.incarnation ?? BigInt(Math.floor(yield* Clock.currentTimeMillis))
+    let pass: (now: number) => number | undefined = () => undefined
+    const timer = makeTimer(core, Math.max(1, Duration.toMillis(config.ackDelay)), (now) => pass(now))
+    const sender = makeReliableSender(core, incarnation, timer.wake)
+    const receiver = makeReliableReceiver(core, timer.wake)
+
+    const { handleFrames, handleReleased } = makeInbound(core, {
+      relay,
+      routing,
+      onReceipt: treeOrigin.onReceipt,
+      reliable: receiver
+    })
+    const { inbound, loopback, inject } = yield* makeStream({
       manager: core.manager,
       loopbackBuffer: config.loopbackBuffer,
       handleFrames
     })
-    const send = makeSend(core, loopback, routing.send)
+    pass = (now) => {
+      const sending = sender.tick(now)
+      const { released, next } = receiver.tick(now)
+      for (const { peer, held } of released) inject(handleReleased(peer, held))
+      return sending === undefined ? next : next === undefined ? sending : Math.min(sending, next)
+    }
+    core.manager.unsafeOnAck(sender.onAck)
+    // Closing waits (within drainTimeout) for acknowledgements of what is held, while the timer and
+    // the connections still run: a graceful restart loses nothing.
+    const drainMillis = Duration.toMillis(config.drainTimeout)
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function* () {
+        const until = clock.unsafeCurrentTimeMillis() + drainMillis
+        if (sender.buffer().entries > 0) sender.resendAll()
+        while (sender.buffer().entries > 0 && clock.unsafeCurrentTimeMillis() < until) {
+          yield* Effect.sleep(Duration.millis(Math.max(1, Duration.toMillis(config.ackDelay))))
+        }
+        core.manager.unsafeOnAck(undefined)
+      })
+    )
+    // A reconnect sends again everything the peer has not acknowledged, in order.
+    yield* Effect.forkScoped(
+      Effect.interruptible(
+        Stream.runForEach(core.registry.changes, (event) =>
+          event._tag === "Connected" ? Effect.sync(() => sender.onConnected(event.peer)) : Effect.void
+        )
+      )
+    )
+    const reliableOf = (message: Message.Message, asked: boolean | undefined) =>
+      asked ?? config.reliableMessages.includes(message._tag)
+    const send = makeSend(core, loopback, routing.send, { sender, reliableOf })
 
     /** The strategy of one broadcast, and the tree it takes when it is one. */
     const strategyOf = (message: Message.Message, size: number, strategy: BroadcastConfig.Strategy) =>
@@ -92,6 +140,10 @@ export const make = (options: BroadcasterOptions) =>
 
     const broadcastNow = (message: Message.Message, options: BroadcastOptions | undefined) =>
       Effect.gen(function* () {
+        if (reliableOf(message, options?.reliable)) {
+          core.observer.chose?.("direct")
+          return yield* reliableDirect(core, sender, core.others, message, options?.scope)
+        }
         const encoded = yield* encode(message)
         const plan: Plan | undefined = yield* strategyOf(
           message,
@@ -113,13 +165,15 @@ export const make = (options: BroadcasterOptions) =>
         broadcastNow(message, options)
       )
 
-    const multicast: BroadcasterShape["multicast"] = (peers, message) =>
+    const multicast: BroadcasterShape["multicast"] = (peers, message, options) =>
       withSpan(
         core.tracing,
         "Broadcaster.multicast",
         message,
         { recipients: peers.length },
-        direct(core, peers, message)
+        reliableOf(message, options?.reliable)
+          ? reliableDirect(core, sender, peers, message, options?.scope)
+          : direct(core, peers, message)
       )
 
     const setValidators = (
@@ -136,5 +190,13 @@ export const make = (options: BroadcasterOptions) =>
         recordSet(core, epoch ?? core.epoch, recipients)
       })
 
-    return { self: core.self, broadcast, multicast, send, inbound, setValidators } satisfies BroadcasterShape
+    return {
+      self: core.self,
+      broadcast,
+      multicast,
+      send,
+      inbound,
+      setValidators,
+      reliableBuffer: Effect.sync(sender.buffer)
+    } satisfies BroadcasterShape
   })

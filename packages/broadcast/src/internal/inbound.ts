@@ -11,6 +11,7 @@ import type { Delivery, Rejection } from "../Broadcaster.js"
 import { channelOf } from "./channels.js"
 import type { Core } from "./core.js"
 import * as Payload from "./payload.js"
+import type { Held, ReliableReceiver } from "./reliable/receiver.js"
 import type { Routing } from "./routing.js"
 import { receiveSpan, spanAttributes } from "./spans.js"
 import { decodeReceipt, decodeRouted } from "./tree/header.js"
@@ -76,13 +77,14 @@ export const makeInbound = (
     readonly routing: Routing
     /** Tree receipts from `peer` for this node's envelopes. */
     readonly onReceipt: (peer: PeerId, sequences: ReadonlyArray<bigint>) => void
+    readonly reliable: ReliableReceiver
   }
 ) => {
   const { self, observer, dedup, validators, networkId } = core
   const { relay, routing } = parts
 
   /** Everything about one slot except its receive span. */
-  const process = (peer: PeerId, channel: number, slot: Uint8Array, opened: Opened): Outcome => {
+  const process = (peer: PeerId, channel: number, slot: Uint8Array, opened: Opened, held?: Held): Outcome => {
     const { parsed, envelope } = opened
     if (envelope === undefined) {
       if (parsed.kind === Payload.FORWARD) return passOn(peer, channel, parsed.body)
@@ -115,7 +117,9 @@ export const makeInbound = (
       )
     }
     // A copy of what was delivered costs no signature check: replays cannot burn this node's CPU.
-    if (dedup.seen(origin, sequence)) {
+    // (A reliable one was deduplicated by its stream already, which also keeps it when it comes
+    // later than the window of envelope sequence numbers.)
+    if (held === undefined && dedup.seen(origin, sequence)) {
       // A tree copy again (a repair, a slow relay): the origin is told again, so it stops repairing.
       if (parsed.kind === Payload.TREE) relay.acknowledge(origin, sequence, channel)
       return undefined
@@ -155,7 +159,7 @@ export const makeInbound = (
     if (isRefused(message)) return message
     // Recorded only once verified and delivered: neither a forged copy nor a genuine one sent on
     // the wrong channel can shadow the real envelope.
-    if (!dedup.admit(origin, sequence)) return undefined
+    if (held === undefined && !dedup.admit(origin, sequence)) return undefined
     if (tree !== undefined) {
       // Relayed as soon as verified, before the application sees it.
       relay.forward(origin, tree.header, slot, channel)
@@ -210,6 +214,46 @@ export const makeInbound = (
     const envelope = Envelope.decode(parsed.body)
     if (Either.isLeft(envelope)) return reject(peer, channel, "malformed", envelope.left.message)
     return { parsed, envelope: envelope.right }
+  }
+
+  /**
+   * A reliable message released by its stream (in order): read as the slot it carries, from its
+   * origin. An envelope in it must be the sender's own: the stream is the sender's.
+   */
+  const openHeld = (peer: PeerId, held: Held): Opened | Rejection => {
+    const opened = open(peer, held.channel, held.slot)
+    if ("reason" in opened) return opened
+    if (opened.envelope !== undefined && opened.envelope.origin !== peer) {
+      return reject(
+        peer,
+        held.channel,
+        "malformed",
+        `reliable slot from ${peer.slice(0, 8)} carries an envelope of ${opened.envelope.origin.slice(0, 8)}`
+      )
+    }
+    return opened
+  }
+
+  const withStream = (outcome: Outcome, held: Held): Outcome =>
+    outcome === undefined || outcome === null || isRejection(outcome)
+      ? outcome
+      : { ...outcome, reliable: { incarnation: held.incarnation, sequence: held.sequence } }
+
+  /**
+   * Messages a stream released outside a chunk of frames (a gap given up by the timer): read
+   * synchronously, without receive spans; refusals are reported in the background.
+   */
+  const handleReleased = (peer: PeerId, released: ReadonlyArray<Held>): Array<Delivery> => {
+    const out: Array<Delivery> = []
+    const rejected: Array<Rejection> = []
+    for (const held of released) {
+      const opened = openHeld(peer, held)
+      const outcome =
+        "reason" in opened ? opened : withStream(process(peer, held.channel, held.slot, opened, held), held)
+      settle(outcome, peer, held.channel, out, rejected)
+    }
+    for (const r of rejected) core.fork(Effect.asVoid(core.registry.report(r.peer, reputationOf[r.reason])))
+    return out
   }
 
   const traceOf = (opened: Opened) =>
@@ -274,6 +318,33 @@ export const makeInbound = (
     const out = before
     const rejected: Array<Rejection> = []
     let traced: Array<Effect.Effect<void>> | undefined
+    /** One opened slot: read now, or behind the chunk's first traced one (its receive span). */
+    const dispatch = (
+      peer: PeerId,
+      channel: number,
+      slot: Uint8Array,
+      opened: Opened,
+      held: Held | undefined
+    ) => {
+      const trace = core.tracing ? traceOf(opened) : undefined
+      const run =
+        held === undefined
+          ? () => process(peer, channel, slot, opened)
+          : () => withStream(process(peer, channel, slot, opened, held), held)
+      if (trace === undefined && traced === undefined) {
+        settle(run(), peer, channel, out, rejected)
+      } else {
+        // Keep order: once one message needs a span, the rest of the chunk goes through Effects.
+        traced ??= []
+        traced.push(
+          trace === undefined
+            ? Effect.sync(() => settle(run(), peer, channel, out, rejected))
+            : Effect.map(spanned(peer, channel, slot, trace, run), (o) =>
+                settle(o, peer, channel, out, rejected)
+              )
+        )
+      }
+    }
     for (let f = 0; f < frames.length; f++) {
       const frame = frames[f]!
       const peer = frame.peer
@@ -300,29 +371,30 @@ export const makeInbound = (
           }
           continue
         }
+        if (slot[0] === Payload.RELIABLE) {
+          const header = Payload.parseReliable(slot.subarray(1))
+          if (typeof header === "string") {
+            settle(reject(peer, channel, "malformed", header), peer, channel, out, rejected)
+            continue
+          }
+          for (const held of parts.reliable.offer(peer, channel, header).deliver) {
+            const opened = openHeld(peer, held)
+            if ("reason" in opened) settle(opened, peer, held.channel, out, rejected)
+            else dispatch(peer, held.channel, held.slot, opened, held)
+          }
+          continue
+        }
         const opened = open(peer, channel, slot)
         if ("reason" in opened) {
           settle(opened, peer, channel, out, rejected)
           continue
         }
-        const trace = core.tracing ? traceOf(opened) : undefined
-        if (trace === undefined && traced === undefined) {
-          settle(process(peer, channel, slot, opened), peer, channel, out, rejected)
-        } else {
-          // Keep order: once one message needs a span, the rest of the chunk goes through Effects.
-          const run = () => process(peer, channel, slot, opened)
-          traced ??= []
-          traced.push(
-            trace === undefined
-              ? Effect.sync(() => settle(run(), peer, channel, out, rejected))
-              : Effect.map(spanned(peer, channel, slot, trace, run), (o) =>
-                  settle(o, peer, channel, out, rejected)
-                )
-          )
-        }
+        dispatch(peer, channel, slot, opened, undefined)
       }
     }
     // Receipts owed for this chunk's tree envelopes go out when it is done: one slot per origin.
+    // So do reliable acks that are due now (the rest wait for `ackDelay`).
+    parts.reliable.flush()
     if (traced === undefined) {
       relay.flush()
       if (rejected.length === 0) return out
@@ -339,5 +411,5 @@ export const makeInbound = (
     )
   }
 
-  return { handleFrames }
+  return { handleFrames, handleReleased }
 }

@@ -7,17 +7,21 @@ import { Codec, Envelope, type Identity, type Message } from "@hotstuff2/wire"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import type * as Scope from "effect/Scope"
 import {
-  type BroadcasterShape,
+  AcksUnreachable,
   type BroadcastReceipt,
   type Delivery,
   InvalidOutbound,
+  type Reliable,
   type SendError,
+  type SendFunction,
   type SendOptions
 } from "../Broadcaster.js"
 import { channelOf, internalOnly, invalid } from "./channels.js"
 import { type Core, charge } from "./core.js"
 import * as Payload from "./payload.js"
+import type { ReliableSender } from "./reliable/sender.js"
 import { currentTrace, withSpan } from "./spans.js"
 
 type PeerId = Identity.PeerId
@@ -136,7 +140,7 @@ export const sendOnceConnected = (
 export const receipt = (
   core: Core,
   sealed: SealedSlot,
-  outcome: Pick<BroadcastReceipt, "queued" | "failed">,
+  outcome: Pick<BroadcastReceipt, "queued" | "failed" | "reliable">,
   strategy: BroadcastReceipt["strategy"]
 ): Effect.Effect<BroadcastReceipt> => {
   const result: BroadcastReceipt = {
@@ -144,7 +148,8 @@ export const receipt = (
     sequence: sealed.envelope.sequence,
     id: Envelope.id(sealed.envelope),
     queued: outcome.queued,
-    failed: outcome.failed
+    failed: outcome.failed,
+    ...(outcome.reliable === undefined ? {} : { reliable: outcome.reliable })
   }
   if (!core.tracing) return Effect.succeed(result)
   return Effect.as(
@@ -171,6 +176,34 @@ export const direct = (
   })
 
 /**
+ * A reliable broadcast or multicast: sealed once, held in each target's reliable stream until that
+ * target acknowledges it, sent by this node to each target itself (never through relays).
+ */
+export const reliableDirect = (
+  core: Core,
+  sender: ReliableSender,
+  targets: ReadonlyArray<PeerId>,
+  message: Message.Message,
+  scope: Scope.Scope | undefined
+) =>
+  Effect.gen(function* () {
+    const sealed = yield* sealPayload(core, message, Payload.ENVELOPE, asIs)
+    const outcome = yield* sender.admit(targets, sealed.slot, sealed.channel, message._tag, scope)
+    return yield* receipt(core, sealed, outcome, "direct")
+  })
+
+/** A message to this node itself: delivered at once, so acknowledged at once. */
+const selfAcknowledged = (self: PeerId): Reliable => ({
+  recipients: [self],
+  acked: Effect.succeed([self]),
+  awaitAcks: (quorum) =>
+    quorum <= 1
+      ? Effect.succeed([self])
+      : Effect.fail(new AcksUnreachable({ wanted: quorum, acked: 1, reason: "too-few-recipients" })),
+  cancel: Effect.void
+})
+
+/**
  * Point-to-point `send`. `loopback` hands a message to this node's own `inbound` (false when its
  * buffer is full or the broadcaster closed).
  */
@@ -181,7 +214,11 @@ export const makeSend = (
     peer: PeerId,
     message: Message.Message,
     error: PeerManager.PeerNotConnected
-  ) => Effect.Effect<void, SendError>
+  ) => Effect.Effect<void, SendError>,
+  reliable: {
+    readonly sender: ReliableSender
+    readonly reliableOf: (message: Message.Message, asked: boolean | undefined) => boolean
+  }
 ) => {
   const { manager, observer, self } = core
 
@@ -255,10 +292,35 @@ export const makeSend = (
         : waited
     })
 
-  const send: BroadcasterShape["send"] = (peer, message, sendOptions) =>
-    core.tracing
+  /**
+   * A reliable send: held in the peer's reliable stream (sent now, or once the peer connects) until
+   * acknowledged; a full buffer fails at once.
+   */
+  const sendReliable = (peer: PeerId, message: Message.Message, sendOptions: SendOptions | undefined) =>
+    Effect.gen(function* () {
+      const prefix = Payload.directPrefix(core.tracing ? yield* currentTrace : undefined)
+      const { bytes: slot, channel } = yield* encode(message, prefix)
+      if (peer === self) {
+        yield* sendLoopback(message, channel, slot.length - prefix.length + 1)
+        return selfAcknowledged(self)
+      }
+      const admitted = yield* reliable.sender.admit([peer], slot, channel, message._tag, sendOptions?.scope)
+      const refused = admitted.failed[0]
+      if (refused !== undefined) return yield* Effect.fail(refused.error)
+      return admitted.reliable
+    })
+
+  const send = ((peer: PeerId, message: Message.Message, sendOptions?: SendOptions) => {
+    if (reliable.reliableOf(message, sendOptions?.reliable)) {
+      const sent = core.tracing
+        ? withSpan(true, "Broadcaster.send", message, { peer }, sendReliable(peer, message, sendOptions))
+        : sendReliable(peer, message, sendOptions)
+      return sendOptions?.reliable === true ? sent : Effect.asVoid(sent)
+    }
+    return core.tracing
       ? withSpan(true, "Broadcaster.send", message, { peer }, sendTraced(peer, message, sendOptions))
       : sendBare(peer, message, sendOptions)
+  }) as SendFunction
 
   return send
 }

@@ -20,6 +20,16 @@ export const ROUTED = 0x05
 /** A target's 32-byte key, then a tree slot to pass on to it unchanged (a repair through a relay). */
 export const FORWARD = 0x06
 
+/**
+ * Reliable delivery: the sender's incarnation, the message's sequence number in the sender's stream
+ * to this receiver, the stream's floor (8 bytes each, big-endian), then a whole `DIRECT`,
+ * `DIRECT_TRACED` or `ENVELOPE` slot whose origin is the sender.
+ */
+export const RELIABLE = 0x07
+
+/** The fixed header of a reliable slot: kind, incarnation, sequence, floor. */
+export const RELIABLE_HEADER = 25
+
 const TRACE_BYTES = 25
 
 const DIRECT_PREFIX = Uint8Array.of(DIRECT)
@@ -52,7 +62,13 @@ export type Parsed =
   | { readonly kind: typeof DIRECT; readonly body: Uint8Array; readonly trace: undefined }
   | { readonly kind: typeof DIRECT_TRACED; readonly body: Uint8Array; readonly trace: Envelope.TraceContext }
   | {
-      readonly kind: typeof ENVELOPE | typeof TREE | typeof RECEIPT | typeof ROUTED | typeof FORWARD
+      readonly kind:
+        | typeof ENVELOPE
+        | typeof TREE
+        | typeof RECEIPT
+        | typeof ROUTED
+        | typeof FORWARD
+        | typeof RELIABLE
       readonly body: Uint8Array
       readonly trace: undefined
     }
@@ -69,6 +85,7 @@ export const parse = (bytes: Uint8Array): Parsed | string => {
     case RECEIPT:
     case ROUTED:
     case FORWARD:
+    case RELIABLE:
       return { kind, body: bytes.subarray(1), trace: undefined }
     case DIRECT_TRACED:
       if (bytes.length < 1 + TRACE_BYTES) return "trace context cut short"
@@ -113,4 +130,48 @@ export const parseForward = (
   if (typeof split === "string") return split
   if (split.rest[0] !== TREE) return "forward: what it carries is not a tree slot"
   return { target: split.target, inner: split.rest }
+}
+
+/** A reliable slot's header and the slot it carries (a view); a string says what is wrong. */
+export interface ReliableHeader {
+  readonly incarnation: bigint
+  readonly sequence: bigint
+  readonly floor: bigint
+  readonly inner: Uint8Array
+}
+
+/** Reads a reliable slot's body (after its kind byte). */
+export const parseReliable = (body: Uint8Array): ReliableHeader | string => {
+  if (body.length < RELIABLE_HEADER - 1) {
+    return `reliable header cut short (${body.length} of ${RELIABLE_HEADER - 1} bytes)`
+  }
+  const view = new DataView(body.buffer, body.byteOffset, body.length)
+  const incarnation = view.getBigUint64(0)
+  const sequence = view.getBigUint64(8)
+  const floor = view.getBigUint64(16)
+  const inner = body.subarray(RELIABLE_HEADER - 1)
+  if (inner.length === 0) return "reliable slot carries nothing"
+  const kind = inner[0]
+  if (kind !== DIRECT && kind !== DIRECT_TRACED && kind !== ENVELOPE) {
+    return `reliable slot carries kind 0x${kind!.toString(16).padStart(2, "0")}; only 0x00, 0x01 and 0x02 may be`
+  }
+  if (sequence === 0n) return "reliable sequence numbers start at 1"
+  if (floor > sequence) return `reliable floor ${floor} is above the sequence ${sequence}`
+  return { incarnation, sequence, floor, inner }
+}
+
+/** A reliable slot: the header, then `inner` (copied behind it). */
+export const reliable = (
+  incarnation: bigint,
+  sequence: bigint,
+  floor: bigint,
+  inner: Uint8Array
+): Uint8Array => {
+  const out = Buffer.allocUnsafe(RELIABLE_HEADER + inner.length)
+  out[0] = RELIABLE
+  out.writeBigUInt64BE(incarnation, 1)
+  out.writeBigUInt64BE(sequence, 9)
+  out.writeBigUInt64BE(floor, 17)
+  out.set(inner, RELIABLE_HEADER)
+  return out
 }

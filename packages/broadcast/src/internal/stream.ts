@@ -42,6 +42,16 @@ export const makeStream = (deps: {
       })
     )
 
+    /**
+     * Hands deliveries made outside a chunk of frames (reliable messages a gap held back) to the
+     * consumer, ahead of the network's next ones. Bounded by the reorder window that held them.
+     */
+    const inject = (deliveries: ReadonlyArray<Delivery>): void => {
+      if (closed || deliveries.length === 0) return
+      for (const d of deliveries) local.push(d)
+      wake()
+    }
+
     /** Hands this node's own message to the consumer; false when the buffer is full or closed. */
     const loopback = (delivery: Delivery): boolean => {
       if (closed || local.length >= deps.loopbackBuffer) return false
@@ -119,5 +129,5 @@ export const makeStream = (deps: {
       )
     })
 
-    return { inbound, loopback }
+    return { inbound, loopback, inject }
   })

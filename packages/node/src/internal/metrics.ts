@@ -7,6 +7,7 @@ import type { Discovery } from "@hotstuff2/discovery"
 import type { PeerManager, PeerRegistry } from "@hotstuff2/peers"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
+import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
@@ -43,6 +44,37 @@ const relayFailures = counter(
 const routed = counter(
   "hotstuff2_broadcast_routed",
   "Routed sends, per outcome (sent by this node; forwarded, no-route or over-limit as a relay)"
+)
+const retransmissions = counter(
+  "hotstuff2_reliable_retransmissions",
+  "Reliable messages sent again (not acknowledged in time, or after a reconnect)"
+)
+const acks = counter("hotstuff2_reliable_acked", "Reliable messages acknowledged by their recipients")
+const ackLatency = Metric.histogram(
+  "hotstuff2_reliable_ack_latency_ms",
+  MetricBoundaries.exponential({ start: 1, factor: 2, count: 16 }),
+  "Milliseconds from a reliable message's first send to its acknowledgement (oldest of each ack)"
+)
+const acksRefused = counter(
+  "hotstuff2_reliable_acks_refused",
+  "Acknowledgements refused (future, malformed, unknown-stream) or stale, per reason"
+)
+const gapsSkipped = counter(
+  "hotstuff2_reliable_gaps_skipped",
+  "Reliable messages from an origin given up, per why (timeout, cancelled, restart)"
+)
+const reliableDropped = counter(
+  "hotstuff2_reliable_dropped",
+  "Reliable messages dropped on arrival, per why (duplicate, stale, beyond-window)"
+)
+const reliableMessages = gauge(
+  "hotstuff2_reliable_buffer_messages",
+  "Reliable messages held for retransmission (each counted once)"
+)
+const reliableBytes = gauge("hotstuff2_reliable_buffer_bytes", "Bytes of the reliable messages held")
+const reliableEntries = gauge(
+  "hotstuff2_reliable_buffer_entries",
+  "Reliable messages held, summed over recipients (a broadcast to n counts n)"
 )
 const trimmed = gauge(
   "hotstuff2_connections_trimmed",
@@ -230,7 +262,15 @@ export const make = (
     relayed: () => relayed.unsafeUpdate(1, nodeOnly),
     repaired: (count) => repairs.unsafeUpdate(count, nodeOnly),
     relayFailed: () => relayFailures.unsafeUpdate(1, nodeOnly),
-    routed: (outcome) => routed.unsafeUpdate(1, labelled("outcome", outcome))
+    routed: (outcome) => routed.unsafeUpdate(1, labelled("outcome", outcome)),
+    retransmitted: (_peer, count) => retransmissions.unsafeUpdate(count, nodeOnly),
+    acked: (_peer, count, latency) => {
+      acks.unsafeUpdate(count, nodeOnly)
+      ackLatency.unsafeUpdate(latency, nodeOnly)
+    },
+    ackRefused: (_peer, reason) => acksRefused.unsafeUpdate(1, labelled("reason", reason)),
+    gapSkipped: (_origin, count, why) => gapsSkipped.unsafeUpdate(count, labelled("why", why)),
+    reliableDropped: (_peer, why) => reliableDropped.unsafeUpdate(1, labelled("why", why))
   }
 
   const channelsSeen = new Set<number>()
@@ -291,6 +331,19 @@ export const make = (
   )
 
   return { observer, sample, flush, watchPeers }
+}
+
+/** Samples the reliable buffers into gauges. */
+export const reliableSampler = (
+  node: string,
+  broadcaster: Broadcaster.BroadcasterShape
+): Effect.Effect<void> => {
+  const labels = [label("node", node)]
+  return Effect.map(broadcaster.reliableBuffer, (held) => {
+    reliableMessages.unsafeUpdate(held.messages, labels)
+    reliableBytes.unsafeUpdate(held.bytes, labels)
+    reliableEntries.unsafeUpdate(held.entries, labels)
+  })
 }
 
 /**

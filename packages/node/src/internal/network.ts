@@ -15,7 +15,7 @@ import {
   type TransportConfig,
   type TransportError
 } from "@hotstuff2/transport"
-import { Identity } from "@hotstuff2/wire"
+import { Identity, type Message } from "@hotstuff2/wire"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -28,6 +28,7 @@ import * as NodeConfig from "../NodeConfig.js"
 import { type NetworkError, type NodeNetworkShape, type PeerStatus, StartFailed } from "../NodeNetwork.js"
 import * as Epochs from "./epochs.js"
 import * as Health from "./health.js"
+import * as Incarnation from "./incarnation.js"
 import * as Metrics from "./metrics.js"
 import * as Telemetry from "./telemetry.js"
 
@@ -161,6 +162,7 @@ export const make = <R>(
         networkId: config.networkId,
         validators: validators.map((v) => v.id),
         admitNonValidators: config.admitNonValidators,
+        incarnation: yield* Incarnation.make(config.dataDirectory),
         observer: metrics.observer,
         tracing: telemetry.tracing,
         ...(telemetry.tracer === undefined ? {} : { tracer: telemetry.tracer }),
@@ -202,6 +204,7 @@ export const make = <R>(
     yield* Effect.forkScoped(Effect.interruptible(metrics.watchPeers))
     yield* Effect.forkScoped(
       Effect.zipRight(metrics.sample, sampleDiscovery).pipe(
+        Effect.zipRight(Metrics.reliableSampler(Identity.shortPeerId(self), broadcaster)),
         // A failed sample is logged and the next one still runs: metrics never stop for good.
         Effect.catchAllCause((cause) => Effect.logWarning("metrics sample failed", cause)),
         Effect.repeat(Schedule.spaced(config.telemetry.metricsInterval)),
@@ -257,8 +260,20 @@ export const make = <R>(
       metricsAddress: telemetry.prometheus,
       healthAddress,
       broadcast: (message, options) => withTracer(broadcaster.broadcast(message, options)),
-      send: (peer, message, options) => withTracer(broadcaster.send(peer, message, options)),
-      multicast: (peers, message) => withTracer(broadcaster.multicast(peers, message)),
+      send: ((peer: Identity.PeerId, message: Message.Message, options?: Broadcaster.SendOptions) =>
+        withTracer(broadcaster.send(peer, message, options))) as Broadcaster.SendFunction,
+      multicast: (peers, message, options) => withTracer(broadcaster.multicast(peers, message, options)),
+      awaitAcks: (sent, quorum, among) => {
+        const reliable = "awaitAcks" in sent ? sent : sent.reliable
+        return reliable === undefined
+          ? Effect.fail(
+              new Broadcaster.InvalidOutbound({
+                what: "awaitAcks",
+                detail: "the broadcast was not reliable: nothing acknowledges it"
+              })
+            )
+          : reliable.awaitAcks(quorum, among)
+      },
       messages: broadcaster.inbound,
       peerEvents: Stream.merge(registry.changes, sets.events),
       peers,

@@ -44,7 +44,7 @@ export const makeHeartbeat = (deps: {
   readonly now: () => number
   readonly slots: ReadonlyMap<PeerId, Slot>
   /** Reliable delivery's acks from a connected peer (`PeerManagerOptions.onAck`); none: ignored. */
-  readonly onAck: ((peer: PeerId, ack: Message.Ack) => void) | undefined
+  readonly onAck: () => ((peer: PeerId, ack: Message.Ack) => void) | undefined
   /** Takes an unhealthy connection out of its slot and closes it. */
   readonly detach: (
     peer: PeerId,
@@ -103,9 +103,10 @@ export const makeHeartbeat = (deps: {
       } else if (message._tag === "Ack") {
         // Reliable delivery's. Without a consumer it is ignored, not reported: a peer may run
         // reliable delivery while this node does not.
-        if (onAck !== undefined) {
+        const handler = onAck()
+        if (handler !== undefined) {
           try {
-            onAck(peer, message)
+            handler(peer, message)
           } catch (cause) {
             // A bug in the consumer must not end this connection's reader.
             then(Effect.logError("PeerManager onAck threw: the Ack is dropped", cause))

@@ -187,7 +187,9 @@ export const make = (options: PeerManagerOptions) =>
         (banned) => !banned && (validators.has(peer) || invited.has(peer) || config.admitNonValidators)
       )
 
-    const heartbeat = makeHeartbeat({ config, registry, now, slots, onAck: options.onAck, detach })
+    // Replaced by `unsafeOnAck` (the broadcaster, built over this manager, registers itself).
+    let onAck = options.onAck
+    const heartbeat = makeHeartbeat({ config, registry, now, slots, onAck: () => onAck, detach })
     const reader = makeReader({
       config,
       registry,
@@ -419,6 +421,9 @@ export const make = (options: PeerManagerOptions) =>
       inbound: Stream.repeatEffectChunk(Effect.map(inbox.take(256), Chunk.unsafeFromArray)),
       unsafePoll: (max) => inbox.poll(max),
       unsafeOnInbound: (listener) => inbox.onReady(listener),
+      unsafeOnAck: (handler) => {
+        onAck = handler
+      },
       connected: Effect.sync(() =>
         [...slots].filter(([, s]) => s.connection !== undefined).map(([peer]) => peer)
       ),
