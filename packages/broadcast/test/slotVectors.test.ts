@@ -1,4 +1,5 @@
-// WIRE.md 9.6: the message slot vectors (`hex vector=Slot.*`), checked byte for byte in both directions.
+// WIRE.md 9.6: the message slot vectors (`hex vector=Slot.*`), checked byte for byte in both directions,
+// and the refusals 9.6 derives from the reliable one.
 // They belong to this package; wire's golden.test.ts leaves the `Slot.` names to this file.
 import { readFileSync } from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
@@ -30,6 +31,7 @@ for (const [, name, body] of wireMd.matchAll(/^```hex vector=(\S+)[ \t]*\n([\s\S
 
 const fromHex = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, "hex"))
 const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString("hex")
+const concat = (...parts: ReadonlyArray<Uint8Array>): Uint8Array => new Uint8Array(Buffer.concat(parts))
 const counting = (length: number, first: number): Uint8Array =>
   Uint8Array.from({ length }, (_, i) => (first + i) & 0xff)
 
@@ -59,6 +61,18 @@ const openSlot = (bytes: Uint8Array, kind: number): Envelope.Envelope => {
 }
 
 const treeHeader: TreeHeader = { epoch: 2n, round: 42n, fanout: 4, demoted: [1, 3] }
+/** The `Ack` vector's incarnation: the reliable vectors belong to the stream it acknowledges. */
+const incarnation = 1_700_000_000_000n
+
+/** Reads a reliable slot's header as a receiver does; fails on a refusal. */
+const openReliable = (bytes: Uint8Array): Payload.ReliableHeader => {
+  const parsed = Payload.parse(bytes)
+  if (typeof parsed === "string") assert.fail(parsed)
+  assert.strictEqual(parsed.kind, Payload.RELIABLE)
+  const header = Payload.parseReliable(parsed.body)
+  if (typeof header === "string") assert.fail(header)
+  return header
+}
 const routedTarget = hex(counting(32, 0x60)) as Identity.PeerId
 
 /** 20 validators: P and the 19 ids whose 32 bytes all equal i, for i = 0x01 .. 0x13. */
@@ -128,6 +142,28 @@ const checks: Readonly<
       assert.strictEqual(hex(decoded.message), hex(qc41))
     }
   },
+  "Slot.reliable": {
+    // A bare message: its origin is the connection's peer, the stream's sender.
+    write: () => Payload.reliable(incarnation, 42n, 42n, concat(Uint8Array.of(Payload.DIRECT), qc41)),
+    read: (bytes) => {
+      const header = openReliable(bytes)
+      assert.deepStrictEqual([header.incarnation, header.sequence, header.floor], [incarnation, 42n, 42n])
+      assert.strictEqual(header.inner[0], Payload.DIRECT)
+      assert.strictEqual(hex(header.inner.subarray(1)), hex(qc41))
+      assert.isTrue(Either.isRight(Codec.decode(header.inner.subarray(1))))
+    }
+  },
+  "Slot.reliableEnvelope": {
+    write: () => Payload.reliable(incarnation, 51n, 42n, Payload.envelope(sealed(5n, vote))),
+    read: (bytes) => {
+      const header = openReliable(bytes)
+      assert.deepStrictEqual([header.incarnation, header.sequence, header.floor], [incarnation, 51n, 42n])
+      // Sealed by P: a receiver takes it from P only (the envelope's origin is the stream's sender).
+      const envelope = openSlot(header.inner, Payload.ENVELOPE)
+      assert.strictEqual(envelope.sequence, 5n)
+      assert.strictEqual(hex(envelope.payload), hex(vote))
+    }
+  },
   "Slot.treeSeed": {
     write: () => treeSeed(networkId, identity.peerId, 2n, 42n),
     read: () => {}
@@ -166,4 +202,28 @@ describe("WIRE.md 9.6 message slot vectors", () => {
       read(fromHex(expected!))
     })
   }
+
+  it("Slot.reliable: the receiver refuses the vector cut after its header, with sequence 0, a floor above the sequence, or a tree slot inside", () => {
+    const vector = vectorBytes("Slot.reliable")
+    /** The vector with `bytes` written at `at`. */
+    const changed = (at: number, bytes: ReadonlyArray<number>) => {
+      const out = Uint8Array.from(vector)
+      out.set(bytes, at)
+      return out
+    }
+    const refusals: ReadonlyArray<readonly [Uint8Array, RegExp]> = [
+      [vector.subarray(0, Payload.RELIABLE_HEADER), /carries nothing/],
+      [vector.subarray(0, Payload.RELIABLE_HEADER - 1), /cut short \(23 of 24 bytes\)/],
+      [changed(9, [0, 0, 0, 0, 0, 0, 0, 0]), /sequence numbers start at 1/],
+      [changed(17, [0, 0, 0, 0, 0, 0, 0, 43]), /floor 43 is above the sequence 42/],
+      [changed(Payload.RELIABLE_HEADER, [Payload.TREE]), /carries kind 0x03/]
+    ]
+    for (const [bytes, reason] of refusals) {
+      const parsed = Payload.parse(bytes)
+      if (typeof parsed === "string") assert.fail(parsed)
+      const header = Payload.parseReliable(parsed.body)
+      assert.isString(header, `refused: ${reason}`)
+      assert.match(header as string, reason)
+    }
+  })
 })

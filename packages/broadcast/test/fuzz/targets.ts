@@ -3,8 +3,9 @@
 // body; the envelope decoder, the origin check, the signature and then the tree header or routed
 // target and the message for an enveloped one; the receipt decoder; and for a forward its target,
 // the relay's checks of the inner tree slot (envelope, origin, signature) and the target's reading of
-// it. The bounded test (test/fuzz.test.ts) and `npm run fuzz` (run.ts) run it through the one engine
-// in @hotstuff2/testing.
+// it; for a reliable slot its header and the inner slot as its stream hands it on (an envelope must be
+// the sender's own). The bounded test (test/fuzz.test.ts) and `npm run fuzz` (run.ts) run it through
+// the one engine in @hotstuff2/testing.
 import { Fuzz } from "@hotstuff2/testing"
 import { Codec, Envelope, Identity, Message } from "@hotstuff2/wire"
 import * as Arbitrary from "effect/Arbitrary"
@@ -110,25 +111,50 @@ const receipts: ReadonlyArray<Uint8Array> = [
   Array.from({ length: MAX_RECEIPT_SEQUENCES }, (_, i) => BigInt(i))
 ].map(encodeReceipt)
 
+const bareSlots = messages.map((m) =>
+  Either.getOrThrow(Codec.encodeAfter(Payload.directPrefix(undefined), m))
+)
+const tracedSlots = messages.map((m) => Either.getOrThrow(Codec.encodeAfter(Payload.directPrefix(trace), m)))
+const envelopeSlots = encoded.map((m, i) => sealed(identity, BigInt(i), m))
+const outsiderEnvelope = sealed(outsider, 1n, encoded[0]!)
+
+/** Reliable headers (incarnation, sequence, floor): the vectors' values and the edges the receiver checks. */
+const reliableHeaders: ReadonlyArray<readonly [bigint, bigint, bigint]> = [
+  [0n, 1n, 0n],
+  [0n, 1n, 1n],
+  [1_700_000_000_000n, 42n, 42n],
+  [1_700_000_000_000n, 51n, 3n],
+  [2n ** 63n, 2n ** 32n, 1n],
+  [U64_MAX, U64_MAX, U64_MAX]
+]
+/** The slots a reliable slot may carry: bare, traced and enveloped (by the validator, its sender). */
+const reliableInners = [...bareSlots, ...tracedSlots, ...envelopeSlots]
+/** An eighth of the corpus messages in each form, behind the reliable headers in turn. */
+const reliableSlots = reliableInners
+  .filter((_, i) => i % 8 === 0)
+  .map((inner, i) => {
+    const [incarnation, sequence, floor] = reliableHeaders[i % reliableHeaders.length]!
+    return Payload.reliable(incarnation, sequence, floor, inner)
+  })
+
 /**
  * Every corpus message as a bare, traced and enveloped slot; an eighth of them as tree and routed
- * slots (sealed by the validator) and as forwards of those tree slots; receipts; and a broadcast,
- * tree, routed and forward slot from outside the validator set.
+ * slots (sealed by the validator) and as forwards of those tree slots; receipts; an eighth of the
+ * bare, traced and enveloped slots in reliable slots; and a broadcast, tree, routed, forward and
+ * reliable slot from outside the validator set.
  */
 export const slotSeeds: ReadonlyArray<Uint8Array> = [
-  ...messages.flatMap((m, i) => [
-    Either.getOrThrow(Codec.encodeAfter(Payload.directPrefix(undefined), m)),
-    Either.getOrThrow(Codec.encodeAfter(Payload.directPrefix(trace), m)),
-    sealed(identity, BigInt(i), encoded[i]!)
-  ]),
-  sealed(outsider, 1n, encoded[0]!),
+  ...messages.flatMap((_, i) => [bareSlots[i]!, tracedSlots[i]!, envelopeSlots[i]!]),
+  outsiderEnvelope,
   ...treeSlots,
   outsiderTree,
   ...routedSlots,
   outsiderRouted,
   ...receipts,
   ...treeSlots.map((tree, i) => Payload.forward(targetKeys[i % targetKeys.length]!, tree)),
-  Payload.forward(targetKeys[2]!, outsiderTree)
+  Payload.forward(targetKeys[2]!, outsiderTree),
+  ...reliableSlots,
+  Payload.reliable(1n, 1n, 1n, outsiderEnvelope)
 ]
 
 // --- Format-aware pieces: field values at and past each limit the slot decoders check ---------------
@@ -146,6 +172,8 @@ const BAD_VARINTS: ReadonlyArray<Uint8Array> = [
 ]
 const U32S = [0n, 1n, 2n, 127n, 128n, 255n, 16_383n, 16_384n, 0xffffffffn, 2n ** 32n]
 const U64S = [0n, 1n, 42n, 127n, 128n, 2n ** 32n, 2n ** 53n, 2n ** 63n, U64_MAX, 2n ** 64n]
+/** The values a fixed-width u64 can hold (a reliable header's fields). */
+const FIXED_U64S = U64S.filter((v) => v <= U64_MAX)
 
 /** A varint of one of `values` (canonical), or now and then one a decoder refuses. */
 const varint = (random: Fuzz.Random, values: ReadonlyArray<bigint>): Uint8Array =>
@@ -227,7 +255,11 @@ const REASONS: ReadonlyArray<readonly [RegExp, string]> = [
   [/no message after|nothing after the target/, "no message"],
   [/sequences out of range/, "count out of range"],
   [/trailing bytes/, "trailing bytes"],
-  [/not a tree slot/, "not a tree slot"]
+  [/not a tree slot/, "not a tree slot"],
+  [/carries nothing/, "nothing after the header"],
+  [/only 0x00, 0x01 and 0x02/, "inner kind"],
+  [/sequence numbers start at 1/, "sequence 0"],
+  [/floor \d+ is above the sequence \d+/, "floor above sequence"]
 ]
 
 /** The label of a refusal, or a violation when the reason is none a decoder should give. */
@@ -238,7 +270,7 @@ const refusal = (what: string, reason: string): Fuzz.Outcome => {
     : { label: `${what} refused: ${known[1]}` }
 }
 
-const KIND = ["direct", "traced", "envelope", "tree", "receipt", "routed", "forward"] as const
+const KIND = ["direct", "traced", "envelope", "tree", "receipt", "routed", "forward", "reliable"] as const
 
 const checkTree = (
   payload: Uint8Array,
@@ -326,6 +358,55 @@ const readForward = (input: Uint8Array, body: Uint8Array, random: Fuzz.Random): 
   }
 }
 
+/** The peer whose connection carries every fuzzed slot: the validator (a reliable stream is its own). */
+const sender = identity.peerId
+
+/**
+ * A reliable slot's body: its header, then the inner slot as the receiver reads it once the stream
+ * hands it on (inbound.ts, `openHeld`): bare or traced, its message; enveloped, the envelope must be
+ * the sender's own before anything else of it is looked at.
+ */
+const readReliable = (input: Uint8Array, body: Uint8Array, random: Fuzz.Random): Fuzz.Outcome => {
+  const header = Payload.parseReliable(body)
+  if (typeof header === "string") return refusal("reliable", header)
+  const violation = Fuzz.unmetered(() => {
+    const { incarnation, sequence, floor, inner } = header
+    if (sequence === 0n || floor > sequence) {
+      return `reliable: accepted sequence ${sequence} with floor ${floor}`
+    }
+    if (
+      !isTail(inner, body) ||
+      inner.length !== input.length - Payload.RELIABLE_HEADER ||
+      inner.length === 0
+    ) {
+      return "reliable: the inner slot is not a non-empty view of the slot after the header"
+    }
+    const kind = inner[0]
+    if (kind !== Payload.DIRECT && kind !== Payload.DIRECT_TRACED && kind !== Payload.ENVELOPE) {
+      return `reliable: accepted an inner slot of kind ${kind}`
+    }
+    // Fixed-width fields: whatever is accepted re-encodes to the same bytes.
+    if (!same(Payload.reliable(incarnation, sequence, floor, inner), input)) {
+      return "reliable: does not re-encode to its bytes"
+    }
+    return undefined
+  })
+  const fields = { incarnation: header.incarnation, sequence: header.sequence, floor: header.floor }
+  const inner = Payload.parse(header.inner)
+  if (typeof inner === "string") return { label: `reliable inner refused: ${inner}`, violation }
+  if (inner.kind === Payload.ENVELOPE) {
+    const envelope = Envelope.decode(inner.body)
+    if (Either.isLeft(envelope)) return { label: "reliable envelope Malformed", violation }
+    if (envelope.right.origin !== sender) return { label: "reliable envelope not the sender's", violation }
+    const read = readEnveloped("reliable envelope", Payload.ENVELOPE, inner.body, random)
+    return { ...read, output: { ...fields, read: read.output }, violation: violation ?? read.violation }
+  }
+  const what = `reliable ${KIND[inner.kind]}`
+  const decoded = Codec.decode(inner.body)
+  if (Either.isLeft(decoded)) return { label: `${what} ${decoded.left._tag}`, violation }
+  return { label: `${what} ok`, output: { ...fields, message: decoded.right }, violation }
+}
+
 const LABELS = {
   refused: [
     "refused: empty message slot",
@@ -367,28 +448,46 @@ const LABELS = {
       "trailing bytes"
     ].map((reason) => `receipt refused: ${reason}`)
   ],
-  forward: ["forward refused: cut short", "forward refused: not a tree slot"]
+  forward: ["forward refused: cut short", "forward refused: not a tree slot"],
+  reliable: [
+    ...["cut short", "nothing after the header", "inner kind", "sequence 0", "floor above sequence"].map(
+      (reason) => `reliable refused: ${reason}`
+    ),
+    "reliable inner refused: trace context cut short",
+    "reliable direct ok",
+    "reliable direct Malformed",
+    "reliable traced ok",
+    "reliable traced Malformed",
+    "reliable envelope ok",
+    "reliable envelope Malformed",
+    "reliable envelope BadSignature",
+    "reliable envelope payload Malformed",
+    "reliable envelope not the sender's"
+  ]
 }
 
 /**
  * A slot as the broadcaster reads it (without the per-peer state: dedup, channel, relaying and
  * reputation). Labels: "refused: <why>" (parse); "<kind> ok" or "<kind> <error tag>" for bare and
  * traced slots; the labels of `readEnveloped` for broadcast, tree and routed slots and for the tree
- * slot in a forward; "receipt ok" or "receipt refused: <why>"; "forward refused: <why>". Properties:
- * the kind is the slot's first byte; the body is a view of the slot's tail (no copy); a trace is
- * 16 + 8 bytes and a flags byte from the slot; whatever a tree header, receipt or forward decoder
- * accepts re-encodes to the same bytes (they take canonical forms only), and its message or inner
- * slot is a view of the rest; a routed target is the payload's first 32 bytes; each refusal names
- * a known reason.
+ * slot in a forward; "receipt ok" or "receipt refused: <why>"; "forward refused: <why>";
+ * "reliable refused: <why>", then "reliable inner refused: <why>", "reliable <direct|traced> ok" or
+ * "… <error tag>", "reliable envelope not the sender's" and `readEnveloped`'s labels for an envelope.
+ * Properties: the kind is the slot's first byte; the body is a view of the slot's tail (no copy); a
+ * trace is 16 + 8 bytes and a flags byte from the slot; whatever a tree header, receipt, forward or
+ * reliable decoder accepts re-encodes to the same bytes (they take canonical forms only), and its
+ * message or inner slot is a view of the rest; an accepted reliable header has a sequence of at
+ * least 1, a floor at most the sequence and an inner slot of kind 0x00-0x02; a routed target is the
+ * payload's first 32 bytes; each refusal names a known reason.
  */
 export const slot: Fuzz.Target = {
   name: "broadcast-slot",
   seeds: slotSeeds,
   mutators: [
-    // the kind byte: mostly one the parser knows (0x00..0x06), now and then any
+    // the kind byte: mostly one the parser knows (0x00..0x07), now and then any
     (input, random) => {
       const out = Uint8Array.from(input)
-      if (out.length > 0) out[0] = random() < 0.8 ? Fuzz.int(random, 7) : Fuzz.int(random, 256)
+      if (out.length > 0) out[0] = random() < 0.8 ? Fuzz.int(random, 8) : Fuzz.int(random, 256)
       return out
     },
     // a mutated payload in a valid envelope from a validator: the payload decoder runs
@@ -448,7 +547,50 @@ export const slot: Fuzz.Target = {
     (input, random) =>
       input[0] === Payload.FORWARD && input.length > 33 && random() < 0.7
         ? input.subarray(33)
-        : Payload.forward(pick(random, targetKeys), input)
+        : Payload.forward(pick(random, targetKeys), input),
+    // a reliable header built field by field (values at and past the edges the receiver checks), then
+    // a bare, traced or enveloped slot, one mutated, an outsider's envelope, a slot of another kind or
+    // nothing; now and then cut short inside the header
+    (_input, random, context) => {
+      const incarnation = pick(random, FIXED_U64S)
+      const sequence =
+        random() < 0.08
+          ? 0n
+          : pick(
+              random,
+              FIXED_U64S.filter((v) => v > 0n)
+            )
+      const roll = random()
+      const floor =
+        roll < 0.45
+          ? sequence
+          : roll < 0.75
+            ? pick(random, [0n, 1n, sequence > 0n ? sequence - 1n : 0n])
+            : roll < 0.9 && sequence < U64_MAX
+              ? sequence + 1n
+              : pick(random, FIXED_U64S)
+      const which = random()
+      const inner =
+        which < 0.45
+          ? pick(random, reliableInners)
+          : which < 0.75
+            ? mutate(pick(random, reliableInners), random, context)
+            : which < 0.82
+              ? outsiderEnvelope
+              : which < 0.94
+                ? pick(random, context.seeds)
+                : new Uint8Array(0)
+      const slot = Payload.reliable(incarnation, sequence, floor, inner)
+      return random() < 0.05 ? slot.subarray(0, Fuzz.int(random, Payload.RELIABLE_HEADER)) : slot
+    },
+    // the slot so far behind a reliable header, or a reliable slot's inner slot unwrapped (cheap)
+    (input, random) => {
+      if (input[0] === Payload.RELIABLE && input.length > Payload.RELIABLE_HEADER && random() < 0.7) {
+        return input.subarray(Payload.RELIABLE_HEADER)
+      }
+      const [incarnation, sequence, floor] = pick(random, reliableHeaders)
+      return Payload.reliable(incarnation, sequence, floor, input)
+    }
   ],
   dictionary: [
     ...[
@@ -458,9 +600,13 @@ export const slot: Fuzz.Target = {
       Payload.TREE,
       Payload.RECEIPT,
       Payload.ROUTED,
-      Payload.FORWARD
+      Payload.FORWARD,
+      Payload.RELIABLE
     ].map((kind) => Uint8Array.of(kind)),
     encodeTreeHeader(headers[1]!),
+    // a reliable header without its kind byte, and one with it
+    Payload.reliable(1_700_000_000_000n, 42n, 42n, new Uint8Array(0)).subarray(1),
+    Payload.reliable(1n, 1n, 1n, new Uint8Array(0)),
     ...targetKeys.slice(0, 2)
   ],
   expected: [
@@ -470,7 +616,8 @@ export const slot: Fuzz.Target = {
     ...LABELS.tree,
     ...LABELS.routed,
     ...LABELS.receipt,
-    ...LABELS.forward
+    ...LABELS.forward,
+    ...LABELS.reliable
   ],
   run: (input, random) => {
     const parsed = Payload.parse(input)
@@ -516,6 +663,8 @@ export const slot: Fuzz.Target = {
       }
       case Payload.FORWARD:
         return withViolation(readForward(input, parsed.body, random))
+      case Payload.RELIABLE:
+        return withViolation(readReliable(input, parsed.body, random))
       default:
         return withViolation(readEnveloped(KIND[parsed.kind], parsed.kind, parsed.body, random))
     }
