@@ -101,9 +101,11 @@ export const BroadcastConfig = Schema.Struct({
    */
   /**
    * Closing the broadcaster waits up to this long for its reliable messages to be acknowledged
-   * (retransmitting meanwhile); what is still unacknowledged then is dropped with it.
+   * (retransmitting meanwhile); what is still unacknowledged then is dropped with it. Default 0: no
+   * wait. The wait runs on Effect's Clock, so under `TestClock` a close with messages held waits
+   * until the test advances the clock.
    */
-  drainTimeout: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(2) }),
+  drainTimeout: Schema.optionalWith(DurationSetting, { default: () => Duration.zero }),
   reorderWindow: Schema.optionalWith(Schema.Int.pipe(Schema.between(16, 65_536)), { default: () => 16_384 }),
   gapTimeout: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(30) })
 })

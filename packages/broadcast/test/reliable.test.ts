@@ -73,7 +73,7 @@ describe("reliable delivery", () => {
         const options = {
           size: 4,
           peers: { heartbeatInterval: 1000, missedHeartbeats: 5 },
-          broadcast: { ackDelay: 50 }
+          broadcast: { ackDelay: 50, drainTimeout: 2_000 }
         }
         const { ids, nodes } = yield* startCluster(options)
         const live = [...(nodes as ReadonlyArray<Node>)]

@@ -79,7 +79,8 @@ export const make = (options: BroadcasterOptions) =>
     const { inbound, loopback, inject } = yield* makeStream({
       manager: core.manager,
       loopbackBuffer: config.loopbackBuffer,
-      handleFrames
+      handleFrames,
+      onPull: receiver.pulled
     })
     pass = (now) => {
       const sending = sender.tick(now)
@@ -94,7 +95,7 @@ export const make = (options: BroadcasterOptions) =>
     yield* Effect.addFinalizer(() =>
       Effect.gen(function* () {
         const until = clock.unsafeCurrentTimeMillis() + drainMillis
-        if (sender.buffer().entries > 0) sender.resendAll()
+        if (drainMillis > 0 && sender.buffer().entries > 0) sender.resendAll()
         while (sender.buffer().entries > 0 && clock.unsafeCurrentTimeMillis() < until) {
           yield* Effect.sleep(Duration.millis(Math.max(1, Duration.toMillis(config.ackDelay))))
         }
@@ -188,6 +189,9 @@ export const make = (options: BroadcasterOptions) =>
         for (const recipient of recipients) core.validators.add(recipient)
         core.validators.add(core.self)
         recordSet(core, epoch ?? core.epoch, recipients)
+        // Reliable messages held for peers that left every tracked set are dropped (admitted
+        // non-validators keep theirs).
+        if (!core.admitNonValidators) sender.forgetOthers(core.validators)
       })
 
     return {

@@ -20,6 +20,8 @@ export const makeStream = (deps: {
     frames: ReadonlyArray<PeerManager.InboundFrame>,
     before: Array<Delivery>
   ) => Array<Delivery> | Effect.Effect<Array<Delivery>>
+  /** The consumer asks for a chunk: it is done with the one before (reliable acks). */
+  readonly onPull: () => void
 }) =>
   Effect.gen(function* () {
     const { manager, handleFrames } = deps
@@ -71,6 +73,7 @@ export const makeStream = (deps: {
     /** The next chunk for the consumer: own messages first, then the network's; waits for one. */
     const pull: Effect.Effect<Chunk.Chunk<Delivery>, Option.Option<never>> = Effect.suspend(
       (): Effect.Effect<Chunk.Chunk<Delivery>, Option.Option<never>> => {
+        deps.onPull()
         for (;;) {
           if (closed) return Effect.fail(Option.none())
           const frames = manager.unsafePoll(MAX_FRAMES)

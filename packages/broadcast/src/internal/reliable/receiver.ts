@@ -31,13 +31,26 @@ interface OriginStream {
   ackDueAt: number | undefined
   /** Clock millis of the last ack sent: acks to one origin are at least `ackDelay` apart. */
   lastAckAt: number
+  /** Below the first floor of the current incarnation: what the origin no longer sends anyway. */
+  base: bigint
+  /** The highest sequence the consumer has finished with (it asked for the chunk after it). */
+  ackable: bigint
+  /** The highest sequence handed out with the last chunk: acknowledgeable at the next pull. */
+  handed: bigint | undefined
+  /** Released by the timer (a gap given up): handed out with the next pull, acknowledgeable after. */
+  released: bigint | undefined
 }
 
 export interface ReliableReceiver {
   /** A reliable slot from `peer` (its origin): what it releases, in order, and what it was. */
   readonly offer: (peer: PeerId, channel: number, header: Payload.ReliableHeader) => Offered<Held>
-  /** Sends the acks owed now (at the end of each chunk of frames). */
+  /**
+   * The end of a chunk of frames: records what it hands out (acknowledged once the consumer pulls
+   * again) and sends the acks owed now.
+   */
   readonly flush: () => void
+  /** The consumer asks for its next chunk: it is done with the last one, whose messages are now acknowledged. */
+  readonly pulled: () => void
   /** One pass of the timer: delayed acks, and gaps given up (their held messages, to deliver). */
   readonly tick: (now: number) => {
     readonly released: ReadonlyArray<{ readonly peer: PeerId; readonly held: ReadonlyArray<Held> }>
@@ -59,6 +72,8 @@ export const makeReliableReceiver = (core: Core, wake: (at: number) => void): Re
   const origins = new Map<PeerId, OriginStream>()
   /** Origins that owe an ack. */
   const owing = new Set<PeerId>()
+  /** Origins whose streams moved in the chunk being handled. */
+  const touched = new Set<PeerId>()
 
   const originOf = (peer: PeerId): OriginStream => {
     let os = origins.get(peer)
@@ -68,7 +83,11 @@ export const makeReliableReceiver = (core: Core, wake: (at: number) => void): Re
         unacked: 0,
         ackNow: false,
         ackDueAt: undefined,
-        lastAckAt: Number.NEGATIVE_INFINITY
+        lastAckAt: Number.NEGATIVE_INFINITY,
+        base: 0n,
+        ackable: 0n,
+        handed: undefined,
+        released: undefined
       }
       origins.set(peer, os)
       // Peers outside the validator set (admitted by configuration) are forgotten first past the bound.
@@ -93,7 +112,12 @@ export const makeReliableReceiver = (core: Core, wake: (at: number) => void): Re
     os.lastAckAt = now
     const state = os.stream.ack()
     if (state === undefined) return
-    const encoded = Codec.encode(Message.Ack.make(state))
+    // Only what the consumer finished with is acknowledged: a crash while it handles a chunk, or a
+    // consumer that stops in the middle of one, leaves the rest to be sent again.
+    const finished = os.ackable > os.base ? os.ackable : os.base
+    const cumulative = finished < state.cumulative ? finished : state.cumulative
+    const ranges = state.ranges.filter((r) => r.first > cumulative + 1n)
+    const encoded = Codec.encode(Message.Ack.make({ incarnation: state.incarnation, cumulative, ranges }))
     // A full heartbeat queue or a lost connection loses this ack only: the next one covers it.
     if (Either.isRight(encoded)) manager.unsafeSend(peer, HEARTBEAT, [encoded.right])
   }
@@ -122,10 +146,18 @@ export const makeReliableReceiver = (core: Core, wake: (at: number) => void): Re
       sequence: header.sequence
     }
     const offered = os.stream.offer(header.incarnation, header.sequence, header.floor, held, now)
+    if (os.stream.incarnation !== before) {
+      // A new stream (a first message, or the origin restarted): it starts at this floor.
+      os.base = header.floor > 1n ? header.floor - 1n : 0n
+      os.ackable = 0n
+      os.handed = undefined
+      os.released = undefined
+    }
     if (offered.skipped > 0) {
       const restarted = before !== undefined && os.stream.incarnation !== before
       observer.gapSkipped?.(peer, offered.skipped, restarted ? "restart" : "cancelled")
     }
+    if (offered.deliver.length > 0 || offered.skipped > 0) touched.add(peer)
     switch (offered.outcome) {
       case "duplicate":
         // The origin did not hear of it: tell it with the next flush.
@@ -137,11 +169,38 @@ export const makeReliableReceiver = (core: Core, wake: (at: number) => void): Re
       case "beyond-window":
         observer.reliableDropped?.(peer, offered.outcome)
         break
-      default:
-        // Delivered or held: either way the origin learns of it (held ones as ranges).
-        owe(peer, os, offered.deliver.length + offered.skipped, now)
+      case "buffered":
+        // Held above a gap: the origin learns of it as a range, so it sends only what is missing.
+        owe(peer, os, 0, now)
+        break
+      // Delivered: acknowledged once the consumer asks for the chunk after this one (`pulled`).
     }
     return offered
+  }
+
+  /** The end of a chunk of frames: what it handed out becomes acknowledgeable at the next pull. */
+  const handOut = (): void => {
+    for (const peer of touched) {
+      const os = origins.get(peer)
+      if (os === undefined) continue
+      const next = os.stream.next
+      if (next !== undefined) os.handed = next - 1n
+    }
+    touched.clear()
+  }
+
+  const pulled: ReliableReceiver["pulled"] = () => {
+    let now: number | undefined
+    for (const [peer, os] of origins) {
+      if (os.handed === undefined && os.released === undefined) continue
+      now ??= core.now()
+      if (os.handed !== undefined && os.handed > os.ackable) {
+        owe(peer, os, Number(os.handed - os.ackable), now)
+        os.ackable = os.handed
+      }
+      os.handed = os.released
+      os.released = undefined
+    }
   }
 
   /** Whether an ack to `os` may go now: owed at once, and not within `ackDelay` of the last one. */
@@ -150,6 +209,7 @@ export const makeReliableReceiver = (core: Core, wake: (at: number) => void): Re
     (os.ackNow || os.unacked >= config.ackEvery || (os.ackDueAt !== undefined && os.ackDueAt <= now))
 
   const flush = (): void => {
+    handOut()
     if (owing.size === 0) return
     const now = core.now()
     for (const peer of owing) {
@@ -169,11 +229,10 @@ export const makeReliableReceiver = (core: Core, wake: (at: number) => void): Re
       if (os.stream.buffered === 0) continue
       const expired = os.stream.expire(now)
       if (expired.skipped > 0) observer.gapSkipped?.(peer, expired.skipped, "timeout")
-      if (expired.deliver.length > 0) {
-        released.push({ peer, held: expired.deliver })
-        os.unacked += expired.deliver.length + expired.skipped
-        os.ackDueAt ??= now + ackDelay
-        owing.add(peer)
+      if (expired.deliver.length > 0 || expired.skipped > 0) {
+        if (expired.deliver.length > 0) released.push({ peer, held: expired.deliver })
+        const next = os.stream.next
+        if (next !== undefined) os.released = next - 1n
       }
       later(os.stream.gapDeadline)
     }
@@ -186,5 +245,5 @@ export const makeReliableReceiver = (core: Core, wake: (at: number) => void): Re
     return { released, next }
   }
 
-  return { offer, flush, tick }
+  return { offer, flush, pulled, tick }
 }

@@ -48,6 +48,10 @@ interface PeerStream {
    * than when each message's backed-off timer says.
    */
   backedOff: boolean
+  /** Clock millis of the last ack from the peer (any). */
+  lastAckAt: number
+  /** Clock millis of the last blind retransmission (see `pump`). */
+  lastProbeAt: number
 }
 
 export interface ReliableSender {
@@ -73,6 +77,11 @@ export interface ReliableSender {
   readonly onAck: (peer: PeerId, ack: Message.Ack) => void
   /** `peer` connected (again): everything it has not acknowledged goes out again, in order. */
   readonly onConnected: (peer: PeerId) => void
+  /**
+   * Stops retransmitting to peers outside `keep` (they left every tracked validator set): what was
+   * held for them is dropped. Their streams stay, so a peer that comes back continues its numbering.
+   */
+  readonly forgetOthers: (keep: ReadonlySet<PeerId>) => void
   /** Everything held goes again now (closing: the last chance for acknowledgements). */
   readonly resendAll: () => void
   /** One pass of the timer: sends what is due; the next deadline while anything is held. */
@@ -104,7 +113,9 @@ export const makeReliableSender = (
         blocked: false,
         floorMoved: false,
         srtt: undefined,
-        backedOff: false
+        backedOff: false,
+        lastAckAt: Number.NEGATIVE_INFINITY,
+        lastProbeAt: Number.NEGATIVE_INFINITY
       }
       streams.set(peer, ps)
     }
@@ -128,16 +139,31 @@ export const makeReliableSender = (
 
   /** Sends what is due to one peer, in order, until its queue or connection refuses. */
   const pump = (ps: PeerStream, now: number): void => {
-    const due = ps.stream.due(now, rtoOf(ps), config.retransmitBurst)
+    const rto = rtoOf(ps)
+    const due = ps.stream.due(now, rto, config.retransmitBurst)
     let retransmitted = 0
     let sent = 0
+    let handled = 0
     for (const entry of due) {
+      // A message sent before the peer's last ack and still missing was lost: send it again. One
+      // sent after it ("blind": the peer has said nothing since) may only be slow to come back, as
+      // when the peer's consumer stopped reading: one probe per timeout goes, the rest wait (their
+      // timers back off as if sent), so a paused peer is not sent its backlog over and over.
+      if (entry.sentAt !== undefined && entry.sentAt >= ps.lastAckAt) {
+        if (now - ps.lastProbeAt < rto(entry)) {
+          ps.stream.markSent(entry, now)
+          handled++
+          continue
+        }
+        ps.lastProbeAt = now
+      }
       if (!sendEntry(ps, entry, now)) break
+      handled++
       sent++
       if (entry.sends > 1) retransmitted++
       if (entry.sends > 2) ps.backedOff = true
     }
-    ps.blocked = sent < due.length || due.length === config.retransmitBurst
+    ps.blocked = handled < due.length || due.length === config.retransmitBurst
     if (ps.floorMoved && sent === 0 && !ps.blocked) {
       // Nothing was due, yet the receiver may hold messages above a cancelled one: the lowest live
       // message, sent again, carries the new floor.
@@ -314,6 +340,7 @@ export const makeReliableSender = (
       refuse(peer, result._tag, result.detail)
       return
     }
+    ps.lastAckAt = core.now()
     if (ps.backedOff) {
       ps.backedOff = false
       if (ps.stream.count > result.acked.length) {
@@ -366,6 +393,16 @@ export const makeReliableSender = (
     return next
   }
 
+  const forgetOthers: ReliableSender["forgetOthers"] = (keep) => {
+    for (const ps of streams.values()) {
+      if (keep.has(ps.peer) || ps.stream.count === 0) continue
+      for (const entry of [...ps.stream.live()]) {
+        if (ps.stream.cancel(entry)) release(entry.handle)
+      }
+      ps.floorMoved = false
+    }
+  }
+
   const resendAll = (): void => {
     for (const ps of streams.values()) {
       if (ps.stream.count === 0) continue
@@ -375,5 +412,13 @@ export const makeReliableSender = (
     wake(core.now())
   }
 
-  return { admit, onAck, onConnected, resendAll, tick, buffer: () => ({ messages, bytes, entries }) }
+  return {
+    admit,
+    onAck,
+    onConnected,
+    forgetOthers,
+    resendAll,
+    tick,
+    buffer: () => ({ messages, bytes, entries })
+  }
 }
