@@ -130,4 +130,33 @@ describe("reliable delivery", () => {
   )
 
   it.scoped("the same with origin 0 restarting in the middle", () => lossyMinute(true), { timeout: 300_000 })
+
+  it.scoped("a reliable multicast naming a peer twice delivers it once, and cancelling it stops it", () =>
+    onNetwork(
+      { seed: 5 },
+      Effect.gen(function* () {
+        const network = yield* SimulatedNetwork.SimulatedNetwork
+        const { ids, nodes } = yield* startCluster({ size: 2 })
+        const [a, b] = nodes as ReadonlyArray<Node>
+        yield* awaitMesh([a, b])
+        const once = yield* a!.broadcaster.multicast([b!.id.peerId, b!.id.peerId], app(0, 0), {
+          reliable: true
+        })
+        expect(once.reliable!.recipients).toEqual([b!.id.peerId])
+        yield* advance(500)
+        expect(numbersFrom(b!, 0)).toEqual([0])
+        expect(yield* once.reliable!.acked).toEqual([b!.id.peerId])
+        // Cut off, then cancelled: nothing of it is held, and it never arrives.
+        yield* network.isolate(hostOf(ids[1]!))
+        const cancelled = yield* a!.broadcaster.multicast([b!.id.peerId, b!.id.peerId], app(0, 1), {
+          reliable: true
+        })
+        yield* cancelled.reliable!.cancel
+        expect(yield* a!.broadcaster.reliableBuffer).toEqual({ messages: 0, bytes: 0, entries: 0 })
+        yield* network.heal
+        yield* advance(3_000)
+        expect(numbersFrom(b!, 0)).toEqual([0])
+      })
+    )
+  )
 })

@@ -274,7 +274,8 @@ export const makeReliableSender = (
       const failed: Array<{ readonly peer: PeerId; readonly error: ReliableBufferFull }> = []
       const now = core.now()
       for (const peer of targets) {
-        if (peer === core.self) continue
+        // Once per peer, however often a caller names it: one entry, one delivery, one ack.
+        if (peer === core.self || handle.entries.has(peer)) continue
         const ps = streamOf(peer)
         const full =
           ps.stream.count + 1 > config.maxUnackedPerPeer
