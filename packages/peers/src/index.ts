@@ -6,3 +6,6 @@ export * as PeerRegistry from "./PeerRegistry.js"
 
 /** Every limit and weight, Schema-validated with defaults. */
 export * as PeersConfig from "./PeersConfig.js"
+
+/** Clock sleeps that share one timer per instant (cheap simulated clusters). */
+export * as SharedSleep from "./SharedSleep.js"

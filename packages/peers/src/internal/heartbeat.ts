@@ -8,15 +8,13 @@
 // nothing heard since the tick before. Only pongs measure RTT.
 import { type Transport, TransportConfig } from "@hotstuff2/transport"
 import { Codec, type Message } from "@hotstuff2/wire"
-import type * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import type * as Fiber from "effect/Fiber"
-import * as FiberId from "effect/FiberId"
 import type { PeerId } from "../PeerManager.js"
 import type { PeerRegistryShape } from "../PeerRegistry.js"
 import type * as PeersConfig from "../PeersConfig.js"
+import * as SharedSleep from "../SharedSleep.js"
 import type { Slot } from "./slot.js"
 
 export const HEARTBEAT = TransportConfig.Channel.heartbeat
@@ -156,58 +154,10 @@ export const makeHeartbeat = (deps: {
     }
   }).pipe(
     // As `Effect.repeat(Schedule.spaced(interval))`: the next tick an interval after this one ends.
-    Effect.zipRight(Effect.clockWith((clock) => tickAfter(clock, heartbeatMillis))),
+    Effect.zipRight(Effect.clockWith((clock) => SharedSleep.after(clock, heartbeatMillis))),
     Effect.forever,
     Effect.interruptible
   )
 
   return { onHeartbeat, ticker }
 }
-
-// ---------------------------------------------------------------------------------------------
-// Tick instants shared by every node on one Clock. Each node's ticker sleeping on its own would
-// cost a simulated cluster one TestClock step per node per interval (and TestClock sorts all of its
-// sleeps and waits for the event loop three times at each step): a hundred nodes started together
-// paid a hundred steps per heartbeat interval. Tickers due at the same instant share one sleep
-// instead, and wake together in the order they went to sleep; a lone node (a real clock) costs
-// what `Effect.sleep` did. Timing is unchanged: each tick still comes `interval` after the last.
-
-interface Instant {
-  readonly wakers: Set<() => void>
-  fiber: Fiber.RuntimeFiber<void> | undefined
-}
-
-const instantsOf = new WeakMap<Clock.Clock, Map<number, Instant>>()
-
-/** Waits until `millis` after now on `clock`, sharing one sleep with every waiter due at that instant. */
-const tickAfter = (clock: Clock.Clock, millis: number): Effect.Effect<void> =>
-  Effect.async<void>((resume) => {
-    let instants = instantsOf.get(clock)
-    if (instants === undefined) {
-      instants = new Map()
-      instantsOf.set(clock, instants)
-    }
-    const at = clock.unsafeCurrentTimeMillis() + millis
-    let instant = instants.get(at)
-    if (instant === undefined) {
-      const created: Instant = { wakers: new Set(), fiber: undefined }
-      instant = created
-      instants.set(at, created)
-      const wake = () => {
-        if (instants.get(at) === created) instants.delete(at)
-        for (const waker of created.wakers) waker()
-      }
-      // A root fiber: it belongs to no node, and any waiter's scope closing must not cut it short
-      // for the others. It is interrupted once nobody waits for the instant.
-      created.fiber = Effect.runFork(Effect.zipRight(clock.sleep(Duration.millis(millis)), Effect.sync(wake)))
-    }
-    const waker = () => resume(Effect.void)
-    instant.wakers.add(waker)
-    const mine = instant
-    return Effect.sync(() => {
-      mine.wakers.delete(waker)
-      if (mine.wakers.size > 0) return
-      if (instants.get(at) === mine) instants.delete(at)
-      mine.fiber?.unsafeInterruptAsFork(FiberId.none)
-    })
-  })

@@ -2,8 +2,9 @@
 // either side asked for (an ack owed, a retransmission due, a gap to give up, a blocked queue to
 // try again), rounded up to the tick so that work due close together is done in one pass, and stops
 // when a pass leaves nothing to wait for. A request for an earlier deadline starts a new sleep; the
-// one it replaces wakes to find itself stale and ends.
-import * as Duration from "effect/Duration"
+// one it replaces wakes to find itself stale and ends. Sleeps are shared per instant between the
+// nodes of one Clock (a simulated cluster steps once per instant, not once per node).
+import { SharedSleep } from "@hotstuff2/peers"
 import * as Effect from "effect/Effect"
 import type { Core } from "../core.js"
 
@@ -35,7 +36,13 @@ export const makeTimer = (
     if (rounded >= wakeAt) return
     wakeAt = rounded
     const mine = ++generation
-    core.fork(Effect.zipRight(Effect.sleep(Duration.millis(rounded - now)), run(mine)))
+    // One sleep per instant for every node on this Clock (rounded instants line up across nodes).
+    core.fork(
+      Effect.zipRight(
+        Effect.clockWith((clock) => SharedSleep.after(clock, rounded - now)),
+        run(mine)
+      )
+    )
   }
 
   return { wake }
