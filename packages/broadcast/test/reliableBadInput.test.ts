@@ -5,15 +5,13 @@
 // and charged, or dropped and counted, and nothing else is lost.
 import { assert, describe, it } from "@effect/vitest"
 import type { PeerRegistry } from "@hotstuff2/peers"
-import { MemoryTransport, SimulatedNetwork, Transport, TransportConfig } from "@hotstuff2/transport"
+import { SimulatedNetwork, type Transport, TransportConfig } from "@hotstuff2/transport"
 import { Codec, Envelope, type Identity, Message } from "@hotstuff2/wire"
 import * as Cause from "effect/Cause"
-import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -21,7 +19,6 @@ import * as TestClock from "effect/TestClock"
 import { Broadcaster } from "../src/index.js"
 import * as Payload from "../src/internal/payload.js"
 import {
-  addressOf,
   advance,
   awaitMesh,
   type ClusterOptions,
@@ -30,6 +27,8 @@ import {
   NETWORK,
   type Node,
   onNetwork,
+  rawConnection,
+  scoreOf,
   startCluster
 } from "./fixtures/cluster.js"
 
@@ -112,33 +111,6 @@ const scoreChanges = (node: Node) =>
     )
     yield* TestClock.adjust(1)
     return events
-  })
-
-const scoreOf = (node: Node, peer: PeerId) =>
-  Effect.map(node.registry.get(peer), (s) => Option.getOrThrow(s).score)
-
-/**
- * A raw authenticated connection from `who` to `to`: writes any slot on any channel, and keeps every
- * frame `to` sends back.
- */
-const rawConnection = (who: Identity.Identity, to: Identity.Identity) =>
-  Effect.gen(function* () {
-    const context = yield* Layer.build(
-      MemoryTransport.layer({ identity: who, config: { networkId: NETWORK } })
-    )
-    const transport = Context.get(context, Transport.Transport)
-    const connection = yield* transport.dial(addressOf(to), to.peerId).pipe(Effect.orDie)
-    const received: Array<Transport.InboundFrame> = []
-    connection.unsafeReceive((frame) => {
-      received.push(frame)
-      return true
-    })
-    return {
-      connection,
-      received,
-      write: (channel: number, slots: ReadonlyArray<Uint8Array>) =>
-        connection.send(channel, slots).pipe(Effect.orDie)
-    }
   })
 
 /** How a waiting fiber failed, once the scheduler has run it (without waiting for it: under TestClock it would hang). */

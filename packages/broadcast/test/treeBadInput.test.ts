@@ -2,23 +2,21 @@
 // but which holds a raw, authenticated connection to node 0 of a four-node cluster. Each crafted
 // slot is refused with its reason and charged, or dropped and counted, and nothing else is lost.
 import { assert, describe, it } from "@effect/vitest"
-import { MemoryTransport, Transport, TransportConfig } from "@hotstuff2/transport"
+import { TransportConfig } from "@hotstuff2/transport"
 import { Codec, Envelope, type Identity, Message } from "@hotstuff2/wire"
-import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
 import * as Payload from "../src/internal/payload.js"
 import { encodeReceipt, encodeRouted, encodeTreeHeader } from "../src/internal/tree/header.js"
 import {
-  addressOf,
   advance,
   awaitMesh,
   key,
   NETWORK,
   type Node,
   onNetwork,
+  rawConnection,
+  scoreOf,
   startCluster
 } from "./fixtures/cluster.js"
 
@@ -41,21 +39,6 @@ const routedSlot = (signer: Identity.Identity, sequence: bigint, target: Identit
     encodeRouted(target, Either.getOrThrow(Codec.encode(vote(view, signer.peerId))))
   )
 
-/** A raw authenticated connection from `who` to `to`, to write any slot on any channel. */
-const rawConnection = (who: Identity.Identity, to: Identity.Identity) =>
-  Effect.gen(function* () {
-    const context = yield* Layer.build(
-      MemoryTransport.layer({ identity: who, config: { networkId: NETWORK } })
-    )
-    const transport = Context.get(context, Transport.Transport)
-    const connection = yield* transport.dial(addressOf(to), to.peerId).pipe(Effect.orDie)
-    return (channel: number, slots: ReadonlyArray<Uint8Array>) =>
-      connection.send(channel, slots).pipe(Effect.orDie)
-  })
-
-const scoreOf = (node: Node, peer: Identity.PeerId) =>
-  Effect.map(node.registry.get(peer), (s) => Option.getOrThrow(s).score)
-
 /** Four running validators and mallory (the fifth, not running) connected to node 0. */
 const setUp = Effect.gen(function* () {
   const { ids, nodes } = yield* startCluster({
@@ -66,7 +49,7 @@ const setUp = Effect.gen(function* () {
   })
   yield* awaitMesh(nodes)
   const mallory = ids[4]!
-  const write = yield* rawConnection(mallory, ids[0]!)
+  const { write } = yield* rawConnection(mallory, ids[0]!)
   yield* advance(50)
   return { ids, nodes: nodes as ReadonlyArray<Node>, mallory, write }
 })
