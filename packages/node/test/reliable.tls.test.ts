@@ -194,6 +194,17 @@ describe("reliable delivery over TLS", () => {
           ),
           { within: "10 seconds" }
         )
+        // A paused peer is probed, not flooded: while it said nothing, A sent at most one blind
+        // copy per timeout, not its whole held buffer again each time (which came to about 13,000
+        // copies of 2,048 held messages before probes).
+        const final = yield* scrape(metricsAddress)
+        const retransmitted = final.sum("hotstuff2_reliable_retransmissions_total", { node: shortA })
+        assert.strictEqual(
+          final.sum("hotstuff2_reliable_acked_total", { node: shortA }),
+          TOTAL,
+          "every one acked"
+        )
+        assert.isBelow(retransmitted, MAX_UNACKED, `A retransmitted ${retransmitted} copies`)
 
         // B really stopped reading: nothing reached its application during the stall.
         assert.strictEqual(readDuringStall, readAtPause, "B's application read nothing while paused")
