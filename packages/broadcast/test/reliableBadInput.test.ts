@@ -235,7 +235,7 @@ describe("reliable delivery: bad acknowledgements", () => {
           yield* raw.write(Channel.heartbeat, [
             encodeAck({ incarnation, cumulative: 4n }),
             encodeAck({ incarnation, cumulative: 1n, ranges: [[3n, 4n]] }),
-            encodeAck({ incarnation, cumulative: 0n, ranges: [[1n, 1n]] }),
+            encodeAck({ incarnation, cumulative: 1n, ranges: [[1n, 1n]] }),
             encodeAck({ incarnation, cumulative: 0n, ranges: [[3n, 2n]] }),
             encodeAck({
               incarnation,

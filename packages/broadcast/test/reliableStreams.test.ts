@@ -636,9 +636,9 @@ const badAcks = {
       { first: low - 4n, last: low - 4n + by }
     ]
   ],
-  "touching cumulative": (_: bigint, low: bigint, by: bigint): [bigint, Ranges] => [
+  "at or below cumulative": (_: bigint, low: bigint, by: bigint): [bigint, Ranges] => [
     low - 10n,
-    [{ first: low - 9n - by, last: low - 8n }]
+    [{ first: low - 10n - by, last: low - 8n }]
   ]
 }
 
@@ -708,6 +708,23 @@ describe("UnackedStream", () => {
       stream.due(100, () => 100, 10),
       [third]
     )
+  })
+
+  it("expedite makes entries sent more than once and not SACKed due now, and leaves the rest alone", () => {
+    const stream = new UnackedStream<string>(1n)
+    const [first, second, third, fourth] = ["a", "b", "c", "d"].map((h) => stream.push(new Uint8Array(1), h))
+    for (const entry of stream.due(0, () => 100, 10)) stream.markSent(entry, 0)
+    // 1 and 2 went again (an outage), 3 was SACKed, 4 was sent once.
+    stream.markSent(first!, 100)
+    stream.markSent(second!, 100)
+    const result = stream.onAck(0n, [{ first: 3n, last: 3n }])
+    assert.isTrue("acked" in result)
+    const slow = () => 10_000
+    assert.deepStrictEqual(stream.due(200, slow, 10), [], "nothing due on the backed-off timers")
+    stream.expedite()
+    assert.deepStrictEqual(stream.due(200, slow, 10), [first, second])
+    assert.isTrue(third!.sacked)
+    assert.strictEqual(fourth!.sentAt, 0)
   })
 
   it("reads an entry's rto once per send, not on every call, however many entries wait", () => {

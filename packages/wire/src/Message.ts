@@ -228,7 +228,8 @@ export interface Pong extends Schema.Schema.Type<typeof Pong> {}
 /**
  * Reliable delivery's acknowledgement (internal, on the heartbeat channel): the sender has delivered
  * (or skipped) every reliable message of the receiver's stream `incarnation` up to `cumulative`, and
- * holds the runs in `ranges` (ascending, above `cumulative + 1`) without having delivered them yet.
+ * holds the runs in `ranges` (ascending, above `cumulative`) without having finished with them yet:
+ * held above a gap, or (a first run from `cumulative + 1`) delivered to a consumer still at work.
  */
 export const Ack = AckField.schema
 export interface Ack extends Schema.Schema.Type<typeof Ack> {}

@@ -116,7 +116,15 @@ export const makeReliableReceiver = (core: Core, wake: (at: number) => void): Re
     // consumer that stops in the middle of one, leaves the rest to be sent again.
     const finished = os.ackable > os.base ? os.ackable : os.base
     const cumulative = finished < state.cumulative ? finished : state.cumulative
-    const ranges = state.ranges.filter((r) => r.first > cumulative + 1n)
+    // What was delivered but is not finished with is still held here: a first range says so, and
+    // the origin does not send it again.
+    const ranges =
+      cumulative < state.cumulative
+        ? [{ first: cumulative + 1n, last: state.cumulative }, ...state.ranges].slice(
+            0,
+            Message.MAX_ACK_RANGES
+          )
+        : state.ranges
     const encoded = Codec.encode(Message.Ack.make({ incarnation: state.incarnation, cumulative, ranges }))
     // A full heartbeat queue or a lost connection loses this ack only: the next one covers it.
     if (Either.isRight(encoded)) manager.unsafeSend(peer, HEARTBEAT, [encoded.right])

@@ -344,8 +344,8 @@ export const makeReliableSender = (
     ps.lastAckAt = core.now()
     if (ps.backedOff) {
       ps.backedOff = false
-      if (ps.stream.count > result.acked.length) {
-        ps.stream.resendAll()
+      if (ps.stream.count > 0) {
+        ps.stream.expedite()
         ps.blocked = true
         wake(core.now())
       }

@@ -122,15 +122,18 @@ export class UnackedStream<H> {
    * and `ranges` are buffered there (SACKed: not resent, but still live, since the receiver has not
    * delivered them). A cumulative below an earlier one is a stale ack: only its ranges apply, and
    * they replace the SACK picture. An ack that covers a sequence never sent, or whose ranges are not
-   * ascending, disjoint, non-adjacent and above cumulative + 1, is refused and changes nothing: the
-   * receiver is confused or lying. Returns the live entries the cumulative newly acknowledges;
+   * ascending, disjoint, non-adjacent and above cumulative, is refused and changes nothing: the
+   * receiver is confused or lying. (The first range may start at cumulative + 1.) Returns the live entries the cumulative newly acknowledges;
    * cancelled ones leave silently.
    */
   onAck(
     cumulative: bigint,
     ranges: ReadonlyArray<{ first: bigint; last: bigint }>
   ): { readonly acked: ReadonlyArray<Entry<H>> } | AckError {
-    let previous = cumulative
+    // The first range may start right after the cumulative (messages delivered there that its
+    // consumer has not finished with); each next one leaves a hole after the one before.
+    let previous = cumulative - 1n
+    let highest = cumulative
     for (const range of ranges) {
       if (range.first > range.last) {
         return { _tag: "malformed", detail: `ack range ${range.first}..${range.last} is empty` }
@@ -142,11 +145,12 @@ export class UnackedStream<H> {
         }
       }
       previous = range.last
+      if (range.last > highest) highest = range.last
     }
-    if (previous >= this.following) {
+    if (highest >= this.following) {
       return {
         _tag: "future",
-        detail: `ack covers sequence ${previous}, but only ${this.following - 1n} were sent in incarnation ${this.incarnation}`
+        detail: `ack covers sequence ${highest}, but only ${this.following - 1n} were sent in incarnation ${this.incarnation}`
       }
     }
 
@@ -251,6 +255,21 @@ export class UnackedStream<H> {
     this.pending = []
     this.timers.clear()
     this.ready.clear()
+    this.unsentFrom = this.headSeq
+  }
+
+  /**
+   * The peer is back after an outage (its ack came while entries were backed off): every live entry
+   * sent more than once that it has not listed as held is due now, rather than when its backed-off
+   * timer says. Unlike `resendAll`, SACKed entries stay held (the receiver has them), and entries
+   * sent once (likely still on their way) keep their timers.
+   */
+  expedite(): void {
+    for (let i = 0; i < this.length; i++) {
+      const entry = this.at(i)
+      if (!entry.cancelled && !entry.sacked && entry.sends > 1) entry.sentAt = undefined
+    }
+    // Their timers are stale now (`current` drops them); the unsent scan starts over.
     this.unsentFrom = this.headSeq
   }
 
