@@ -50,6 +50,12 @@ interface PeerStream {
   backedOff: boolean
   /** Clock millis of the last ack from the peer (any). */
   lastAckAt: number
+  /** The highest sequence the peer's acks have shown it has (acknowledged or held). */
+  highestHeard: bigint
+  /** Sends on this stream so far (each entry records the count at its last send). */
+  sendCount: number
+  /** The highest send count of a message the peer acknowledged: everything sent before it arrived. */
+  heardOrder: number
   /** Clock millis of the last blind retransmission (see `pump`). */
   lastProbeAt: number
 }
@@ -115,6 +121,9 @@ export const makeReliableSender = (
         srtt: undefined,
         backedOff: false,
         lastAckAt: Number.NEGATIVE_INFINITY,
+        highestHeard: 0n,
+        sendCount: 0,
+        heardOrder: 0,
         lastProbeAt: Number.NEGATIVE_INFINITY
       }
       streams.set(peer, ps)
@@ -133,6 +142,7 @@ export const makeReliableSender = (
     const slot = Payload.reliable(incarnation, entry.seq, ps.stream.floor(), entry.bytes)
     if (manager.unsafeSend(ps.peer, handle.channel, [slot]) !== undefined) return false
     ps.stream.markSent(entry, now)
+    entry.order = ++ps.sendCount
     if (entry.sends === 1) observer.sent?.(ps.peer, handle.channel, handle.tag, slot.length)
     return true
   }
@@ -145,11 +155,16 @@ export const makeReliableSender = (
     let sent = 0
     let handled = 0
     for (const entry of due) {
-      // A message sent before the peer's last ack and still missing was lost: send it again. One
-      // sent after it ("blind": the peer has said nothing since) may only be slow to come back, as
-      // when the peer's consumer stopped reading: one probe per timeout goes, the rest wait (their
-      // timers back off as if sent), so a paused peer is not sent its backlog over and over.
-      if (entry.sentAt !== undefined && entry.sentAt >= ps.lastAckAt) {
+      // A message the peer's acks show a hole at was lost: one sent (last) before a message the peer
+      // acknowledged (streams keep order), or below one it holds, in an ack that came after this
+      // message was sent. Send it again. Any other may only be slow
+      // to come back: still queued behind a burst, or at a peer whose consumer stopped reading. Of
+      // those one probe per timeout goes, and the rest wait (their timers back off as if sent), so
+      // neither a queue nor a paused peer is sent its backlog over and over.
+      const lost =
+        entry.order < ps.heardOrder ||
+        (entry.seq < ps.highestHeard && entry.sentAt !== undefined && entry.sentAt < ps.lastAckAt)
+      if (entry.sentAt !== undefined && !lost) {
         if (now - ps.lastProbeAt < rto(entry)) {
           ps.stream.markSent(entry, now)
           handled++
@@ -342,6 +357,9 @@ export const makeReliableSender = (
       return
     }
     ps.lastAckAt = core.now()
+    let heard = ack.cumulative
+    for (const range of ack.ranges) if (range.last > heard) heard = range.last
+    if (heard > ps.highestHeard) ps.highestHeard = heard
     if (ps.backedOff) {
       ps.backedOff = false
       if (ps.stream.count > 0) {
@@ -362,6 +380,7 @@ export const makeReliableSender = (
       ps.srtt = ps.srtt === undefined ? sample : (7 * ps.srtt + sample) / 8
     }
     for (const entry of result.acked) {
+      if (entry.order > ps.heardOrder) ps.heardOrder = entry.order
       const handle = entry.handle
       if (entry.sentAt !== undefined && entry.sentAt < oldest) oldest = entry.sentAt
       handle.acked.push(peer)

@@ -22,6 +22,8 @@ export interface Entry<H> {
   sentAt: number | undefined
   /** How many times it was sent. */
   sends: number
+  /** The caller's count of sends on this stream at its last send (0: never): the order sends left in. */
+  order: number
   /** The receiver's latest ack listed it in a range: buffered there, so not worth resending. */
   sacked: boolean
   /** Set by `cancel`: no longer counted, never sent again. */
@@ -98,6 +100,7 @@ export class UnackedStream<H> {
       handle,
       sentAt: undefined,
       sends: 0,
+      order: 0,
       sacked: false,
       cancelled: false
     }
