@@ -143,6 +143,7 @@ export const makeReliableSender = (
     if (manager.unsafeSend(ps.peer, handle.channel, [slot]) !== undefined) return false
     ps.stream.markSent(entry, now)
     entry.order = ++ps.sendCount
+    entry.copies++
     if (entry.sends === 1) observer.sent?.(ps.peer, handle.channel, handle.tag, slot.length)
     return true
   }
@@ -159,19 +160,23 @@ export const makeReliableSender = (
       // acknowledged (streams keep order), or below one it holds, in an ack that came after this
       // message was sent. Send it again. Any other may only be slow
       // to come back: still queued behind a burst, or at a peer whose consumer stopped reading. Of
-      // those one probe per timeout goes, and the rest wait (their timers back off as if sent), so
+      // those one probe per timeout without any ack goes, and the rest wait (their timers back off as if sent), so
       // neither a queue nor a paused peer is sent its backlog over and over.
       const lost =
         entry.order < ps.heardOrder ||
         (entry.seq < ps.highestHeard && entry.sentAt !== undefined && entry.sentAt < ps.lastAckAt)
       if (entry.sentAt !== undefined && !lost) {
-        if (now - ps.lastProbeAt < rto(entry)) {
+        // As TCP restarts its timer on each ack: while acks keep coming, nothing is probed.
+        const timeout = rto(entry)
+        if (now - ps.lastProbeAt < timeout || now - ps.lastAckAt < timeout) {
           ps.stream.markSent(entry, now)
           handled++
           continue
         }
         ps.lastProbeAt = now
       }
+      // A copy known lost cannot be the one an ack answers.
+      if (lost) entry.copies = 0
       if (!sendEntry(ps, entry, now)) break
       handled++
       sent++
@@ -380,7 +385,9 @@ export const makeReliableSender = (
       ps.srtt = ps.srtt === undefined ? sample : (7 * ps.srtt + sample) / 8
     }
     for (const entry of result.acked) {
-      if (entry.order > ps.heardOrder) ps.heardOrder = entry.order
+      // Only an entry sent once says which copy arrived (Karn): an ack of a resent one may answer
+      // the first copy, and would make everything sent between the two look lost.
+      if (entry.copies === 1 && entry.order > ps.heardOrder) ps.heardOrder = entry.order
       const handle = entry.handle
       if (entry.sentAt !== undefined && entry.sentAt < oldest) oldest = entry.sentAt
       handle.acked.push(peer)

@@ -24,6 +24,11 @@ export interface Entry<H> {
   sends: number
   /** The caller's count of sends on this stream at its last send (0: never): the order sends left in. */
   order: number
+  /**
+   * Copies the caller sent that may still arrive (`sends` also counts deferrals; a copy known lost
+   * no longer counts): with one, an ack of the entry says which copy arrived.
+   */
+  copies: number
   /** The receiver's latest ack listed it in a range: buffered there, so not worth resending. */
   sacked: boolean
   /** Set by `cancel`: no longer counted, never sent again. */
@@ -101,6 +106,7 @@ export class UnackedStream<H> {
       sentAt: undefined,
       sends: 0,
       order: 0,
+      copies: 0,
       sacked: false,
       cancelled: false
     }
