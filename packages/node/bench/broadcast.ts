@@ -27,7 +27,16 @@ import * as Stream from "effect/Stream"
 import { type NodeConfig, NodeNetwork } from "../src/index.js"
 import { reservePorts } from "../src/internal/ports.js"
 import { NETWORK } from "../test/fixtures/cluster.js"
-import { benchConfig, directSlot, encodeFrame, identity, proposal, tlsMaterial, vote } from "./setup.js"
+import {
+  benchConfig,
+  directSlot,
+  encodeFrame,
+  envelopeSlot,
+  identity,
+  proposal,
+  tlsMaterial,
+  vote
+} from "./setup.js"
 
 const { now } = Bench
 
@@ -79,13 +88,6 @@ export interface NodeHarnessOptions extends HarnessOptions {
   readonly oneByOne?: boolean
   /** How long to wait for the connections (default 60 s; with `oneByOne`, for each validator too). */
   readonly connectTimeoutMs?: number
-}
-
-const envelopeSlot = (sealed: Uint8Array): Uint8Array => {
-  const slot = Buffer.allocUnsafe(1 + sealed.length)
-  slot[0] = 2
-  slot.set(sealed, 1)
-  return slot
 }
 
 /** Waits for the current round's last Vote (or, `untilDelivered`, its last delivery), or fails after `timeoutMs`. */

@@ -59,7 +59,7 @@ import * as Stream from "effect/Stream"
 import { type NodeConfig, NodeNetwork } from "../src/index.js"
 import { reservePorts } from "../src/internal/ports.js"
 import { NETWORK, peerId, seedOf } from "../test/fixtures/cluster.js"
-import { benchConfig, directSlot, identity, tlsMaterial, vote } from "./setup.js"
+import { benchConfig, directSlot, envelopeSlot, identity, tlsMaterial, vote } from "./setup.js"
 
 const { cpuMicros, gcMillis, machine, median, now, percentile, pin, report, round } = Bench
 gcMillis() // starts counting
@@ -157,13 +157,6 @@ const encodedApp = Either.getOrThrow(Codec.encode(appMessage))
 /** A frame on the control channel carrying one slot, as the node sends an AppMessage. */
 const controlFrame = (slot: Uint8Array): Uint8Array =>
   Either.getOrThrow(Frame.encode({ channel: CONTROL, messages: [slot] }))
-
-const envelopeSlot = (sealed: Uint8Array): Uint8Array => {
-  const slot = Buffer.allocUnsafe(1 + sealed.length)
-  slot[0] = 2
-  slot.set(sealed, 1)
-  return slot
-}
 
 // ---- arrivals: what the followers got ----
 

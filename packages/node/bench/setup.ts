@@ -56,6 +56,14 @@ export const directSlot = (message: Message.Message): Uint8Array => {
 }
 
 /** The raw baselines' framing: one slot per frame on the consensus channel, as the node sends it. */
+/** A slot carrying a sealed envelope (kind 0x02), as the broadcaster writes one. */
+export const envelopeSlot = (sealed: Uint8Array): Uint8Array => {
+  const slot = Buffer.allocUnsafe(1 + sealed.length)
+  slot[0] = 2
+  slot.set(sealed, 1)
+  return slot
+}
+
 export const encodeFrame = (slot: Uint8Array): Uint8Array =>
   Either.getOrThrow(Frame.encode({ channel: TransportConfig.Channel.consensus, messages: [slot] }))
 
