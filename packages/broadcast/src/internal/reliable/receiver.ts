@@ -74,6 +74,8 @@ export const makeReliableReceiver = (core: Core, wake: (at: number) => void): Re
   const owing = new Set<PeerId>()
   /** Origins whose streams moved in the chunk being handled. */
   const touched = new Set<PeerId>()
+  /** Origins with messages handed out (or released) and not yet acknowledgeable: the pull's work. */
+  const handing = new Set<PeerId>()
 
   const originOf = (peer: PeerId): OriginStream => {
     let os = origins.get(peer)
@@ -192,22 +194,30 @@ export const makeReliableReceiver = (core: Core, wake: (at: number) => void): Re
       const os = origins.get(peer)
       if (os === undefined) continue
       const next = os.stream.next
-      if (next !== undefined) os.handed = next - 1n
+      if (next !== undefined) {
+        os.handed = next - 1n
+        handing.add(peer)
+      }
     }
     touched.clear()
   }
 
   const pulled: ReliableReceiver["pulled"] = () => {
-    let now: number | undefined
-    for (const [peer, os] of origins) {
-      if (os.handed === undefined && os.released === undefined) continue
-      now ??= core.now()
+    if (handing.size === 0) return
+    const now = core.now()
+    for (const peer of handing) {
+      const os = origins.get(peer)
+      if (os === undefined || (os.handed === undefined && os.released === undefined)) {
+        handing.delete(peer)
+        continue
+      }
       if (os.handed !== undefined && os.handed > os.ackable) {
         owe(peer, os, Number(os.handed - os.ackable), now)
         os.ackable = os.handed
       }
       os.handed = os.released
       os.released = undefined
+      if (os.handed === undefined) handing.delete(peer)
     }
   }
 
@@ -240,7 +250,10 @@ export const makeReliableReceiver = (core: Core, wake: (at: number) => void): Re
       if (expired.deliver.length > 0 || expired.skipped > 0) {
         if (expired.deliver.length > 0) released.push({ peer, held: expired.deliver })
         const next = os.stream.next
-        if (next !== undefined) os.released = next - 1n
+        if (next !== undefined) {
+          os.released = next - 1n
+          handing.add(peer)
+        }
       }
       later(os.stream.gapDeadline)
     }
