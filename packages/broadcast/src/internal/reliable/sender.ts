@@ -38,8 +38,6 @@ interface PeerStream {
   readonly stream: UnackedStream<Handle>
   /** A send failed (no connection, a full queue): new messages wait for the timer, in order. */
   blocked: boolean
-  /** A cancellation moved the floor: the next pass tells the receiver (it may hold later messages). */
-  floorMoved: boolean
   /** Smoothed time from a first send to its acknowledgement, millis (includes the ack delay). */
   srtt: number | undefined
   /**
@@ -117,7 +115,6 @@ export const makeReliableSender = (
         peer,
         stream: new UnackedStream<Handle>(incarnation),
         blocked: false,
-        floorMoved: false,
         srtt: undefined,
         backedOff: false,
         lastAckAt: Number.NEGATIVE_INFINITY,
@@ -153,7 +150,6 @@ export const makeReliableSender = (
     const rto = rtoOf(ps)
     const due = ps.stream.due(now, rto, config.retransmitBurst)
     let retransmitted = 0
-    let sent = 0
     let handled = 0
     for (const entry of due) {
       // A message the peer's acks show a hole at was lost: one sent (last) before a message the peer
@@ -179,18 +175,10 @@ export const makeReliableSender = (
       if (lost) entry.copies = 0
       if (!sendEntry(ps, entry, now)) break
       handled++
-      sent++
       if (entry.sends > 1) retransmitted++
       if (entry.sends > 2) ps.backedOff = true
     }
     ps.blocked = handled < due.length || due.length === config.retransmitBurst
-    if (ps.floorMoved && sent === 0 && !ps.blocked) {
-      // Nothing was due, yet the receiver may hold messages above a cancelled one: the lowest live
-      // message, sent again, carries the new floor.
-      const lowest = ps.stream.live().next()
-      if (!lowest.done && sendEntry(ps, lowest.value, now)) retransmitted++
-    }
-    if (sent > 0 || !ps.blocked) ps.floorMoved = false
     if (retransmitted > 0) observer.retransmitted?.(ps.peer, retransmitted)
   }
 
@@ -228,10 +216,9 @@ export const makeReliableSender = (
     handle.cancelled = true
     for (const [peer, entry] of handle.entries) {
       const ps = streams.get(peer)!
-      if (ps.stream.cancel(entry)) {
-        release(handle)
-        ps.floorMoved = true
-      }
+      // A receiver holding later messages learns the new floor from the next copy it gets: the
+      // stream makes its lowest held message due again (UnackedStream.cancel).
+      if (ps.stream.cancel(entry)) release(handle)
     }
     settleWaiters(handle)
     wake(core.now())
@@ -410,11 +397,10 @@ export const makeReliableSender = (
     for (const ps of streams.values()) {
       if (ps.stream.count === 0) {
         ps.blocked = false
-        ps.floorMoved = false
         continue
       }
       pump(ps, now)
-      const due = ps.blocked || ps.floorMoved ? now + retry : ps.stream.nextDue(rtoOf(ps))
+      const due = ps.blocked ? now + retry : ps.stream.nextDue(rtoOf(ps))
       if (due !== undefined && (next === undefined || due < next)) next = due
     }
     return next
@@ -426,7 +412,6 @@ export const makeReliableSender = (
       for (const entry of [...ps.stream.live()]) {
         if (ps.stream.cancel(entry)) release(entry.handle)
       }
-      ps.floorMoved = false
     }
   }
 
