@@ -17,6 +17,12 @@ export const MAX_PEER_RECORDS = 256
 /** A network id is at most 64 bytes (the transport's and the envelope's rule). */
 export const MAX_NETWORK_ID_BYTES = 64
 export const MAX_TOPIC_BYTES = 128
+/**
+ * Largest `data` of an `RpcRequest` or `RpcResponse`: 16 MiB less 1 KiB, so that one of them, with
+ * its message slot, type byte, length prefixes and frame header (under 32 bytes), always fits in one
+ * frame under the default `maxFrameBytes` (16 MiB).
+ */
+export const MAX_RPC_DATA_BYTES = 16 * 1024 * 1024 - 1024
 
 const { hash, peerId, signature } = F
 const view = F.u64
@@ -144,6 +150,10 @@ const SyncResponseField = F.message("SyncResponse", 0x11, {
   highQC: F.option(QuorumCertificateField)
 })
 
+// Request/response (@effect/rpc) frames, point to point on the sync channel: opaque to this codec.
+const RpcRequestField = F.message("RpcRequest", 0x12, { data: F.bytes(MAX_RPC_DATA_BYTES) })
+const RpcResponseField = F.message("RpcResponse", 0x13, { data: F.bytes(MAX_RPC_DATA_BYTES) })
+
 const PingField = F.message("Ping", 0x20, { nonce: F.u64 })
 const PongField = F.message("Pong", 0x21, { nonce: F.u64 })
 
@@ -217,6 +227,18 @@ export interface SyncRequest extends Schema.Schema.Type<typeof SyncRequest> {}
 export const SyncResponse = SyncResponseField.schema
 export interface SyncResponse extends Schema.Schema.Type<typeof SyncResponse> {}
 
+/**
+ * One frame from an RPC client to a server (a request, an ack, an interrupt, an end of input, a
+ * ping), point to point on the sync channel: `data` is WIRE.md's RPC data (a stream id, then
+ * MessagePack). Sent and read by `NodeRpc` in `@hotstuff2/node`; never in an envelope.
+ */
+export const RpcRequest = RpcRequestField.schema
+export interface RpcRequest extends Schema.Schema.Type<typeof RpcRequest> {}
+
+/** One frame from an RPC server back to a client (a chunk, an exit, a refusal), as `RpcRequest`. */
+export const RpcResponse = RpcResponseField.schema
+export interface RpcResponse extends Schema.Schema.Type<typeof RpcResponse> {}
+
 /** Liveness probe on the heartbeat channel (internal). */
 export const Ping = PingField.schema
 export interface Ping extends Schema.Schema.Type<typeof Ping> {}
@@ -267,6 +289,8 @@ export const Message = Schema.Union(
   TimeoutCertificate,
   SyncRequest,
   SyncResponse,
+  RpcRequest,
+  RpcResponse,
   Ping,
   Pong,
   Ack,
@@ -290,6 +314,8 @@ export const definitions = [
   TimeoutCertificateField,
   SyncRequestField,
   SyncResponseField,
+  RpcRequestField,
+  RpcResponseField,
   PingField,
   PongField,
   AckField,

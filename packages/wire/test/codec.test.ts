@@ -14,6 +14,8 @@ const messageSchemas = [
   Message.TimeoutCertificate,
   Message.SyncRequest,
   Message.SyncResponse,
+  Message.RpcRequest,
+  Message.RpcResponse,
   Message.Ping,
   Message.Pong,
   Message.Ack,
