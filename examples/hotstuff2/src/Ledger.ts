@@ -1,0 +1,457 @@
+/**
+ * The committed chain on disk: an append-only log of `CommittedBlock`s under
+ * `<dataDirectory>/ledger/blocks.log`, each one the next height after the last and the child of its
+ * block. A block the driver appends is on disk (written and `fdatasync`ed) before `append` succeeds,
+ * so a validator never says it committed what a crash could take back. One file, no segments: the
+ * whole log is scanned once at open, and the app never deletes old blocks.
+ *
+ * The format (internal/ledgerCodec.ts): an 8-byte file header ("hs2ledg", version 1), then records of
+ * `u32 length | u32 crc32(body) | u32 crc32(length, crc) | body`, body = version, block hash, parent,
+ * height, payload, and both certificates in the wire codec's bytes.
+ */
+import * as fs from "node:fs"
+import * as fsp from "node:fs/promises"
+import * as path from "node:path"
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
+import type { CommittedBlock } from "./core/types.js"
+import {
+  bodyMatches,
+  decodeCommitted,
+  decodeLink,
+  encodeCommitted,
+  headerLength,
+  LOG_MAGIC,
+  MIN_BODY_BYTES,
+  RECORD_HEADER_BYTES,
+  recordHeader
+} from "./internal/ledgerCodec.js"
+
+/** The ledger's directory inside the data directory, and its log file there. */
+export const LEDGER_DIRECTORY = "ledger"
+export const LOG_FILE = "blocks.log"
+
+/** An append refused before anything was written: which height and why (not the next one, bad bytes). */
+export class AppendRefused extends Data.TaggedError("AppendRefused")<{
+  readonly height: bigint
+  readonly reason: string
+}> {
+  override get message() {
+    return `ledger refused the block at height ${this.height}: ${this.reason}`
+  }
+}
+
+/**
+ * The log holds something a crash cannot explain: a bad record with valid ones after it, a valid
+ * record that breaks the chain, or not a ledger at all. Nothing was truncated; the operator decides
+ * (restore the file, or cut it at `offset` by hand and let block sync fetch the rest).
+ */
+export class LedgerCorrupt extends Data.TaggedError("LedgerCorrupt")<{
+  readonly file: string
+  readonly offset: number
+  readonly reason: string
+}> {
+  override get message() {
+    return `ledger ${this.file} is corrupt at byte ${this.offset}: ${this.reason}`
+  }
+}
+
+/** The file system failed us (or the ledger is closed, or unusable after an earlier failed write). */
+export class LedgerIoError extends Data.TaggedError("LedgerIoError")<{
+  readonly operation: string
+  readonly file: string
+  readonly cause: unknown
+}> {
+  override get message() {
+    const cause = this.cause instanceof Error ? this.cause.message : String(this.cause)
+    return `ledger ${this.operation} on ${this.file} failed: ${cause}`
+  }
+}
+
+export type LedgerError = AppendRefused | LedgerCorrupt | LedgerIoError
+
+export interface LedgerOptions {
+  /** The validator's data directory; the ledger lives in its `ledger/` subdirectory. */
+  readonly dataDirectory: string
+  /** The height of the first block an empty ledger takes (default 1: genesis, height 0, is implied). */
+  readonly firstHeight?: bigint
+}
+
+/** What opening the ledger had to repair. */
+export interface Recovered {
+  /** Bytes cut from the end of the log: a torn last append (0 after a clean stop). */
+  readonly truncatedBytes: number
+  /** Why they were cut (the first bad record's fault), when any were. */
+  readonly reason: string | undefined
+}
+
+export interface LedgerShape {
+  /** The last committed block, or undefined for an empty ledger. */
+  readonly tip: Effect.Effect<CommittedBlock | undefined>
+  /** The tip's height; `firstHeight - 1` (0 by default) when empty. */
+  readonly height: Effect.Effect<bigint>
+  /**
+   * Appends `blocks` in order and makes them durable before succeeding. The first must be at the
+   * tip's height + 1 with the tip's hash as its parent (any parent for the first block of an empty
+   * ledger), and each next one the child of the one before: otherwise `AppendRefused` and nothing is
+   * written. Appends run one at a time. After a failed write or fsync the ledger refuses every later
+   * append (`LedgerIoError`): what reached the disk is unknown until it is opened again.
+   */
+  readonly append: (blocks: ReadonlyArray<CommittedBlock>) => Effect.Effect<void, LedgerError>
+  /** The block at `height`, or undefined outside the ledger's range. One positioned read. */
+  readonly read: (height: bigint) => Effect.Effect<CommittedBlock | undefined, LedgerError>
+  /**
+   * Up to `max` blocks from `from` on, in ascending height, whose records add up to at most
+   * `maxBytes` bytes, except that the first block is always returned (so a peer can sync past a
+   * block bigger than its budget). Empty when `from` is outside the ledger. One positioned read.
+   */
+  readonly readRange: (
+    from: bigint,
+    max: number,
+    maxBytes: number
+  ) => Effect.Effect<ReadonlyArray<CommittedBlock>, LedgerError>
+  /** What opening repaired. */
+  readonly recovered: Recovered
+}
+
+/** Bytes read at a time while scanning the log at open. */
+const SCAN_CHUNK_BYTES = 4 * 1024 * 1024
+
+/** Positioned reads over a file, a chunk at a time; views stay valid (each chunk is a new buffer). */
+class Chunks {
+  private buf = Buffer.alloc(0)
+  private start = 0
+  constructor(
+    private readonly fd: number,
+    readonly size: number
+  ) {}
+
+  /** Bytes [offset, offset + n); the caller keeps offset + n within the file. */
+  get(offset: number, n: number): Buffer {
+    if (offset < this.start || offset + n > this.start + this.buf.length) {
+      this.buf = Buffer.allocUnsafe(Math.min(Math.max(n, SCAN_CHUNK_BYTES), this.size - offset))
+      this.start = offset
+      readFully(this.fd, this.buf, offset)
+    }
+    return this.buf.subarray(offset - this.start, offset - this.start + n)
+  }
+}
+
+const readFully = (fd: number, into: Buffer, position: number): void => {
+  let done = 0
+  while (done < into.length) {
+    const n = fs.readSync(fd, into, done, into.length - done, position + done)
+    if (n === 0) throw new Error(`unexpected end of file at byte ${position + done}`)
+    done += n
+  }
+}
+
+/** Why the record at `at` is not whole and valid, or its body length. */
+const recordProblem = (chunks: Chunks, at: number): number | string => {
+  const remaining = chunks.size - at
+  if (remaining < RECORD_HEADER_BYTES) return `a partial record header (${remaining} bytes)`
+  const length = headerLength(chunks.get(at, RECORD_HEADER_BYTES), 0)
+  if (length === undefined) return "a record header whose checksum fails"
+  if (remaining - RECORD_HEADER_BYTES < length) {
+    return `a partial record (${remaining - RECORD_HEADER_BYTES} of ${length} body bytes)`
+  }
+  const header = Buffer.from(chunks.get(at, RECORD_HEADER_BYTES))
+  return bodyMatches(header, 0, chunks.get(at + RECORD_HEADER_BYTES, length))
+    ? length
+    : "a record whose checksum fails"
+}
+
+/** The offset of the first whole, valid record at or after `from`, if any. */
+const findValidRecord = (chunks: Chunks, from: number): number | undefined => {
+  for (let at = from; at + RECORD_HEADER_BYTES + MIN_BODY_BYTES <= chunks.size; at++) {
+    if (typeof recordProblem(chunks, at) === "number") return at
+  }
+  return undefined
+}
+
+interface Scanned {
+  readonly offsets: Array<number>
+  readonly end: number
+  readonly recovered: Recovered
+}
+
+/**
+ * Reads the whole log: checksums, then the chain. A bad record with nothing valid after it is a torn
+ * append (the crash came before its fsync, so no caller was told it was durable) and is cut; one with
+ * a valid record after it is damage to acknowledged data, an error.
+ */
+const scan = (fd: number, size: number, file: string, firstHeight: bigint): Scanned | LedgerCorrupt => {
+  const chunks = new Chunks(fd, size)
+  const offsets: Array<number> = []
+  let previous: { hash: Buffer; height: bigint } | undefined
+  let at = LOG_MAGIC.length
+  while (at < size) {
+    const length = recordProblem(chunks, at)
+    if (typeof length === "string") {
+      const next = findValidRecord(chunks, at + 1)
+      if (next !== undefined) {
+        return new LedgerCorrupt({
+          file,
+          offset: at,
+          reason: `${length} after height ${previous?.height ?? "none"}, yet a valid record follows at byte ${next}`
+        })
+      }
+      return { offsets, end: at, recovered: { truncatedBytes: size - at, reason: length } }
+    }
+    const link = decodeLink(chunks.get(at + RECORD_HEADER_BYTES, length))
+    if (Either.isLeft(link)) return new LedgerCorrupt({ file, offset: at, reason: link.left })
+    const { hash, parent, height } = link.right
+    const expected = previous === undefined ? firstHeight : previous.height + 1n
+    if (height !== expected) {
+      return new LedgerCorrupt({
+        file,
+        offset: at,
+        reason: `a record at height ${height} where ${expected} belongs`
+      })
+    }
+    if (previous !== undefined && !previous.hash.equals(parent)) {
+      return new LedgerCorrupt({
+        file,
+        offset: at,
+        reason: `the block at height ${height} is not the child of the one before`
+      })
+    }
+    previous = { hash: Buffer.from(hash), height }
+    offsets.push(at)
+    at += RECORD_HEADER_BYTES + length
+  }
+  return { offsets, end: at, recovered: { truncatedBytes: 0, reason: undefined } }
+}
+
+const syncDirectory = (directory: string): void => {
+  const fd = fs.openSync(directory, "r")
+  try {
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+/** A new log holding only its header, made atomically: a crash leaves either none or a whole one. */
+const createLog = (directory: string, file: string): void => {
+  const temporary = `${file}.tmp`
+  const fd = fs.openSync(temporary, "w")
+  try {
+    fs.writeSync(fd, LOG_MAGIC)
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+  fs.renameSync(temporary, file)
+  syncDirectory(directory)
+}
+
+/**
+ * Opens (creating if need be) the ledger in `<dataDirectory>/ledger/`. Reads the whole log once
+ * (synchronously: it runs before the validator does anything else), cutting a torn last append with
+ * a warning (`recovered` says how much) and failing with `LedgerCorrupt` on any other damage. The
+ * scope's end waits for a running append, then closes the file. One process at a time: the caller
+ * owns the data directory.
+ */
+export const open = (options: LedgerOptions): Effect.Effect<LedgerShape, LedgerError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const directory = path.join(options.dataDirectory, LEDGER_DIRECTORY)
+    const file = path.join(directory, LOG_FILE)
+    const firstHeight = options.firstHeight ?? 1n
+    const io = <A>(operation: string, f: () => A) =>
+      Effect.try({ try: f, catch: (cause) => new LedgerIoError({ operation, file, cause }) })
+    const ioAsync = <A>(operation: string, f: () => Promise<A>) =>
+      Effect.tryPromise({ try: f, catch: (cause) => new LedgerIoError({ operation, file, cause }) })
+
+    yield* io("create", () => {
+      fs.mkdirSync(directory, { recursive: true })
+      if (!fs.existsSync(file)) createLog(directory, file)
+    })
+    const handle = yield* Effect.acquireRelease(
+      ioAsync("open", () => fsp.open(file, "r+")),
+      (h) => Effect.promise(() => h.close().catch(() => undefined))
+    )
+    const size = (yield* ioAsync("stat", () => handle.stat())).size
+    const magic = Buffer.alloc(LOG_MAGIC.length)
+    if (size >= magic.length) yield* io("read", () => readFully(handle.fd, magic, 0))
+    if (!magic.equals(LOG_MAGIC)) {
+      return yield* new LedgerCorrupt({
+        file,
+        offset: 0,
+        reason: "not a ledger log (or an unknown version): bad file header"
+      })
+    }
+    const scanned = yield* io("scan", () => scan(handle.fd, size, file, firstHeight))
+    if (scanned instanceof LedgerCorrupt) return yield* scanned
+    if (scanned.recovered.truncatedBytes > 0) {
+      yield* io("truncate", () => {
+        fs.ftruncateSync(handle.fd, scanned.end)
+        fs.fsyncSync(handle.fd)
+      })
+      yield* Effect.logWarning(
+        `ledger ${file}: cut ${scanned.recovered.truncatedBytes} bytes of a torn last append at byte ${scanned.end} (${scanned.recovered.reason})`
+      )
+    }
+
+    const offsets = scanned.offsets
+    let end = scanned.end
+    let tip: CommittedBlock | undefined
+    let closed = false
+    let broken: unknown
+    const lock = yield* Effect.makeSemaphore(1)
+
+    const isClosed = (operation: string) =>
+      closed ? new LedgerIoError({ operation, file, cause: "the ledger is closed" }) : undefined
+    const unusable = (operation: string) =>
+      isClosed(operation) ??
+      (broken === undefined
+        ? undefined
+        : new LedgerIoError({
+            operation,
+            file,
+            cause: `unusable after an earlier failed write (${broken}); open it again`
+          }))
+
+    const tipHeight = () => firstHeight - 1n + BigInt(offsets.length)
+    const recordEnd = (index: number) => (index + 1 < offsets.length ? offsets[index + 1]! : end)
+
+    /** Records [first, first + count) decoded, from one positioned read. */
+    const readRecords = (first: number, count: number) =>
+      Effect.gen(function* () {
+        const start = offsets[first]!
+        const buf = Buffer.allocUnsafe(recordEnd(first + count - 1) - start)
+        const { bytesRead } = yield* ioAsync("read", () => handle.read(buf, 0, buf.length, start))
+        if (bytesRead !== buf.length) {
+          return yield* new LedgerIoError({
+            operation: "read",
+            file,
+            cause: `short read: ${bytesRead} of ${buf.length} bytes at ${start}`
+          })
+        }
+        const out: Array<CommittedBlock> = []
+        for (let i = first; i < first + count; i++) {
+          const at = offsets[i]! - start
+          const bodyAt = at + RECORD_HEADER_BYTES
+          const body = buf.subarray(bodyAt, recordEnd(i) - start)
+          const expected = firstHeight + BigInt(i)
+          const decoded = bodyMatches(buf, at, body) ? decodeCommitted(body) : Either.left("checksum fails")
+          if (Either.isLeft(decoded) || decoded.right.block.height !== expected) {
+            const why = Either.isLeft(decoded) ? decoded.left : `holds height ${decoded.right.block.height}`
+            return yield* new LedgerCorrupt({
+              file,
+              offset: offsets[i]!,
+              reason: `the record of height ${expected} ${why} (changed since open)`
+            })
+          }
+          out.push(decoded.right)
+        }
+        return out
+      })
+
+    if (offsets.length > 0) tip = (yield* readRecords(offsets.length - 1, 1))[0]
+
+    yield* Effect.addFinalizer(() =>
+      lock.withPermits(1)(
+        Effect.sync(() => {
+          closed = true
+        })
+      )
+    )
+
+    const append = (blocks: ReadonlyArray<CommittedBlock>) =>
+      lock.withPermits(1)(
+        Effect.gen(function* () {
+          const refusal = unusable("append")
+          if (refusal !== undefined) return yield* refusal
+          if (blocks.length === 0) return
+          const parts: Array<Uint8Array> = []
+          const lengths: Array<number> = []
+          let previous = tip?.block
+          for (const committed of blocks) {
+            const { block } = committed
+            const expected = previous === undefined ? firstHeight : previous.height + 1n
+            if (block.height !== expected) {
+              return yield* new AppendRefused({
+                height: block.height,
+                reason: `the next height is ${expected}`
+              })
+            }
+            if (previous !== undefined && !Buffer.from(previous.hash).equals(block.parent)) {
+              return yield* new AppendRefused({
+                height: block.height,
+                reason: `its parent is not the block at height ${previous.height}`
+              })
+            }
+            const body = encodeCommitted(committed)
+            if (Either.isLeft(body))
+              return yield* new AppendRefused({ height: block.height, reason: body.left })
+            parts.push(recordHeader(body.right), body.right)
+            lengths.push(RECORD_HEADER_BYTES + body.right.length)
+            previous = block
+          }
+          const bytes = Buffer.concat(parts)
+          const lastBody = parts[parts.length - 1]!
+          yield* ioAsync("append", async () => {
+            let done = 0
+            while (done < bytes.length) {
+              done += (await handle.write(bytes, done, bytes.length - done, end + done)).bytesWritten
+            }
+            await handle.datasync()
+          }).pipe(
+            Effect.tapError((e) =>
+              Effect.sync(() => {
+                broken = e.cause instanceof Error ? e.cause.message : String(e.cause)
+              })
+            )
+          )
+          for (const length of lengths) {
+            offsets.push(end)
+            end += length
+          }
+          // The tip as the disk has it, not the caller's (mutable) arrays.
+          tip = Either.getOrThrow(decodeCommitted(Buffer.from(lastBody)))
+        })
+      )
+
+    const indexOf = (height: bigint): number | undefined =>
+      height < firstHeight || height > tipHeight() ? undefined : Number(height - firstHeight)
+
+    const ledger: LedgerShape = {
+      tip: Effect.sync(() => tip),
+      height: Effect.sync(tipHeight),
+      append,
+      read: (height) =>
+        Effect.suspend(() => {
+          const refusal = isClosed("read")
+          if (refusal !== undefined) return Effect.fail(refusal)
+          const index = indexOf(height)
+          return index === undefined
+            ? Effect.succeed(undefined)
+            : Effect.map(readRecords(index, 1), (r) => r[0])
+        }),
+      readRange: (from, max, maxBytes) =>
+        Effect.suspend(() => {
+          const refusal = isClosed("read")
+          if (refusal !== undefined) return Effect.fail(refusal)
+          const first = indexOf(from)
+          if (first === undefined || max < 1) return Effect.succeed([])
+          let count = 1
+          const limit = Math.min(offsets.length - first, Math.floor(max))
+          while (count < limit && recordEnd(first + count) - offsets[first]! <= maxBytes) count++
+          return readRecords(first, count)
+        }),
+      recovered: scanned.recovered
+    }
+    return ledger
+  })
+
+/** The committed chain of this validator (see `open`). */
+export class Ledger extends Context.Tag("@hotstuff2/example-hotstuff2/Ledger")<Ledger, LedgerShape>() {
+  /** The ledger in `<dataDirectory>/ledger/`, closed with the layer. */
+  static readonly layer = (options: LedgerOptions): Layer.Layer<Ledger, LedgerError> =>
+    Layer.scoped(Ledger, open(options))
+}
