@@ -150,19 +150,34 @@ const readFully = (fd: number, into: Buffer, position: number): void => {
   }
 }
 
-/** Why the record at `at` is not whole and valid, or its body length. */
-const recordProblem = (chunks: Chunks, at: number): number | string => {
+/** A record that is not whole and valid: why, and where a valid record after it could start. */
+interface Problem {
+  readonly reason: string
+  /**
+   * The declared end of the record when its header is sound (its body, which holds a payload any
+   * leader chose, is never searched for records), else the next byte.
+   */
+  readonly resumeAt: number
+}
+
+/** The body length of the record at `at`, or its problem. */
+const recordProblem = (chunks: Chunks, at: number): number | Problem => {
   const remaining = chunks.size - at
-  if (remaining < RECORD_HEADER_BYTES) return `a partial record header (${remaining} bytes)`
+  if (remaining < RECORD_HEADER_BYTES)
+    return { reason: `a partial record header (${remaining} bytes)`, resumeAt: chunks.size }
   const length = headerLength(chunks.get(at, RECORD_HEADER_BYTES), 0)
-  if (length === undefined) return "a record header whose checksum fails"
+  if (length === undefined) return { reason: "a record header whose checksum fails", resumeAt: at + 1 }
+  const resumeAt = at + RECORD_HEADER_BYTES + length
   if (remaining - RECORD_HEADER_BYTES < length) {
-    return `a partial record (${remaining - RECORD_HEADER_BYTES} of ${length} body bytes)`
+    return {
+      reason: `a partial record (${remaining - RECORD_HEADER_BYTES} of ${length} body bytes)`,
+      resumeAt
+    }
   }
   const header = Buffer.from(chunks.get(at, RECORD_HEADER_BYTES))
   return bodyMatches(header, 0, chunks.get(at + RECORD_HEADER_BYTES, length))
     ? length
-    : "a record whose checksum fails"
+    : { reason: "a record whose checksum fails", resumeAt }
 }
 
 /** The offset of the first whole, valid record at or after `from`, if any. */
@@ -191,16 +206,16 @@ const scan = (fd: number, size: number, file: string, firstHeight: bigint): Scan
   let at = LOG_MAGIC.length
   while (at < size) {
     const length = recordProblem(chunks, at)
-    if (typeof length === "string") {
-      const next = findValidRecord(chunks, at + 1)
+    if (typeof length !== "number") {
+      const next = findValidRecord(chunks, length.resumeAt)
       if (next !== undefined) {
         return new LedgerCorrupt({
           file,
           offset: at,
-          reason: `${length} after height ${previous?.height ?? "none"}, yet a valid record follows at byte ${next}`
+          reason: `${length.reason} after height ${previous?.height ?? "none"}, yet a valid record follows at byte ${next}`
         })
       }
-      return { offsets, end: at, recovered: { truncatedBytes: size - at, reason: length } }
+      return { offsets, end: at, recovered: { truncatedBytes: size - at, reason: length.reason } }
     }
     const link = decodeLink(chunks.get(at + RECORD_HEADER_BYTES, length))
     if (Either.isLeft(link)) return new LedgerCorrupt({ file, offset: at, reason: link.left })

@@ -3,9 +3,17 @@
 import * as fs from "node:fs"
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as fc from "effect/FastCheck"
 import type { CommittedBlock } from "../src/core/types.js"
-import { crc32, crc32Table, LOG_MAGIC, RECORD_HEADER_BYTES } from "../src/internal/ledgerCodec.js"
+import {
+  crc32,
+  crc32Table,
+  encodeCommitted,
+  LOG_MAGIC,
+  RECORD_HEADER_BYTES,
+  recordHeader
+} from "../src/internal/ledgerCodec.js"
 import * as Ledger from "../src/Ledger.js"
 import { chain, comparable, flipByte, logFile, tempDirectory } from "./fixtures/ledger.js"
 
@@ -138,6 +146,33 @@ describe("Ledger", () => {
             })
           )
         }
+      })
+  )
+
+  it.scoped(
+    "cuts a torn block whose payload holds a valid record, never taking the payload for a record",
+    () =>
+      Effect.gen(function* () {
+        const directory = yield* tempDirectory
+        yield* appendEqualRecords(directory, 3)
+        const file = logFile(directory)
+        const before = fs.statSync(file).size
+        // A leader's payload that is itself a whole, valid record (of height 5, the child of height 4).
+        const [inner] = chain(5n, 1)
+        const body = Either.getOrThrow(encodeCommitted(inner!))
+        const [outer] = chain(4n, 1, { payloadBytes: () => 0 })
+        const payload = Buffer.concat([Buffer.alloc(50), recordHeader(body), body, Buffer.alloc(50)])
+        yield* withLedger(directory, (ledger) =>
+          ledger.append([{ ...outer!, block: { ...outer!.block, payload } }])
+        )
+        const size = fs.statSync(file).size
+        fs.truncateSync(file, size - 20)
+        yield* withLedger(directory, (ledger) =>
+          Effect.gen(function* () {
+            assert.strictEqual(ledger.recovered.truncatedBytes, size - 20 - before)
+            assert.strictEqual(yield* ledger.height, 3n)
+          })
+        )
       })
   )
 
