@@ -18,7 +18,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
-import type { CommittedBlock } from "./core/types.js"
+import type { Block, CommittedBlock } from "./core/types.js"
 import {
   bodyMatches,
   decodeCommitted,
@@ -242,6 +242,42 @@ const scan = (fd: number, size: number, file: string, firstHeight: bigint): Scan
   return { offsets, end: at, recovered: { truncatedBytes: 0, reason: undefined } }
 }
 
+/**
+ * The record bodies of `blocks` appended after `tip`, or why the first one that cannot be: not the
+ * next height, not the previous block's child, or not encodable.
+ */
+const encodeBatch = (
+  tip: Block | undefined,
+  firstHeight: bigint,
+  blocks: ReadonlyArray<CommittedBlock>
+): Either.Either<Array<Buffer>, AppendRefused> => {
+  const bodies: Array<Buffer> = []
+  let previous = tip
+  for (const committed of blocks) {
+    const { block } = committed
+    const expected = previous === undefined ? firstHeight : previous.height + 1n
+    if (block.height !== expected) {
+      return Either.left(
+        new AppendRefused({ height: block.height, reason: `the next height is ${expected}` })
+      )
+    }
+    if (previous !== undefined && !Buffer.from(previous.hash).equals(block.parent)) {
+      return Either.left(
+        new AppendRefused({
+          height: block.height,
+          reason: `its parent is not the block at height ${previous.height}`
+        })
+      )
+    }
+    const body = encodeCommitted(committed)
+    if (Either.isLeft(body))
+      return Either.left(new AppendRefused({ height: block.height, reason: body.left }))
+    bodies.push(body.right)
+    previous = block
+  }
+  return Either.right(bodies)
+}
+
 const syncDirectory = (directory: string): void => {
   const fd = fs.openSync(directory, "r")
   try {
@@ -283,7 +319,8 @@ export const open = (options: LedgerOptions): Effect.Effect<LedgerShape, LedgerE
       Effect.tryPromise({ try: f, catch: (cause) => new LedgerIoError({ operation, file, cause }) })
 
     yield* io("create", () => {
-      fs.mkdirSync(directory, { recursive: true })
+      // A new `ledger/` entry must be durable as much as the log in it.
+      if (fs.mkdirSync(directory, { recursive: true }) !== undefined) syncDirectory(options.dataDirectory)
       if (!fs.existsSync(file)) createLog(directory, file)
     })
     const handle = yield* Effect.acquireRelease(
@@ -383,31 +420,10 @@ export const open = (options: LedgerOptions): Effect.Effect<LedgerShape, LedgerE
           const refusal = unusable("append")
           if (refusal !== undefined) return yield* refusal
           if (blocks.length === 0) return
+          const bodies = encodeBatch(tip?.block, firstHeight, blocks)
+          if (Either.isLeft(bodies)) return yield* bodies.left
           const parts: Array<Uint8Array> = []
-          const lengths: Array<number> = []
-          let previous = tip?.block
-          for (const committed of blocks) {
-            const { block } = committed
-            const expected = previous === undefined ? firstHeight : previous.height + 1n
-            if (block.height !== expected) {
-              return yield* new AppendRefused({
-                height: block.height,
-                reason: `the next height is ${expected}`
-              })
-            }
-            if (previous !== undefined && !Buffer.from(previous.hash).equals(block.parent)) {
-              return yield* new AppendRefused({
-                height: block.height,
-                reason: `its parent is not the block at height ${previous.height}`
-              })
-            }
-            const body = encodeCommitted(committed)
-            if (Either.isLeft(body))
-              return yield* new AppendRefused({ height: block.height, reason: body.left })
-            parts.push(recordHeader(body.right), body.right)
-            lengths.push(RECORD_HEADER_BYTES + body.right.length)
-            previous = block
-          }
+          for (const body of bodies.right) parts.push(recordHeader(body), body)
           const bytes = Buffer.concat(parts)
           const lastBody = parts[parts.length - 1]!
           yield* ioAsync("append", async () => {
@@ -423,9 +439,9 @@ export const open = (options: LedgerOptions): Effect.Effect<LedgerShape, LedgerE
               })
             )
           )
-          for (const length of lengths) {
+          for (const body of bodies.right) {
             offsets.push(end)
-            end += length
+            end += RECORD_HEADER_BYTES + body.length
           }
           // The tip as the disk has it, not the caller's (mutable) arrays.
           tip = Either.getOrThrow(decodeCommitted(Buffer.from(lastBody)))
@@ -464,9 +480,63 @@ export const open = (options: LedgerOptions): Effect.Effect<LedgerShape, LedgerE
     return ledger
   })
 
+/**
+ * The same contract in memory (no file, nothing survives the layer): the same checks and refusals,
+ * records stored in their encoded form so reads hand out copies and `maxBytes` counts the same bytes.
+ */
+export const makeMemory = (options: { readonly firstHeight?: bigint } = {}): Effect.Effect<LedgerShape> =>
+  Effect.gen(function* () {
+    const firstHeight = options.firstHeight ?? 1n
+    const bodies: Array<Buffer> = []
+    let tip: CommittedBlock | undefined
+    const lock = yield* Effect.makeSemaphore(1)
+    const decode = (body: Buffer) => Either.getOrThrow(decodeCommitted(Buffer.from(body)))
+    const indexOf = (height: bigint): number | undefined =>
+      height < firstHeight || height >= firstHeight + BigInt(bodies.length)
+        ? undefined
+        : Number(height - firstHeight)
+    return {
+      tip: Effect.sync(() => tip),
+      height: Effect.sync(() => firstHeight - 1n + BigInt(bodies.length)),
+      append: (blocks) =>
+        lock.withPermits(1)(
+          Effect.suspend(() => {
+            const encoded = encodeBatch(tip?.block, firstHeight, blocks)
+            if (Either.isLeft(encoded)) return Effect.fail(encoded.left)
+            bodies.push(...encoded.right)
+            if (encoded.right.length > 0) tip = decode(encoded.right[encoded.right.length - 1]!)
+            return Effect.void
+          })
+        ),
+      read: (height) =>
+        Effect.sync(() => {
+          const index = indexOf(height)
+          return index === undefined ? undefined : decode(bodies[index]!)
+        }),
+      readRange: (from, max, maxBytes) =>
+        Effect.sync(() => {
+          const first = indexOf(from)
+          if (first === undefined || max < 1) return []
+          const out = [decode(bodies[first]!)]
+          let bytes = RECORD_HEADER_BYTES + bodies[first]!.length
+          for (let i = first + 1; i < bodies.length && out.length < max; i++) {
+            bytes += RECORD_HEADER_BYTES + bodies[i]!.length
+            if (bytes > maxBytes) break
+            out.push(decode(bodies[i]!))
+          }
+          return out
+        }),
+      recovered: { truncatedBytes: 0, reason: undefined }
+    }
+  })
+
 /** The committed chain of this validator (see `open`). */
 export class Ledger extends Context.Tag("@hotstuff2/example-hotstuff2/Ledger")<Ledger, LedgerShape>() {
   /** The ledger in `<dataDirectory>/ledger/`, closed with the layer. */
   static readonly layer = (options: LedgerOptions): Layer.Layer<Ledger, LedgerError> =>
     Layer.scoped(Ledger, open(options))
+
+  /** The in-memory twin (`makeMemory`), for tests of the code that commits. */
+  static readonly layerMemory = (options: { readonly firstHeight?: bigint } = {}): Layer.Layer<Ledger> =>
+    Layer.effect(Ledger, makeMemory(options))
 }

@@ -257,25 +257,30 @@ describe("Ledger", () => {
     })
   )
 
-  it.scoped("bounds readRange by count and by bytes, returning at least the first block", () =>
-    Effect.gen(function* () {
-      const directory = yield* tempDirectory
-      const recordBytes = yield* appendEqualRecords(directory, 10)
-      const ledger = yield* open(directory)
-      const heights = (blocks: ReadonlyArray<CommittedBlock>) => blocks.map((b) => b.block.height)
-      const range = (from: bigint, max: number, maxBytes: number) =>
-        Effect.map(ledger.readRange(from, max, maxBytes), heights)
-      assert.deepStrictEqual(yield* range(3n, 4, 1 << 20), [3n, 4n, 5n, 6n])
-      assert.deepStrictEqual(yield* range(8n, 100, 1 << 20), [8n, 9n, 10n])
-      assert.deepStrictEqual(yield* range(2n, 100, 3 * recordBytes), [2n, 3n, 4n])
-      assert.deepStrictEqual(yield* range(2n, 100, 3 * recordBytes - 1), [2n, 3n])
-      assert.deepStrictEqual(yield* range(2n, 100, 1), [2n])
-      assert.deepStrictEqual(yield* range(11n, 5, 1 << 20), [])
-      assert.deepStrictEqual(yield* range(0n, 5, 1 << 20), [])
-      assert.deepStrictEqual(yield* range(1n, 0, 1 << 20), [])
-      const all = yield* ledger.readRange(1n, 10, 1 << 20)
-      assert.deepStrictEqual(all.map(comparable), chain(1n, 10).map(comparable))
-    })
+  it.scoped(
+    "bounds readRange by count and by bytes, returning at least the first block (file and in-memory twin)",
+    () =>
+      Effect.gen(function* () {
+        const directory = yield* tempDirectory
+        const recordBytes = yield* appendEqualRecords(directory, 10)
+        const memory = yield* Ledger.makeMemory()
+        yield* memory.append(chain(1n, 10))
+        for (const ledger of [yield* open(directory), memory]) {
+          const heights = (blocks: ReadonlyArray<CommittedBlock>) => blocks.map((b) => b.block.height)
+          const range = (from: bigint, max: number, maxBytes: number) =>
+            Effect.map(ledger.readRange(from, max, maxBytes), heights)
+          assert.deepStrictEqual(yield* range(3n, 4, 1 << 20), [3n, 4n, 5n, 6n])
+          assert.deepStrictEqual(yield* range(8n, 100, 1 << 20), [8n, 9n, 10n])
+          assert.deepStrictEqual(yield* range(2n, 100, 3 * recordBytes), [2n, 3n, 4n])
+          assert.deepStrictEqual(yield* range(2n, 100, 3 * recordBytes - 1), [2n, 3n])
+          assert.deepStrictEqual(yield* range(2n, 100, 1), [2n])
+          assert.deepStrictEqual(yield* range(11n, 5, 1 << 20), [])
+          assert.deepStrictEqual(yield* range(0n, 5, 1 << 20), [])
+          assert.deepStrictEqual(yield* range(1n, 0, 1 << 20), [])
+          const all = yield* ledger.readRange(1n, 10, 1 << 20)
+          assert.deepStrictEqual(all.map(comparable), chain(1n, 10).map(comparable))
+        }
+      })
   )
 
   it.scoped("reports a record changed on disk after open as LedgerCorrupt when it is read", () =>
@@ -331,5 +336,54 @@ describe("Ledger", () => {
         )
       }),
     { fastCheck: { numRuns: 40 } }
+  )
+
+  it.scoped.prop(
+    "the in-memory twin gives the same answers and refusals as the file ledger",
+    [
+      fc.array(
+        fc.oneof(
+          fc.record({
+            op: fc.constant("append" as const),
+            sizes: fc.array(fc.nat(300), { maxLength: 4 }),
+            skip: fc.nat(2)
+          }),
+          fc.record({
+            op: fc.constant("range" as const),
+            from: fc.nat(30),
+            max: fc.nat(8),
+            maxBytes: fc.nat(3000)
+          })
+        ),
+        { maxLength: 25 }
+      )
+    ],
+    ([ops]) =>
+      Effect.gen(function* () {
+        const file = yield* open(yield* tempDirectory)
+        const memory = yield* Ledger.makeMemory()
+        const outcome = <A>(effect: Effect.Effect<A, Ledger.LedgerError>) =>
+          Effect.either(effect).pipe(
+            Effect.map((e) => (e._tag === "Left" ? `${e.left._tag}: ${e.left.message}` : e.right))
+          )
+        for (const op of ops) {
+          const height = yield* file.height
+          if (op.op === "append") {
+            // skip 0: the next blocks; 1 or 2: a gap, refused by both.
+            const from = height + 1n + BigInt(op.skip)
+            const blocks = chain(from, op.sizes.length, { payloadBytes: (h) => op.sizes[Number(h - from)]! })
+            assert.deepStrictEqual(yield* outcome(memory.append(blocks)), yield* outcome(file.append(blocks)))
+          } else {
+            const range = (l: Ledger.LedgerShape) =>
+              outcome(l.readRange(BigInt(op.from), op.max, op.maxBytes)).pipe(
+                Effect.map((r) => (typeof r === "string" ? r : r.map(comparable)))
+              )
+            assert.deepStrictEqual(yield* range(memory), yield* range(file))
+          }
+          assert.strictEqual(yield* memory.height, yield* file.height)
+          assert.deepStrictEqual(comparable(yield* memory.tip), comparable(yield* file.tip))
+        }
+      }),
+    { fastCheck: { numRuns: 30 } }
   )
 })
