@@ -426,25 +426,31 @@ export const open = (options: LedgerOptions): Effect.Effect<LedgerShape, LedgerE
           for (const body of bodies.right) parts.push(recordHeader(body), body)
           const bytes = Buffer.concat(parts)
           const lastBody = parts[parts.length - 1]!
-          yield* ioAsync("append", async () => {
-            let done = 0
-            while (done < bytes.length) {
-              done += (await handle.write(bytes, done, bytes.length - done, end + done)).bytesWritten
-            }
-            await handle.datasync()
-          }).pipe(
-            Effect.tapError((e) =>
-              Effect.sync(() => {
-                broken = e.cause instanceof Error ? e.cause.message : String(e.cause)
+          // Uninterruptible from the write to the index: an abandoned write still in flight, or one
+          // done but not indexed, would be overwritten in part by the next append's records.
+          yield* Effect.uninterruptible(
+            ioAsync("append", async () => {
+              let done = 0
+              while (done < bytes.length) {
+                done += (await handle.write(bytes, done, bytes.length - done, end + done)).bytesWritten
+              }
+              await handle.datasync()
+            }).pipe(
+              Effect.tapError((e) =>
+                Effect.sync(() => {
+                  broken = e.cause instanceof Error ? e.cause.message : String(e.cause)
+                })
+              ),
+              Effect.tap(() => {
+                for (const body of bodies.right) {
+                  offsets.push(end)
+                  end += RECORD_HEADER_BYTES + body.length
+                }
+                // The tip as the disk has it, not the caller's (mutable) arrays.
+                tip = Either.getOrThrow(decodeCommitted(Buffer.from(lastBody)))
               })
             )
           )
-          for (const body of bodies.right) {
-            offsets.push(end)
-            end += RECORD_HEADER_BYTES + body.length
-          }
-          // The tip as the disk has it, not the caller's (mutable) arrays.
-          tip = Either.getOrThrow(decodeCommitted(Buffer.from(lastBody)))
         })
       )
 

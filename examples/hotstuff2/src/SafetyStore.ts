@@ -130,8 +130,22 @@ const makeWith = (
               )
             }
             if (stored !== undefined && same(state, stored)) return stored
-            yield* write(state)
-            known = { state }
+            // Uninterruptible with the cache update: a save abandoned mid-write would race the next
+            // one on the temporary file, and one written but not cached would let a later save
+            // merge with an older state and lower the file. After a failed write the file may hold
+            // either state: the next save reads it again.
+            yield* Effect.uninterruptible(
+              write(state).pipe(
+                Effect.tap(() => {
+                  known = { state }
+                }),
+                Effect.tapError(() =>
+                  Effect.sync(() => {
+                    known = undefined
+                  })
+                )
+              )
+            )
             return state
           })
         )
