@@ -155,6 +155,7 @@ export const make = (config: CoreConfig, resume: Resume): Replica => {
   const checkCommit = (node: TreeNode) => {
     const qc2 = node.certificate
     if (qc2 === undefined || qc2.view !== node.justify.view + 1n) return
+    if (node.block.height <= tree.head.block.height) return // its parent is committed already
     const chain = tree.chainTo(node.justify.blockHash)
     if (typeof chain === "string") return refuse(self, "Commit", chain)
     if (chain.length === 0) return
