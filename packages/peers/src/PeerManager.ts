@@ -41,6 +41,15 @@ export interface PeerManagerOptions {
    */
   readonly separateChannels?: ReadonlyArray<number>
   /**
+   * Messages of one channel that go to their own consumer (`inboundDiverted`) instead of `inbound`,
+   * picked one by one by `select` in the connection's reader (the node takes request/response frames
+   * off the sync channel so, and they reach `NodeRpc` whatever the consumer of `inbound` is doing);
+   * the rest of each frame goes on to `inbound` as before, in order. Rate limits apply first, as to
+   * any frame. Other channels pay one comparison per frame. Drop policy of `separateChannels`:
+   * `inboundFramesPerPeer` frames per peer wait, more are dropped and counted (`separateDropped`).
+   */
+  readonly divert?: { readonly channel: number; readonly select: (message: Uint8Array) => boolean }
+  /**
    * Reliable delivery's acknowledgements: called with each `Ack` a connected peer sends on the
    * heartbeat channel (0), synchronously in that connection's reader, in order, with no fiber step
    * (as pongs are taken). It must not block; a throw is logged and that Ack dropped. Without it an
@@ -132,7 +141,15 @@ export interface PeerManagerShape {
    * A channel that is not separate gives an empty stream: its frames go to `inbound`.
    */
   readonly inboundOn: (channel: number) => Stream.Stream<InboundFrame>
-  /** Frames of the separate channels dropped because their consumer fell behind, by channel. */
+  /**
+   * The messages picked by the options' `divert` (as frames of its channel), after rate limiting. One
+   * consumer; empty without `divert`.
+   */
+  readonly inboundDiverted: Stream.Stream<InboundFrame>
+  /**
+   * Frames of the separate channels (and of `divert`, under its channel) dropped because their
+   * consumer fell behind, by channel.
+   */
   readonly separateDropped: Effect.Effect<ReadonlyMap<number, number>>
   /**
    * Replaces the validator set (an epoch change): newcomers get a dialer (their `addresses` enter the

@@ -63,6 +63,18 @@ export const make = (options: PeerManagerOptions) =>
       ])
     )
     const separateDropped = new Map<number, number>()
+    const diverted =
+      options.divert === undefined
+        ? undefined
+        : {
+            channel: options.divert.channel,
+            select: options.divert.select,
+            inbox: new FairInbox(
+              config.inboundFramesPerPeer,
+              config.inboundBytesPerPeer,
+              config.inboundBytesTotal
+            )
+          }
     const inbox = new FairInbox(
       config.inboundFramesPerPeer,
       config.inboundBytesPerPeer,
@@ -72,6 +84,7 @@ export const make = (options: PeerManagerOptions) =>
       Effect.sync(() => {
         inbox.close()
         for (const side of separate.values()) side.close()
+        diverted?.inbox.close()
       })
     )
     const perConnection = yield* FiberSet.make<void, never>()
@@ -127,6 +140,7 @@ export const make = (options: PeerManagerOptions) =>
         slots.delete(peer)
         inbox.forget(peer)
         for (const side of separate.values()) side.forget(peer)
+        diverted?.inbox.forget(peer)
       }
     }
 
@@ -197,6 +211,7 @@ export const make = (options: PeerManagerOptions) =>
       inbox,
       separate,
       separateDropped,
+      divert: diverted,
       limiter,
       heartbeat,
       onClosed
@@ -436,6 +451,10 @@ export const make = (options: PeerManagerOptions) =>
           ? Stream.empty
           : Stream.repeatEffectChunk(Effect.map(side.take(256), Chunk.unsafeFromArray))
       },
+      inboundDiverted:
+        diverted === undefined
+          ? Stream.empty
+          : Stream.repeatEffectChunk(Effect.map(diverted.inbox.take(256), Chunk.unsafeFromArray)),
       separateDropped: Effect.sync(() => new Map(separateDropped)),
       want: budget.want,
       trimmed: Effect.sync(budget.trimmed),

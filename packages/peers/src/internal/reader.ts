@@ -41,6 +41,14 @@ export const makeReader = (deps: {
   /** The separate channels' inboxes (drop when full) and their drop counts. */
   readonly separate: ReadonlyMap<number, FairInbox>
   readonly separateDropped: Map<number, number>
+  /** Messages of one channel picked by `select` for their own inbox (drop when full). */
+  readonly divert:
+    | {
+        readonly channel: number
+        readonly select: (message: Uint8Array) => boolean
+        readonly inbox: FairInbox
+      }
+    | undefined
   readonly limiter: RateLimiter
   readonly heartbeat: Heartbeat
   /** The peer's connection closed: the manager takes it out of its slot. */
@@ -55,6 +63,36 @@ export const makeReader = (deps: {
   const { admittedCount, countDropped, withinLimits } = deps.limiter
   const { onHeartbeat } = deps.heartbeat
   const heartbeatMillis = Duration.toMillis(deps.config.heartbeatInterval)
+  const divert = deps.divert
+  const divertChannel = divert === undefined ? -1 : divert.channel
+
+  /**
+   * Takes the messages `divert` picks out of a frame of its channel to their inbox (a full inbox drops
+   * them, counted); returns the rest, in order (the same array when nothing was picked).
+   */
+  const splitOff = (
+    peer: PeerId,
+    channel: number,
+    messages: ReadonlyArray<Uint8Array>
+  ): ReadonlyArray<Uint8Array> => {
+    let picked: Array<Uint8Array> | undefined
+    let rest: Array<Uint8Array> | undefined
+    for (let i = 0; i < messages.length; i++) {
+      const message = messages[i]!
+      if (divert!.select(message)) {
+        if (picked === undefined) {
+          picked = []
+          rest = messages.slice(0, i)
+        }
+        picked.push(message)
+      } else if (rest !== undefined) rest.push(message)
+    }
+    if (picked === undefined) return messages
+    if (!divert!.inbox.tryOffer({ peer, channel, messages: picked })) {
+      separateDropped.set(channel, (separateDropped.get(channel) ?? 0) + 1)
+    }
+    return rest!
+  }
 
   /**
    * Where a frame within its limits goes, by channel: the one place that decides it, for the fast
@@ -98,7 +136,10 @@ export const makeReader = (deps: {
             if (after !== undefined) yield* after
             continue
           }
-          const inboundFrame = { peer, channel: frame.channel, messages: frame.messages }
+          const messages =
+            frame.channel === divertChannel ? splitOff(peer, frame.channel, frame.messages) : frame.messages
+          if (messages.length === 0) continue
+          const inboundFrame = { peer, channel: frame.channel, messages }
           if (target !== inbox && !target.tryOffer(inboundFrame)) {
             // A separate channel drops what its consumer has no room for: it never pauses the socket.
             separateDropped.set(frame.channel, (separateDropped.get(frame.channel) ?? 0) + 1)
@@ -129,8 +170,10 @@ export const makeReader = (deps: {
       if (target === undefined || target.isFull(peer)) return false
       const at = now()
       if (at - slot.touchedAt >= heartbeatMillis || !withinLimits(slot, frame, at)) return false
+      const messages =
+        frame.channel === divertChannel ? splitOff(peer, frame.channel, frame.messages) : frame.messages
       // Cannot fail: the queue has room, and after shutdown the frame is dropped as `offer` would.
-      target.tryOffer({ peer, channel: frame.channel, messages: frame.messages })
+      if (messages.length > 0) target.tryOffer({ peer, channel: frame.channel, messages })
       slot.heard = true
       return true
     }
