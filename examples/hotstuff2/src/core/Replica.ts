@@ -7,7 +7,10 @@
  *
  * What the driver must know: messages this replica sends to itself (its vote when it leads the next
  * view, its new-view when it leads the view it enters) are handled inside and never appear as
- * `Send`; its own broadcasts are handled inside too, and get ignored if delivered back.
+ * `Send`; its own broadcasts are handled inside too (a proposal or timeout delivered back is ignored,
+ * its timeout certificate is refused as stale). Proposals of the last `PAST_VIEWS` views still enter
+ * the block tree (without a vote), so a leader that formed a certificate before the block arrived
+ * can still extend it.
  */
 import { Identity, type Message } from "@hotstuff2/wire"
 import { BlockTree, type TreeNode } from "./blockTree.js"
