@@ -6,10 +6,11 @@
  * once. `send` is point to point and rides bare: the connection already authenticates its sender.
  */
 import type { PeerManager, PeerRegistry } from "@hotstuff2/peers"
-import type { Envelope, Identity, Message } from "@hotstuff2/wire"
+import { Codec, type Envelope, type Identity, type Message } from "@hotstuff2/wire"
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
@@ -17,6 +18,7 @@ import type * as Stream from "effect/Stream"
 import type * as Tracer from "effect/Tracer"
 import type { BroadcastConfigInput, InvalidBroadcastConfig, Strategy } from "./BroadcastConfig.js"
 import * as internal from "./internal/broadcaster.js"
+import * as Payload from "./internal/payload.js"
 
 export type PeerId = Identity.PeerId
 
@@ -303,3 +305,28 @@ export class Broadcaster extends Context.Tag("@hotstuff2/broadcast/Broadcaster")
  * sync. Heartbeats (0) and discovery (3) are internal: sending them is an `InvalidOutbound`.
  */
 export const channelOf = internal.channelOf
+
+/**
+ * Whether a message slot (one byte string of a received frame) is a point-to-point `RpcRequest` or
+ * `RpcResponse` sent with `send` (WIRE.md 7.6, kinds `0x00` and `0x01`), from its first bytes only:
+ * the predicate a node gives `PeerManager`'s `divert` to take request/response traffic off the sync
+ * channel before `inbound`.
+ */
+export const isRpcSlot: (slot: Uint8Array) => boolean = Payload.isRpcSlot
+
+/**
+ * Reads a point-to-point slot (kind `0x00` or `0x01`): its message and the sender's trace context;
+ * a string says why it is refused (another kind, a cut-short trace context, a message that does not
+ * decode). For a consumer of diverted slots, which the broadcaster's own checks never see.
+ */
+export const readDirectSlot = (
+  slot: Uint8Array
+): { readonly message: Message.Message; readonly trace: Envelope.TraceContext | undefined } | string => {
+  const parsed = Payload.parse(slot)
+  if (typeof parsed === "string") return parsed
+  if (parsed.kind !== Payload.DIRECT && parsed.kind !== Payload.DIRECT_TRACED) {
+    return `slot kind 0x${parsed.kind.toString(16).padStart(2, "0")} is not a point-to-point message`
+  }
+  const decoded = Codec.decode(parsed.body)
+  return Either.isLeft(decoded) ? decoded.left.message : { message: decoded.right, trace: parsed.trace }
+}

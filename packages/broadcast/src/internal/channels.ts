@@ -17,6 +17,9 @@ const channels: Record<MessageTag, number | undefined> = {
   AppMessage: Channel.control,
   SyncRequest: Channel.sync,
   SyncResponse: Channel.sync,
+  // Point to point only (NodeRpc): refused in envelopes and reliable slots, both ways.
+  RpcRequest: Channel.sync,
+  RpcResponse: Channel.sync,
   // Internal to the peers and discovery packages.
   Ping: undefined,
   Pong: undefined,
@@ -34,6 +37,16 @@ export const internalOnly = (message: Message.Message) =>
   new InvalidOutbound({
     what: message._tag,
     detail: "internal to the network layer; not sent by applications"
+  })
+
+/** Request/response frames: bare `send` only, never sealed in an envelope or held for retransmission. */
+export const isPointToPointOnly = (tag: MessageTag): boolean => tag === "RpcRequest" || tag === "RpcResponse"
+
+/** Why a point-to-point-only message cannot be broadcast, multicast, routed or sent reliably. */
+export const pointToPointOnly = (message: Message.Message, how: string) =>
+  new InvalidOutbound({
+    what: message._tag,
+    detail: `point to point only (a bare send); not ${how}`
   })
 
 /** Why `message` cannot be sent, from the codec's (or the envelope's) refusal. */

@@ -8,7 +8,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import type { Delivery, Rejection } from "../Broadcaster.js"
-import { channelOf } from "./channels.js"
+import { channelOf, isPointToPointOnly } from "./channels.js"
 import type { Core } from "./core.js"
 import * as Payload from "./payload.js"
 import type { Held, ReliableReceiver } from "./reliable/receiver.js"
@@ -64,6 +64,21 @@ export const decodeMessage = (
   return message
 }
 
+/**
+ * `decodeMessage` for a message inside an envelope or a reliable slot: request/response frames are
+ * refused there (point to point only, and a bare one never reaches this far: the node diverts it).
+ */
+const decodeCarried = (
+  peer: PeerId,
+  channel: number,
+  body: Uint8Array,
+  how: string
+): Message.Message | Rejection => {
+  const message = decodeMessage(peer, channel, body)
+  if (isRefused(message) || !isPointToPointOnly(message._tag)) return message
+  return reject(peer, channel, "reserved-message", `${message._tag} is point to point only; refused ${how}`)
+}
+
 /** A slot's kind and body, and its envelope when it has one. */
 interface Opened {
   readonly parsed: Payload.Parsed
@@ -94,7 +109,10 @@ export const makeInbound = (
         parts.onReceipt(peer, sequences)
         return null
       }
-      const message = decodeMessage(peer, channel, parsed.body)
+      const message =
+        held === undefined
+          ? decodeMessage(peer, channel, parsed.body)
+          : decodeCarried(peer, channel, parsed.body, "in a reliable slot")
       if (isRefused(message)) return message
       return {
         from: peer,
@@ -146,7 +164,7 @@ export const makeInbound = (
     } else if (parsed.kind === Payload.ROUTED) {
       const routed = decodeRouted(envelope.payload)
       if (typeof routed === "string") return reject(peer, channel, "malformed", routed)
-      const message = decodeMessage(peer, channel, routed.message)
+      const message = decodeCarried(peer, channel, routed.message, "in an envelope")
       if (isRefused(message)) return message
       if (routedTarget !== undefined) {
         // For another peer: forwarded once, and never delivered here.
@@ -155,7 +173,7 @@ export const makeInbound = (
       }
       body = routed.message
     }
-    const message = decodeMessage(peer, channel, body)
+    const message = decodeCarried(peer, channel, body, "in an envelope")
     if (isRefused(message)) return message
     // Recorded only once verified and delivered: neither a forged copy nor a genuine one sent on
     // the wrong channel can shadow the real envelope.

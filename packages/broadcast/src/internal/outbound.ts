@@ -18,7 +18,7 @@ import {
   type SendFunction,
   type SendOptions
 } from "../Broadcaster.js"
-import { channelOf, internalOnly, invalid } from "./channels.js"
+import { channelOf, internalOnly, invalid, isPointToPointOnly, pointToPointOnly } from "./channels.js"
 import { type Core, charge } from "./core.js"
 import * as Payload from "./payload.js"
 import type { ReliableSender } from "./reliable/sender.js"
@@ -71,6 +71,8 @@ export const sealPayload = (
   encoded?: Encoded
 ) =>
   Effect.gen(function* () {
+    // Broadcast, multicast, tree, routed and reliable broadcasts are all sealed here.
+    if (isPointToPointOnly(message._tag)) return yield* pointToPointOnly(message, "in an envelope")
     const { bytes, channel } = encoded ?? (yield* encode(message))
     const trace = core.tracing ? yield* currentTrace : undefined
     const sealed = yield* Envelope.seal(core.identity, {
@@ -298,6 +300,7 @@ export const makeSend = (
    */
   const sendReliable = (peer: PeerId, message: Message.Message, sendOptions: SendOptions | undefined) =>
     Effect.gen(function* () {
+      if (isPointToPointOnly(message._tag)) return yield* pointToPointOnly(message, "reliable")
       const prefix = Payload.directPrefix(core.tracing ? yield* currentTrace : undefined)
       const { bytes: slot, channel } = yield* encode(message, prefix)
       if (peer === self) {

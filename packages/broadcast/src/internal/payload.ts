@@ -99,6 +99,21 @@ export const parse = (bytes: Uint8Array): Parsed | string => {
   }
 }
 
+/** The type bytes of `RpcRequest` and `RpcResponse` (WIRE.md 4). */
+const RPC_REQUEST = 0x12
+const RPC_RESPONSE = 0x13
+
+/**
+ * Whether a slot is a bare (`DIRECT`) or traced (`DIRECT_TRACED`) message whose type byte is
+ * `RpcRequest` or `RpcResponse`: two or three byte reads, no decoding. Whether it decodes is for its
+ * consumer to find out.
+ */
+export const isRpcSlot = (slot: Uint8Array): boolean => {
+  const kind = slot[0]
+  const type = kind === DIRECT ? slot[1] : kind === DIRECT_TRACED ? slot[1 + TRACE_BYTES] : undefined
+  return type === RPC_REQUEST || type === RPC_RESPONSE
+}
+
 /** A forward slot: `target`'s key, then `inner` (a tree slot) for the relay to pass on unchanged. */
 export const forward = (target: Uint8Array, inner: Uint8Array): Uint8Array => {
   if (target.length !== 32) throw new RangeError(`forward: a target is 32 bytes, not ${target.length}`)
