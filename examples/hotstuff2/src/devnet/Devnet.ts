@@ -165,7 +165,7 @@ export const prepare = (options: {
           validators: identities.map((v, j) => ({ id: v.identity.peerId, addresses: [addresses[j]!] })),
           dataDirectory: path.join(directory, "network"),
           // Every validator shares 127.0.0.1.
-          limits: { maxConnectionsPerIp: 4 * n + 16, handshakeTimeout: 2_000 },
+          limits: { maxConnectionsPerIp: 4 * n + 16 },
           // One machine: loopback records are fine.
           discovery: { allowLoopback: true }
         }
@@ -307,9 +307,16 @@ export const run = (options: DevnetOptions = {}): Effect.Effect<DevnetResult, De
               })
           )
         }
+        const launchedAt = Date.now()
         yield* Effect.acquireRelease(
           Effect.forEach(prepared.setups, (_, i) => start(i), { discard: true }),
-          () => stopAll
+          () =>
+            Effect.gen(function* () {
+              const at = Date.now()
+              log(`devnet: stopping the validators\n`)
+              yield* stopAll
+              log(`devnet: all stopped in ${((Date.now() - at) / 1000).toFixed(1)} s\n`)
+            })
         )
         log(
           `devnet: ${n} validators over TLS on ${prepared.setups.map((s) => s.config.listen).join(", ")}; ` +
@@ -331,6 +338,7 @@ export const run = (options: DevnetOptions = {}): Effect.Effect<DevnetResult, De
         }
         if (up.value === undefined || up.value._tag === "Left") return
         startedAt = Date.now()
+        log(`devnet: all ${n} validators up in ${((startedAt - launchedAt) / 1000).toFixed(1)} s\n`)
         const drawn = { lines: 0 }
         yield* Effect.forkScoped(
           Effect.repeat(redraw(drawn), Schedule.spaced(tty ? REDRAW_TTY : REDRAW_PLAIN)).pipe(

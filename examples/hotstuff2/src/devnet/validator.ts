@@ -94,7 +94,7 @@ const program = validator.pipe(
           tell({ type: "failed", message: Cause.pretty(cause).split("\n")[0] ?? "failed" })
         )
   ),
-  Effect.provide(Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.defaultLogger)))
+  Effect.provide(Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.logfmtLogger)))
 )
 
 const fiber = Effect.runFork(program)
