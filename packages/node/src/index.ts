@@ -18,5 +18,11 @@ export {
   StartFailed
 } from "./NodeNetwork.js"
 
+/**
+ * Request/response between validators (block sync) with @effect/rpc over the sync channel:
+ * `NodeRpc.layerServer(group)`, `NodeRpc.client(group, peer)`, `NodeRpc.peerOf(headers)`.
+ */
+export * as NodeRpc from "./NodeRpc.js"
+
 /** A whole validator set on the simulated network, for testing a consensus app under TestClock. */
 export * as TestCluster from "./TestCluster.js"

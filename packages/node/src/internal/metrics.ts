@@ -364,3 +364,22 @@ export const discoverySampler = (node: string, discovery: Discovery.DiscoverySha
     }
   })
 }
+
+const rpcDropped = counter(
+  "hotstuff2_rpc_dropped",
+  "RPC answers dropped without a refusal, per reason (unknown stream or request: late; client-behind: its queue was full)"
+)
+
+/** Counts RPC messages dropped (late answers, a client that fell behind), per reason. */
+export const rpcDropCounter = (node: string): ((why: string) => void) => {
+  const nodeLabel = label("node", node)
+  const labelsOf = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
+  return (why) => {
+    let labels = labelsOf.get(why)
+    if (labels === undefined) {
+      labels = [nodeLabel, label("reason", why)]
+      labelsOf.set(why, labels)
+    }
+    rpcDropped.unsafeUpdate(1, labels)
+  }
+}

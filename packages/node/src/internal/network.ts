@@ -30,6 +30,7 @@ import * as Epochs from "./epochs.js"
 import * as Health from "./health.js"
 import * as Incarnation from "./incarnation.js"
 import * as Metrics from "./metrics.js"
+import * as RpcPort from "./rpc/port.js"
 import * as Telemetry from "./telemetry.js"
 
 /** The identity a config's `identity` field names: from its seed, or from its key file. */
@@ -131,7 +132,10 @@ export const make = <R>(
       validators,
       config: peersConfig,
       // Discovery takes its channel: its records never reach the broadcaster.
-      separateChannels: [TransportChannels.Channel.discovery]
+      separateChannels: [TransportChannels.Channel.discovery],
+      // Request/response frames leave the sync channel in the connection's reader, for NodeRpc: they
+      // never reach `messages`, and they are read whatever its consumer is doing.
+      divert: { channel: TransportChannels.Channel.sync, select: Broadcaster.isRpcSlot }
     }).pipe(
       Layer.mapError(
         (e): NetworkError =>
@@ -190,6 +194,17 @@ export const make = <R>(
       )
     )
     const discovery = Context.get(discoveryContext, Discovery.Discovery)
+
+    const send = ((peer: Identity.PeerId, message: Message.Message, options?: Broadcaster.SendOptions) =>
+      withTracer(broadcaster.send(peer, message, options))) as Broadcaster.SendFunction
+    const rpcPort = yield* RpcPort.make({
+      self,
+      manager,
+      registry,
+      send: (peer, message) => send(peer, message),
+      rejected: (rejection) => metrics.observer.rejected?.(rejection),
+      dropped: Metrics.rpcDropCounter(Identity.shortPeerId(self))
+    })
 
     // ---- validator-set epochs ----
     const sets = yield* Epochs.make({
@@ -254,14 +269,13 @@ export const make = <R>(
             )
           )
 
-    return {
+    const net = {
       self,
       address: manager.address,
       metricsAddress: telemetry.prometheus,
       healthAddress,
       broadcast: (message, options) => withTracer(broadcaster.broadcast(message, options)),
-      send: ((peer: Identity.PeerId, message: Message.Message, options?: Broadcaster.SendOptions) =>
-        withTracer(broadcaster.send(peer, message, options))) as Broadcaster.SendFunction,
+      send,
       multicast: (peers, message, options) => withTracer(broadcaster.multicast(peers, message, options)),
       awaitAcks: (sent, quorum, among) => {
         const reliable = "awaitAcks" in sent ? sent : sent.reliable
@@ -281,4 +295,6 @@ export const make = <R>(
       validatorSet: sets.validatorSet,
       want: manager.want
     } satisfies NodeNetworkShape
+    RpcPort.register(net, rpcPort)
+    return net
   })
