@@ -17,6 +17,8 @@ describe("devnet", () => {
           validators: 4,
           duration: "4 seconds",
           statusInterval: 500,
+          // Four processes compiling the sources through tsx beside other suites: a generous deadline.
+          startTimeout: "150 seconds",
           tty: false,
           handleSignals: false,
           write: (text) => {
@@ -41,7 +43,7 @@ describe("devnet", () => {
         // The table and the summary list every validator.
         for (let i = 0; i < 4; i++) assert.match(out, new RegExp(`v${i} [0-9a-f]{8}  committed height [1-9]`))
       }),
-    120_000
+    240_000
   )
 
   it("finds the common prefix and its hash when every validator holds the same blocks", () => {

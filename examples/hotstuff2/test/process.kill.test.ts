@@ -47,5 +47,5 @@ it.scopedLive(
       assert.isTrue(ledgers.height >= Number(atRestart) + 5, `common prefix ${ledgers.height}`)
       for (const h of ledgers.heights) assert.isAtLeast(h, ledgers.height)
     }),
-  180_000
+  300_000
 )

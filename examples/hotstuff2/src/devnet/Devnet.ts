@@ -51,6 +51,8 @@ export interface DevnetOptions {
   readonly log?: (text: string) => void
   /** Redraw the table in place each second (else print it as plain lines every 5 s). Default: stdout is a TTY. */
   readonly tty?: boolean
+  /** Every validator must be up within this (tsx on a busy machine is slow). Default 60 seconds. */
+  readonly startTimeout?: Duration.DurationInput
   /** Stop at SIGINT/SIGTERM and still print the summary. Default true. */
   readonly handleSignals?: boolean
 }
@@ -82,8 +84,6 @@ export class DevnetFailed extends Data.TaggedError("DevnetFailed")<{
 
 /** The network id of every devnet. */
 export const NETWORK_ID = "hotstuff2-example-devnet"
-/** Every validator must be up within this. */
-const START_TIMEOUT = Duration.seconds(60)
 /** A validator asked to stop that has not exited after this is killed (and counted as failed). */
 export const STOP_TIMEOUT = Duration.seconds(15)
 const REDRAW_TTY = Duration.seconds(1)
@@ -184,6 +184,7 @@ export const run = (options: DevnetOptions = {}): Effect.Effect<DevnetResult, De
     const write = options.write ?? ((text: string) => void process.stdout.write(text))
     const log = options.log ?? ((text: string) => void process.stderr.write(text))
     const tty = options.tty ?? process.stdout.isTTY === true
+    const startTimeout = Duration.decode(options.startTimeout ?? "60 seconds")
     if (!Number.isInteger(n) || n < 1 || n > MAX_VALIDATORS) {
       return yield* new DevnetFailed({ reason: `validators must be 1 to ${MAX_VALIDATORS}, got ${n}` })
     }
@@ -326,13 +327,13 @@ export const run = (options: DevnetOptions = {}): Effect.Effect<DevnetResult, De
         const up = yield* Effect.raceFirst(
           Effect.either(allReady),
           Effect.as(Deferred.await(stopSignal), undefined)
-        ).pipe(Effect.timeout(START_TIMEOUT), Effect.option)
+        ).pipe(Effect.timeout(startTimeout), Effect.option)
         if (up._tag === "None") {
           failures.push(
             `validators ${processes
               .filter((p) => p.state() === "starting")
               .map((p) => p.index)
-              .join(", ")} not up within ${Duration.format(START_TIMEOUT)}`
+              .join(", ")} not up within ${Duration.format(startTimeout)}`
           )
           return
         }

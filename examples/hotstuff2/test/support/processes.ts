@@ -80,8 +80,8 @@ export const startCluster = (options: {
         processes[index] = p
         yield* Deferred.await(p.ready).pipe(
           Effect.timeoutFail({
-            duration: Duration.seconds(60),
-            onTimeout: () => `not up within 60 s`
+            duration: Duration.seconds(150),
+            onTimeout: () => `not up within 150 s`
           }),
           Effect.mapError((reason) => new Error(`validator ${index}: ${reason}\n${p.output().join("\n")}`))
         )
