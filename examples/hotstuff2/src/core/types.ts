@@ -97,7 +97,10 @@ export type Input =
 export type Output =
   /** Write durably before carrying out any output after this one. */
   | { readonly _tag: "PersistSafety"; readonly safety: SafetyState }
-  | { readonly _tag: "Broadcast"; readonly message: Message.Proposal | Message.Timeout | Message.TimeoutCertificate }
+  | {
+      readonly _tag: "Broadcast"
+      readonly message: Message.Proposal | Message.Timeout | Message.TimeoutCertificate
+    }
   | { readonly _tag: "Send"; readonly to: PeerId; readonly message: Message.Vote | Message.NewView }
   /** Append to the ledger, in order: each block's parent is the previous committed block. */
   | { readonly _tag: "Commit"; readonly blocks: ReadonlyArray<CommittedBlock> }
