@@ -333,8 +333,10 @@ export const make = (
         })
       )
     )
+    // Under the node's tracer: with telemetry exporting, the block-life spans go where the node's go.
     yield* Stream.merge(fromNetwork, Stream.fromQueue(local)).pipe(
       Stream.runForEach(handle),
+      net.traced,
       Effect.tapErrorCause((cause) => Effect.logError("consensus loop stopped", cause)),
       Effect.forkScoped
     )

@@ -101,6 +101,12 @@ export interface NodeNetworkShape {
   /** The probe endpoint (`/healthz`, `/readyz`), when the config asked for one: its bound address. */
   readonly healthAddress: string | undefined
   /**
+   * Runs `effect` under this node's tracer when the node exports spans itself (`telemetry.otlpEndpoint`):
+   * the application's spans then go to the same collector under the node's service name, and join
+   * the traces that messages carry. As it is otherwise (the application's own tracer).
+   */
+  readonly traced: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /**
    * Signs `message` once and sends it to every other validator by the config's strategy (or
    * `options.strategy`): `direct` queues it to each through its own queues; `tree` to a few, which
    * relay it, with receipts and repair by the origin; `adaptive` picks per broadcast (broadcast

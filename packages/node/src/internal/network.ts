@@ -274,6 +274,7 @@ export const make = <R>(
       address: manager.address,
       metricsAddress: telemetry.prometheus,
       healthAddress,
+      traced: withTracer,
       broadcast: (message, options) => withTracer(broadcaster.broadcast(message, options)),
       send,
       multicast: (peers, message, options) => withTracer(broadcaster.multicast(peers, message, options)),
