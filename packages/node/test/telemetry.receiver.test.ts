@@ -5,6 +5,7 @@ import * as zlib from "node:zlib"
 import * as OtelMetrics from "@effect/opentelemetry/Metrics"
 import * as OtelResource from "@effect/opentelemetry/Resource"
 import { assert, it } from "@effect/vitest"
+import { OtlpReceiver as Otlp } from "@hotstuff2/testing"
 import { ROOT_CONTEXT, trace } from "@opentelemetry/api"
 import {
   JsonMetricsSerializer,
@@ -22,7 +23,6 @@ import {
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as MetricLabel from "effect/MetricLabel"
-import * as Otlp from "./fixtures/otlp.js"
 
 const post = (endpoint: string, path: string, type: string, body: Uint8Array, gzip = false) =>
   Effect.async<number, Error>((resume) => {

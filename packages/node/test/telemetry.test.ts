@@ -5,6 +5,7 @@ import * as http from "node:http"
 import * as net from "node:net"
 import { assert, it } from "@effect/vitest"
 import { Broadcaster } from "@hotstuff2/broadcast"
+import { OtlpReceiver as Otlp } from "@hotstuff2/testing"
 import { TlsTransport, Transport, TransportConfig } from "@hotstuff2/transport"
 import { Identity } from "@hotstuff2/wire"
 import * as ConfigProvider from "effect/ConfigProvider"
@@ -27,7 +28,6 @@ import {
   vote
 } from "./fixtures/cluster.js"
 import { portIsFree } from "./fixtures/http.js"
-import * as Otlp from "./fixtures/otlp.js"
 import { Metrics } from "./fixtures/validatorProcesses.js"
 import { waitLive } from "./fixtures/wait.js"
 

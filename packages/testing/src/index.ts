@@ -7,5 +7,7 @@ export * as BenchProcess from "./BenchProcess.js"
 export * as DnsServer from "./DnsServer.js"
 /** The fuzz engine: random and mutated inputs for a decoder, crashes and allocations, seeded. */
 export * as Fuzz from "./Fuzz.js"
+/** An OTLP/HTTP receiver on 127.0.0.1 for telemetry tests: the spans and metrics exporters sent it. */
+export * as OtlpReceiver from "./OtlpReceiver.js"
 /** Raw node:tls / node:net baselines: the same frames, the same write coalescing. */
 export * as RawSocket from "./RawSocket.js"
