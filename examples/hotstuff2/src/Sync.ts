@@ -234,9 +234,13 @@ export const make = (net: NodeNetworkShape, deps: SyncDeps): Effect.Effect<Sync,
             synced += answer.right.length
             yield* Metric.incrementBy(Metric.tagged(metrics.synced, "node", node), answer.right.length)
             yield* deps.deliver(peer, answer.right)
-            from += BigInt(answer.right.length)
+            const last = answer.right[answer.right.length - 1]!.block
+            // Short of the target, the answer's last block is not certified by it: it comes again
+            // first in the next answer (the core keeps the ones before it).
+            if (last.height === output.target.height) return
+            if (answer.right.length < 2) break
+            from = last.height
           }
-          if (from > output.target.height) return
         }
       })
 

@@ -451,16 +451,18 @@ export const make = (config: CoreConfig, resume: Resume): Replica => {
   const onSynced = (from: PeerId, blocks: ReadonlyArray<JustifiedBlock>) => {
     const last = blocks[blocks.length - 1]
     const what = `Synced ${blocks.length} blocks`
-    if (last !== undefined && !fetches.has(hex(last.block.hash))) {
-      const reason =
-        tree.lookup(last.block.hash) !== undefined
-          ? `${STALE}we have its last block`
-          : "its last block is no target we asked for"
-      return refuse(from, what, reason)
+    // An answer bounded short of its target is a prefix of the way there: each of its blocks but the
+    // last is certified by the next one's justify, so those enter the tree; the last comes again as
+    // the first of the next answer.
+    const partial = last !== undefined && !fetches.has(hex(last.block.hash))
+    if (partial) {
+      if (tree.lookup(last.block.hash) !== undefined) return refuse(from, what, `${STALE}we have its last block`)
+      if (blocks.length < 2) return refuse(from, what, "its last block is no target we asked for")
     }
     const chain = verifyChain(config, digests, certificates, tree, blocks)
     if (typeof chain === "string") return refuse(from, what, chain)
-    for (let i = 0; i < chain.blocks.length; i++) addBlock(chain.blocks[i]!, chain.views[i]!)
+    const keep = partial ? chain.blocks.length - 1 : chain.blocks.length
+    for (let i = 0; i < keep; i++) addBlock(chain.blocks[i]!, chain.views[i]!)
   }
 
   const step = (input: Input): ReadonlyArray<Output> => {
