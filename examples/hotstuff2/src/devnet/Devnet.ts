@@ -18,7 +18,7 @@ import * as Exit from "effect/Exit"
 import * as Schedule from "effect/Schedule"
 import type { Status } from "../Validator.js"
 import { type Agreement, agreement, readChain } from "./chain.js"
-import type { ValidatorSetup } from "./protocol.js"
+import type { StatusReport, ValidatorSetup } from "./protocol.js"
 import * as Table from "./table.js"
 import { spawn, type ValidatorProcess } from "./ValidatorProcess.js"
 
@@ -55,11 +55,21 @@ export interface DevnetOptions {
   readonly startTimeout?: Duration.DurationInput
   /** Stop at SIGINT/SIGTERM and still print the summary. Default true. */
   readonly handleSignals?: boolean
+  /**
+   * Every validator's `telemetry.otlpEndpoint`: an OTLP/HTTP collector (Jaeger on 4318) gets each
+   * one's spans (the block-life spans and the node's own) and metrics, under the service
+   * `hotstuff2-<8 hex of its PeerId>`; spans leave in batches every 500 ms and the rest when a
+   * validator stops (at most `telemetry.exportTimeout`, 2 s). Default none: the validators inherit
+   * `OTEL_EXPORTER_OTLP_ENDPOINT` from this process's environment, as any node does.
+   */
+  readonly otlpEndpoint?: string
 }
 
 /** What the devnet ended with. */
 export interface DevnetResult {
   readonly seconds: number
+  /** `Date.now()` when every validator was up and the run's `duration` began; undefined if it never did. */
+  readonly startedAt: number | undefined
   readonly validators: ReadonlyArray<{
     readonly index: number
     readonly peerId: string | undefined
@@ -67,6 +77,8 @@ export interface DevnetResult {
     readonly committedHeight: number
     readonly state: string
     readonly status: Status | undefined
+    /** Its status reports, oldest first (of its last start): commits and timeouts over any window. */
+    readonly reports: ReadonlyArray<StatusReport>
   }>
   readonly agreement: Agreement
   readonly failures: ReadonlyArray<string>
@@ -128,6 +140,8 @@ export const prepare = (options: {
   readonly payloadBytes?: number | undefined
   readonly baseTimeout?: number | undefined
   readonly statusInterval?: number | undefined
+  /** Every validator's `telemetry.otlpEndpoint` (see `DevnetOptions`). */
+  readonly otlpEndpoint?: string | undefined
 }): Effect.Effect<Prepared, DevnetFailed> =>
   Effect.gen(function* () {
     const n = options.validators
@@ -167,7 +181,8 @@ export const prepare = (options: {
           // Every validator shares 127.0.0.1.
           limits: { maxConnectionsPerIp: 4 * n + 16 },
           // One machine: loopback records are fine.
-          discovery: { allowLoopback: true }
+          discovery: { allowLoopback: true },
+          ...(options.otlpEndpoint === undefined ? {} : { telemetry: { otlpEndpoint: options.otlpEndpoint } })
         }
       })
     )
@@ -204,7 +219,8 @@ export const run = (options: DevnetOptions = {}): Effect.Effect<DevnetResult, De
       dataDirectory: options.dataDirectory,
       payloadBytes: options.payloadBytes,
       baseTimeout: options.baseTimeout,
-      statusInterval: options.statusInterval
+      statusInterval: options.statusInterval,
+      otlpEndpoint: options.otlpEndpoint
     })
     const body = Effect.gen(function* () {
       const processes: Array<ValidatorProcess> = []
@@ -321,7 +337,8 @@ export const run = (options: DevnetOptions = {}): Effect.Effect<DevnetResult, De
         )
         log(
           `devnet: ${n} validators over TLS on ${prepared.setups.map((s) => s.config.listen).join(", ")}; ` +
-            `data in ${prepared.root}${prepared.temporary ? " (removed at the end)" : ""}\n`
+            `data in ${prepared.root}${prepared.temporary ? " (removed at the end)" : ""}` +
+            `${options.otlpEndpoint === undefined ? "" : `; spans to ${options.otlpEndpoint}`}\n`
         )
         const allReady = Effect.forEach(processes, (p) => Deferred.await(p.ready), { discard: true })
         const up = yield* Effect.raceFirst(
@@ -366,12 +383,14 @@ export const run = (options: DevnetOptions = {}): Effect.Effect<DevnetResult, De
       const agreed = agreement(chains)
       const result: DevnetResult = {
         seconds: startedAt === undefined ? 0 : ((stoppedAt ?? Date.now()) - startedAt) / 1000,
+        startedAt,
         validators: prepared.setups.map((_, i) => ({
           index: i,
           peerId: peerIds[i],
           committedHeight: chains[i]!.hashes.length,
           state: processes[i]?.state() ?? "not started",
-          status: processes[i]?.latest()?.status
+          status: processes[i]?.latest()?.status,
+          reports: processes[i]?.history() ?? []
         })),
         agreement: agreed,
         failures

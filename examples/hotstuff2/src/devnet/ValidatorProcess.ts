@@ -30,6 +30,8 @@ export interface ValidatorProcess {
   /** The newest report and the one before it (rates come from the two). */
   readonly latest: () => StatusReport | undefined
   readonly previous: () => StatusReport | undefined
+  /** Every report so far, oldest first (the last `historyLimit`): rates over a chosen window. */
+  readonly history: () => ReadonlyArray<StatusReport>
   /** Why it failed (an error it reported, or an exit nobody asked for); undefined while it has not. */
   readonly failure: () => string | undefined
   /** Its last lines of output (stdout and stderr). */
@@ -49,6 +51,8 @@ export interface SpawnOptions {
   readonly onFailure?: (index: number, reason: string) => void
   /** Lines of output kept for a failure report. Default 40. */
   readonly outputTail?: number
+  /** Status reports kept in `history`, newest last. Default 3,600 (an hour at one a second). */
+  readonly historyLimit?: number
 }
 
 /**
@@ -90,6 +94,8 @@ export const spawn = (setup: ValidatorSetup, options: SpawnOptions = {}): Effect
     let state: ProcessState = "starting"
     let latest: StatusReport | undefined
     let previous: StatusReport | undefined
+    const history: Array<StatusReport> = []
+    const historyLimit = options.historyLimit ?? 3_600
     let failure: string | undefined
     let exit: ProcessExit | undefined
     // Set before a stop or kill we ask for: the exit that follows is not a failure.
@@ -125,6 +131,8 @@ export const spawn = (setup: ValidatorSetup, options: SpawnOptions = {}): Effect
         case "status":
           previous = latest
           latest = m.report
+          history.push(m.report)
+          if (history.length > historyLimit) history.shift()
           return
         case "failed":
           fail(m.message)
@@ -188,6 +196,7 @@ export const spawn = (setup: ValidatorSetup, options: SpawnOptions = {}): Effect
       state: () => state,
       latest: () => latest,
       previous: () => previous,
+      history: () => history,
       failure: () => failure,
       output: () => output,
       stop,
