@@ -14,6 +14,8 @@ const USAGE = `usage: hotstuff2-devnet [options]
   --data <dir>            keys and ledgers here, kept (default: a temporary directory, removed)
   --kill <i>@<time>       SIGKILL validator i this long into the run (repeatable)
   --restart <i>@<time>    start it again with its key and data (repeatable)
+  --otlp <url>            every validator's spans and metrics to this OTLP/HTTP collector,
+                          e.g. http://127.0.0.1:4318 (Jaeger all-in-one)
   --verbose               forward the validators' logs to stderr
 `
 
@@ -61,6 +63,7 @@ const parse = (argv: ReadonlyArray<string>): DevnetOptions => {
       data: { type: "string" },
       kill: { type: "string", multiple: true },
       restart: { type: "string", multiple: true },
+      otlp: { type: "string" },
       verbose: { type: "boolean" },
       help: { type: "boolean", short: "h" }
     },
@@ -80,6 +83,9 @@ const parse = (argv: ReadonlyArray<string>): DevnetOptions => {
   if (values.duration !== undefined && duration === undefined) {
     throw new Error(`--duration: not a duration: ${values.duration}`)
   }
+  if (values.otlp !== undefined && !/^https?:\/\/\S+$/.test(values.otlp)) {
+    throw new Error(`--otlp takes an http(s) URL, e.g. http://127.0.0.1:4318; got ${values.otlp}`)
+  }
   const validators = positive(values.validators, "validators")
   const payloadBytes = positive(values["payload-bytes"], "payload-bytes")
   const baseTimeout = positive(values["base-timeout"], "base-timeout")
@@ -89,6 +95,7 @@ const parse = (argv: ReadonlyArray<string>): DevnetOptions => {
     ...(payloadBytes === undefined ? {} : { payloadBytes }),
     ...(baseTimeout === undefined ? {} : { baseTimeout }),
     ...(values.data === undefined ? {} : { dataDirectory: values.data }),
+    ...(values.otlp === undefined ? {} : { otlpEndpoint: values.otlp }),
     kills: events("kill"),
     restarts: events("restart"),
     verbose: values.verbose === true
