@@ -86,6 +86,20 @@ export class BlockSpans {
     })
   }
 
+  /**
+   * Runs `effect`, the sending of this validator's vote for a block, as a child of its span of that
+   * block (its `hotstuff2.propose` or `hotstuff2.proposal`), so the vote joins the block's trace. A
+   * leader's vote for its own proposal comes out of the step that proposed, after the broadcast and
+   * outside `propose`, under whatever span led there (the vote that completed the previous
+   * certificate, in the previous block's trace). As it is when the block is not remembered.
+   */
+  vote<A, E, R>(vote: Message.Vote, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> {
+    return Effect.suspend(() => {
+      const span = this.spans.get(hex(vote.blockHash))
+      return span === undefined ? effect : Effect.withParentSpan(effect, span)
+    })
+  }
+
   /** A quorum certificate formed here: a child of the vote that completed it. */
   certified(certificate: QuorumCertificate): Effect.Effect<void> {
     return Effect.withSpan(Effect.void, "hotstuff2.certificate", {
