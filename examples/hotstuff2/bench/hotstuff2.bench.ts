@@ -21,7 +21,8 @@
 //
 // JSON lines on stdout, progress on stderr. Env: BENCH_CASES ("tls,sim"), BENCH_VALIDATORS ("4,16"),
 // BENCH_WARMUP (5 s), BENCH_MEASURE (20 s), BENCH_SIM_SIZE (100), BENCH_SIM_LATENCY (50),
-// BENCH_SIM_BLOCKS (15), BENCH_SIM_WARMUP (3), BENCH_RTT_COUNT (2,000). About 3 minutes in all.
+// BENCH_SIM_BLOCKS (15), BENCH_SIM_WARMUP (3), BENCH_RTT_COUNT (2,000), BENCH_BASE_TIMEOUT
+// (1,000 ms, the devnet's view timer). A devnet that fails still reports (`ok: false`, `failure`). About 3 minutes in all.
 import { execFileSync } from "node:child_process"
 import * as os from "node:os"
 import { Bench } from "@hotstuff2/testing"
@@ -46,6 +47,8 @@ const validatorCounts = (process.env.BENCH_VALIDATORS ?? "4,16").split(",").map(
 const warmupS = env("BENCH_WARMUP", 5)
 const measureS = env("BENCH_MEASURE", 20)
 const rttCount = env("BENCH_RTT_COUNT", 2_000)
+/** The validators' view timer after progress (the devnet's default). */
+const baseTimeout = env("BENCH_BASE_TIMEOUT", 1_000)
 const STATUS_INTERVAL_MS = 500
 
 const log = (text: string) => void process.stderr.write(`[${BENCH}] ${text}\n`)
@@ -73,20 +76,28 @@ const tlsCase = async (n: number) => {
   log(`raw TLS RTT between two processes: p50 ${rtt.p50Us} us, p99 ${rtt.p99Us} us`)
   const loadBefore = load()
   log(`devnet: ${n} validators, ${warmupS} s warm-up + ${measureS} s measured; load ${loadBefore.join(" ")}`)
-  const result = await Effect.runPromise(
+  // A devnet that fails (a validator dies, nothing committed everywhere) still gives its figures.
+  const outcome = await Effect.runPromise(
     Devnet.run({
       validators: n,
       duration: `${warmupS + measureS} seconds`,
+      baseTimeout,
       statusInterval: STATUS_INTERVAL_MS,
       write: (text) => void process.stderr.write(text),
       log: (text) => void process.stderr.write(text),
       tty: false,
       startTimeout: "150 seconds",
       handleSignals: false
-    })
+    }).pipe(
+      Effect.map((result) => ({ result, failure: undefined as string | undefined })),
+      Effect.catchTag("DevnetFailed", (e) =>
+        e.result === undefined ? Effect.fail(e) : Effect.succeed({ result: e.result, failure: e.reason })
+      )
+    )
   )
+  const { result, failure } = outcome
   const loadAfter = load()
-  const startedAt = result.startedAt!
+  const startedAt = result.startedAt ?? Date.now()
   const from = startedAt + warmupS * 1000
   const to = startedAt + result.seconds * 1000
   const windows = result.validators.map((v) => windowOf(v.reports, from, to))
@@ -107,6 +118,9 @@ const tlsCase = async (n: number) => {
     bench: BENCH,
     case: `tls-${n}`,
     validators: n,
+    ok: failure === undefined,
+    ...(failure === undefined ? {} : { failure }),
+    baseTimeoutMs: baseTimeout,
     measuredSeconds: Bench.round(median(measured.map(({ first, last }) => (last.at - first.at) / 1000)), 1),
     validatorsMeasured: measured.length,
     commitsPerSecond: Bench.round(median(rates), 1),
