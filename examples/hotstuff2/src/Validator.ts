@@ -269,8 +269,12 @@ export const make = (
           const send = Effect.zipRight(broadcast(net, message), toSelf(message))
           return message._tag === "Proposal" ? spans.propose(message, send) : send
         }
-        case "Send":
-          return output.to === self ? toSelf(output.message) : sendTo(net, output.to, output.message)
+        case "Send": {
+          const send = output.to === self ? toSelf(output.message) : sendTo(net, output.to, output.message)
+          // A vote belongs to its block's trace, whatever span led to it (a leader votes for its own
+          // proposal in the step that made it).
+          return output.message._tag === "Vote" ? spans.vote(output.message, send) : send
+        }
         case "Commit":
           return commit(output.blocks)
         case "SetTimer":
