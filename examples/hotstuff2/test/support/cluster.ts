@@ -41,7 +41,7 @@ export interface ConsensusCluster {
   readonly stop: (index: number) => Effect.Effect<void>
   readonly start: (index: number) => Effect.Effect<void>
   readonly status: (index: number) => Effect.Effect<Status>
-  /** Moves the TestClock in `step` ms steps until `done` holds, at most `limit` ms; fails when it never does. */
+  /** Moves the TestClock in `step` ms steps (default 50) until `done` holds, at most `limit` ms; fails when it never does. */
   readonly until: (
     what: string,
     done: Effect.Effect<boolean>,
@@ -136,7 +136,7 @@ export const make = (options: ConsensusClusterOptions) =>
         return min ?? 0n
       })
 
-    const until = (what: string, done: Effect.Effect<boolean>, limit: number, step = 10) =>
+    const until = (what: string, done: Effect.Effect<boolean>, limit: number, step = 50) =>
       Effect.gen(function* () {
         for (let t = 0; t <= limit; t += step) {
           if (yield* done) return
