@@ -7,6 +7,7 @@
  */
 import { NodeNetwork, type NodeNetworkShape } from "@hotstuff2/node"
 import { type Envelope, Identity, type Message } from "@hotstuff2/wire"
+import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
@@ -216,6 +217,27 @@ export const make = (
         yield* Metric.set(m.committedHeight, blocks[blocks.length - 1]!.block.height)
       })
 
+    // The ledger is written beside the loop, not in it: voting on needs only the safety state on
+    // disk, so a commit's fsync stays off the critical path. Batches that queue up while one is
+    // written go in one append (one fsync). A commit counts, and is published, once on disk.
+    const appends = yield* Queue.bounded<ReadonlyArray<CommittedBlock>>(1024)
+    yield* Queue.takeBetween(appends, 1, 1024).pipe(
+      Effect.flatMap((batches) => commit(Chunk.toReadonlyArray(batches).flat())),
+      Effect.forever,
+      net.traced,
+      Effect.tapErrorCause((cause) => Effect.logError("ledger writer stopped", cause)),
+      Effect.forkScoped
+    )
+    // A clean stop writes what is queued (a crash loses it: those blocks come back through sync).
+    yield* Effect.addFinalizer(() =>
+      Queue.takeAll(appends).pipe(
+        Effect.flatMap((batches) =>
+          Chunk.isEmpty(batches) ? Effect.void : commit(Chunk.toReadonlyArray(batches).flat())
+        ),
+        Effect.ignore
+      )
+    )
+
     const digests = makeDigests(options.networkId)
     /** A second proposal for the same view (another body), and both sent to halves, then crossed. */
     const equivocate = (proposal: Message.Proposal) => {
@@ -276,7 +298,7 @@ export const make = (
           return output.message._tag === "Vote" ? spans.vote(output.message, send) : send
         }
         case "Commit":
-          return commit(output.blocks)
+          return appends.offer(output.blocks)
         case "SetTimer":
           return Effect.suspend(() => {
             const previous = timer
