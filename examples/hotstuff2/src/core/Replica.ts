@@ -456,7 +456,8 @@ export const make = (config: CoreConfig, resume: Resume): Replica => {
     // the first of the next answer.
     const partial = last !== undefined && !fetches.has(hex(last.block.hash))
     if (partial) {
-      if (tree.lookup(last.block.hash) !== undefined) return refuse(from, what, `${STALE}we have its last block`)
+      if (tree.lookup(last.block.hash) !== undefined)
+        return refuse(from, what, `${STALE}we have its last block`)
       if (blocks.length < 2) return refuse(from, what, "its last block is no target we asked for")
     }
     const chain = verifyChain(config, digests, certificates, tree, blocks)
