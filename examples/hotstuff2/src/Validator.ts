@@ -147,7 +147,7 @@ export const make = (
       synced: tagged(metrics.synced),
       commitLatency: tagged(metrics.commitLatency)
     }
-    const stats = { commits: 0, timeouts: 0, refused: 0, synced: 0, lastTimeout: 0n }
+    const stats = { commits: 0, timeouts: 0, refused: 0, lastTimeout: 0n }
     // What the ledger holds: status reports a block committed once it is on disk.
     let durable =
       resume.committed === undefined
@@ -189,7 +189,7 @@ export const make = (
         )
       })
 
-    /** Sends to this node itself go straight back into the loop, with the current span as their trace. */
+    /** A send to this node itself goes straight back into the loop (the core makes none today). */
     const toSelf = (message: ConsensusMessage) =>
       Effect.flatMap(parentOf, (trace) =>
         Effect.flatMap(Clock.currentTimeMillis, (at) =>
@@ -276,20 +276,20 @@ export const make = (
         case "PersistSafety":
           return Effect.asVoid(safetyStore.save(output.safety))
         case "Broadcast": {
+          // The core handles its own broadcasts inside the step that made them: nothing comes back.
           const message = output.message
-          if (message._tag === "Timeout" && message.sender === self && message.view > stats.lastTimeout) {
-            stats.lastTimeout = message.view
-            stats.timeouts++
-            return Effect.zipRight(
-              Metric.increment(m.timeouts),
-              broadcast(net, message).pipe(Effect.zipRight(toSelf(message)))
+          if (message._tag === "Proposal") {
+            return spans.propose(
+              message,
+              options.byzantine?.equivocate ? equivocate(message) : broadcast(net, message)
             )
           }
-          if (message._tag === "Proposal" && options.byzantine?.equivocate) {
-            return spans.propose(message, Effect.zipRight(equivocate(message), toSelf(message)))
+          if (message._tag === "Timeout" && message.view > stats.lastTimeout) {
+            stats.lastTimeout = message.view
+            stats.timeouts++
+            return Effect.zipRight(Metric.increment(m.timeouts), broadcast(net, message))
           }
-          const send = Effect.zipRight(broadcast(net, message), toSelf(message))
-          return message._tag === "Proposal" ? spans.propose(message, send) : send
+          return broadcast(net, message)
         }
         case "Send": {
           const send = output.to === self ? toSelf(output.message) : sendTo(net, output.to, output.message)
