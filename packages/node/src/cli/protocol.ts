@@ -24,7 +24,8 @@ export interface Snapshot extends DriverStats {
 }
 
 /**
- * The validator process's memory and handles at a moment (the soak test asks for it once a minute).
+ * The validator process's memory, CPU and handles at a moment (the soak test asks for it once a
+ * minute, the footprint benchmark when the validator is up and after it idled).
  * Bytes as `process.memoryUsage()` reports them; `gc` says whether a full collection ran first (the
  * process was started with --expose-gc), so that `heapUsed` is what is retained, not garbage.
  */
@@ -37,6 +38,11 @@ export interface ProcessSample {
   readonly rss: number
   readonly external: number
   readonly arrayBuffers: number
+  /** CPU time of the process since it started (`process.cpuUsage`), microseconds. */
+  readonly cpuUserMicros: number
+  readonly cpuSystemMicros: number
+  /** Milliseconds since the process started (`process.uptime`). */
+  readonly uptimeMillis: number
   /** Active handles, requests and timers keeping the event loop alive (`process.getActiveResourcesInfo`). */
   readonly handles: number
   /** The same, counted by kind (TCPSocketWrap, Timeout, ...). */
@@ -47,8 +53,10 @@ export type ToValidator =
   | { readonly type: "start"; readonly setup: ValidatorSetup }
   /** Close the network cleanly and exit. */
   | { readonly type: "stop" }
-  /** Answer with a `sample` of this process's memory and handles. */
+  /** Answer with a `sample` of this process's memory, CPU and handles. */
   | { readonly type: "sample" }
+  /** Answer with `stats` now (`run` answers it too when started with an IPC channel). */
+  | { readonly type: "status" }
 
 export type FromValidator =
   | { readonly type: "ready"; readonly peerId: string; readonly address: string }

@@ -1,5 +1,6 @@
 // `run`: one validator from a config file until SIGINT/SIGTERM; peer events and a periodic status
-// in the log; with `drive`, the consensus traffic driver too (for docker compose and demos).
+// in the log; with `drive`, the consensus traffic driver too (for docker compose and demos). Started
+// with an IPC channel, it answers the parent's "sample" and "status" requests (the footprint bench).
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -11,6 +12,7 @@ import * as NodeConfig from "../NodeConfig.js"
 import { NodeNetwork, type PeerEvent } from "../NodeNetwork.js"
 import * as Driver from "./driver.js"
 import { identityOf } from "./keys.js"
+import { answerRequests } from "./parent.js"
 import { snapshot } from "./status.js"
 
 export interface RunOptions {
@@ -81,6 +83,7 @@ export const run = (options: RunOptions) =>
               startTimeout: Duration.seconds(30)
             })
           : undefined
+        yield* answerRequests(snapshot(net, driver))
         // Without the driver nobody else reads `messages`: count them, so that peers never stall on us.
         let received = 0
         if (driver === undefined) {

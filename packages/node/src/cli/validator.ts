@@ -14,19 +14,9 @@ import * as NodeConfig from "../NodeConfig.js"
 import { NodeNetwork } from "../NodeNetwork.js"
 import * as Driver from "./driver.js"
 import { identityOf } from "./keys.js"
-import type { FromValidator, ProcessSample, ToValidator, ValidatorSetup } from "./protocol.js"
+import { answerRequests, tell } from "./parent.js"
+import type { ToValidator, ValidatorSetup } from "./protocol.js"
 import { snapshot } from "./status.js"
-
-/** Sends to the parent; a closed channel (the parent is gone) is not an error. */
-const tell = (message: FromValidator): Effect.Effect<void> =>
-  Effect.async<void>((resume) => {
-    if (process.send === undefined || !process.connected) return resume(Effect.void)
-    try {
-      process.send(message, undefined, {}, () => resume(Effect.void))
-    } catch {
-      resume(Effect.void)
-    }
-  })
 
 const setup = Effect.async<ValidatorSetup>((resume) => {
   const onMessage = (m: ToValidator) => {
@@ -60,39 +50,6 @@ const stopRequested = Effect.gen(function* () {
   return Deferred.await(stop)
 })
 
-/** Memory and handles now; after a full collection when the process runs with --expose-gc. */
-const processSample = (): ProcessSample => {
-  const gc = (globalThis as { gc?: () => void }).gc
-  gc?.()
-  const memory = process.memoryUsage()
-  const active = process.getActiveResourcesInfo()
-  const resources: Record<string, number> = {}
-  for (const kind of active) resources[kind] = (resources[kind] ?? 0) + 1
-  return {
-    at: Date.now(),
-    gc: gc !== undefined,
-    heapUsed: memory.heapUsed,
-    heapTotal: memory.heapTotal,
-    rss: memory.rss,
-    external: memory.external,
-    arrayBuffers: memory.arrayBuffers,
-    handles: active.length,
-    resources
-  }
-}
-
-/** Answers each "sample" request with a `ProcessSample` while the scope is open. */
-const answerSamples = Effect.acquireRelease(
-  Effect.sync(() => {
-    const onMessage = (m: ToValidator) => {
-      if (m.type === "sample") Effect.runFork(tell({ type: "sample", sample: processSample() }))
-    }
-    process.on("message", onMessage)
-    return onMessage
-  }),
-  (onMessage) => Effect.sync(() => process.off("message", onMessage))
-)
-
 const validator = Effect.gen(function* () {
   const s = yield* setup
   const config = yield* NodeConfig.decode(s.config)
@@ -111,7 +68,7 @@ const validator = Effect.gen(function* () {
         startTimeout: Duration.seconds(10)
       })
       const report = Effect.flatMap(snapshot(net, driver), (snap) => tell({ type: "stats", snapshot: snap }))
-      yield* answerSamples
+      yield* answerRequests(snapshot(net, driver))
       yield* tell({ type: "ready", peerId: net.self, address: net.address })
       yield* Effect.forkScoped(Effect.repeat(report, Schedule.spaced(Duration.millis(s.statsIntervalMillis))))
       // The last counters go out before the network closes (finalizers run in reverse order).
