@@ -7,6 +7,7 @@
  */
 import type { PeerManager, PeerRegistry } from "@hotstuff2/peers"
 import { Codec, type Envelope, type Identity, type Message } from "@hotstuff2/wire"
+import type * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
@@ -273,6 +274,13 @@ export interface BroadcasterShape {
    * the middle of one (`Stream.take`) drops the rest of it. Ends when the layer closes.
    */
   readonly inbound: Stream.Stream<Delivery>
+  /**
+   * The next chunk of `inbound` without a stream around it (waits for one): for a consumer loop, the
+   * cheapest way to take messages. The same queue and the same one consumer's place as `inbound`
+   * (taking while a stream runs, or from two fibers at once, is a defect). Once the broadcaster
+   * closed, the caller is interrupted, as by `Queue.take`.
+   */
+  readonly receive: Effect.Effect<Chunk.Chunk<Delivery>>
   /**
    * A validator-set change (epochs): `broadcast` goes to `recipients` (the newest set, of `epoch`)
    * from now on, and envelopes are accepted from origins in `origins` (every tracked set: messages of

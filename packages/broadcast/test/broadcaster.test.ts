@@ -313,6 +313,69 @@ describe("Broadcaster inbound", () => {
       )
   )
 
+  it.scoped(
+    "receive: the stream's queue without the stream; one consumer's place shared with inbound; closing interrupts a waiting receive",
+    () =>
+      withNetwork(
+        Effect.gen(function* () {
+          const counts = noCounts()
+          const scope = yield* Scope.make()
+          const context = yield* Layer.buildWithScope(aliceLayer(counts), scope)
+          const broadcaster = Context.get(context, Broadcaster.Broadcaster)
+          const write = yield* rawConnection(mallory)
+          const slot = (i: bigint) => sealedSlot(mallory, 700n + i, vote(i, mallory.peerId))
+          const sequences = (chunk: Chunk.Chunk<Broadcaster.Delivery>) =>
+            Chunk.toReadonlyArray(chunk).map((d) => d.sequence)
+          // Waits for a message, then hands over a chunk already there in the caller's step.
+          const waiting = yield* Effect.fork(broadcaster.receive)
+          yield* settle
+          yield* write(Channel.consensus, [slot(0n)])
+          yield* settle
+          assert.deepStrictEqual(sequences(yield* Fiber.join(waiting)), [700n])
+          yield* write(Channel.consensus, [slot(1n), slot(2n)])
+          yield* settle
+          assert.deepStrictEqual(sequences(yield* broadcaster.receive), [701n, 702n])
+          // While one receive waits, a second receive and a stream are refused (defects).
+          const holder = yield* Effect.fork(broadcaster.receive)
+          yield* settle
+          const second = yield* Effect.exit(broadcaster.receive)
+          assert.isTrue(Exit.isFailure(second) && Cause.isDie(second.cause), "a second receive is refused")
+          const stream = yield* Effect.exit(Stream.runDrain(broadcaster.inbound))
+          assert.isTrue(
+            Exit.isFailure(stream) && Cause.isDie(stream.cause),
+            "a stream beside receive is refused"
+          )
+          // The waiting receive still gets the next message: the refusals took nothing from it.
+          yield* write(Channel.consensus, [slot(3n)])
+          yield* settle
+          assert.deepStrictEqual(sequences(yield* Fiber.join(holder)), [703n])
+          // An interrupted receive gives its place back.
+          const interrupted = yield* Effect.fork(broadcaster.receive)
+          yield* settle
+          yield* Fiber.interrupt(interrupted)
+          // While a stream runs, receive is refused.
+          const reading = yield* Effect.fork(Stream.runCollect(Stream.take(broadcaster.inbound, 1)))
+          yield* settle
+          const beside = yield* Effect.exit(broadcaster.receive)
+          assert.isTrue(
+            Exit.isFailure(beside) && Cause.isDie(beside.cause),
+            "receive beside a stream is refused"
+          )
+          yield* write(Channel.consensus, [slot(4n)])
+          yield* settle
+          assert.deepStrictEqual(sequences(yield* Fiber.join(reading)), [704n])
+          // Closing interrupts a receive that waits (as Queue.take on a shut queue), and one after.
+          const last = yield* Effect.fork(broadcaster.receive)
+          yield* settle
+          yield* Scope.close(scope, Exit.void)
+          const ended = yield* Fiber.await(last)
+          assert.isTrue(Exit.isInterrupted(ended), "a waiting receive is interrupted on close")
+          const after = yield* Effect.exit(broadcaster.receive)
+          assert.isTrue(Exit.isInterrupted(after), "a receive after close is interrupted")
+        })
+      )
+  )
+
   it.scoped("drops envelopes older than the dedup window as duplicates", () =>
     withNetwork(
       Effect.gen(function* () {

@@ -30,12 +30,22 @@ const raw = (): void => {
   )
 }
 
-/** Validator 1: consumes `messages` a chunk at a time; answers with `send`. */
+/** How validator 1 takes its messages: `receive` in a loop (default), or the `messages` stream. */
+const consumer = process.env.BENCH_CONSUMER === "stream" ? "stream" : "receive"
+
+/** Validator 1: takes its messages a chunk at a time; answers with `send`. */
 const node = (addresses: ReadonlyArray<string>) =>
   Effect.gen(function* () {
     const context = yield* Layer.build(NodeNetwork.layer(benchConfig(1, addresses)))
     const network = Context.get(context, NodeNetwork)
     send({ type: "listening", address: network.address })
+    if (consumer === "receive") {
+      for (;;) {
+        const chunk = yield* network.receive
+        if (!echoing()) count(chunk.length)
+        else for (const delivery of chunk) yield* Effect.ignore(network.send(delivery.from, reply))
+      }
+    }
     yield* Stream.runForEachChunk(network.messages, (chunk) => {
       if (!echoing()) {
         count(chunk.length)

@@ -7,6 +7,7 @@ import type { Broadcaster } from "@hotstuff2/broadcast"
 import type { PeerRegistry } from "@hotstuff2/peers"
 import type { SimulatedNetwork } from "@hotstuff2/transport"
 import type { Identity, Message } from "@hotstuff2/wire"
+import type * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
 import type * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -153,6 +154,14 @@ export interface NodeNetworkShape {
    * middle of one (`Stream.take`) drops the rest of it. Ends when the layer closes.
    */
   readonly messages: Stream.Stream<Inbound>
+  /**
+   * The next chunk of `messages` without a stream around it (waits for one): for a consensus loop,
+   * the cheapest way to take messages (a chunk already there is handed over in the caller's step; a
+   * wait is one resume). The same queue and the same one consumer's place as `messages`: taking
+   * while a `messages` stream runs, or from two fibers at once, is a defect. Once the layer closed,
+   * the caller is interrupted, as by `Queue.take`.
+   */
+  readonly receive: Effect.Effect<Chunk.Chunk<Inbound>>
   /** Peer events from the moment of subscription. */
   readonly peerEvents: Stream.Stream<PeerEvent>
   /** Every known peer's status: the validators first, in the config's order. */

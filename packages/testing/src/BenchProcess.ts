@@ -1,7 +1,7 @@
 // Two-process benchmarks: the benchmark process pinned to CPU 0, a forked peer pinned to CPU 1 that
 // answers commands over IPC with typed reports, every child killed when the benchmark ends, fails,
 // is interrupted or passes its deadline.
-import { type ChildProcess, fork } from "node:child_process"
+import { type ChildProcess, fork, spawn } from "node:child_process"
 import type * as net from "node:net"
 import * as os from "node:os"
 import { fileURLToPath } from "node:url"
@@ -45,6 +45,12 @@ export interface Supervisor {
     args: ReadonlyArray<string>,
     firstReport: Report["type"]
   ) => Promise<{ readonly child: BenchChild; readonly first: Report }>
+  /**
+   * Starts a busy process (a Node loop that never yields, allocating nothing), pinned to `cpu` when
+   * this process is pinned: the "loaded machine" of a benchmark. Killed with the other children;
+   * `stop` ends it sooner.
+   */
+  readonly burn: (cpu: number) => { readonly pid: number | undefined; readonly stop: () => void }
 }
 
 /**
@@ -102,7 +108,22 @@ export const supervise = (
     return { child, first }
   }
 
-  return { log, pinned, start }
+  const burn = (cpu: number) => {
+    const burner = spawn(process.execPath, ["-e", "let x = 0; for (;;) x = (x + 1) | 0"], {
+      stdio: "ignore"
+    })
+    children.add(burner)
+    burner.once("exit", () => children.delete(burner))
+    if (pinned && burner.pid !== undefined) pin(burner.pid, cpu)
+    return {
+      pid: burner.pid,
+      stop: () => {
+        if (burner.exitCode === null && burner.signalCode === null) burner.kill("SIGKILL")
+      }
+    }
+  }
+
+  return { log, pinned, start, burn }
 }
 
 /** A forked peer and its IPC reports, one awaited at a time. */
@@ -186,11 +207,15 @@ export const timedRound = async <A>(peer: BenchChild, count: number, pump: () =>
   const senderWall = Number(now() - start)
   if (finished.type !== "done" || ready.type !== "ready") throw new Error("expected ready and done reports")
   const elapsed = Number(BigInt(finished.at) - start)
+  const senderMicros = cpuMicros() - cpuBefore
   return {
     result,
     rate: count / (elapsed / 1e9),
     perReceive: count / finished.batches,
-    senderCpu: ((cpuMicros() - cpuBefore) * 1e3) / senderWall,
+    senderCpu: (senderMicros * 1e3) / senderWall,
+    /** CPU time (us) each side spent per message over the round. */
+    senderCpuUsPerMessage: senderMicros / count,
+    receiverCpuUsPerMessage: (finished.cpuMicros - ready.cpuMicros) / count,
     receiverCpu: ((finished.cpuMicros - ready.cpuMicros) * 1e3) / elapsed,
     senderGc: ((gcMillis() - gcBefore) * 1e6) / senderWall,
     receiverGc: ((finished.gcMillis - ready.gcMillis) * 1e6) / elapsed

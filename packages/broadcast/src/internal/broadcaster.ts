@@ -76,7 +76,7 @@ export const make = (options: BroadcasterOptions) =>
       onReceipt: treeOrigin.onReceipt,
       reliable: receiver
     })
-    const { inbound, loopback, inject } = yield* makeStream({
+    const { inbound, receive, loopback, inject } = yield* makeStream({
       manager: core.manager,
       loopbackBuffer: config.loopbackBuffer,
       handleFrames,
@@ -200,6 +200,7 @@ export const make = (options: BroadcasterOptions) =>
       multicast,
       send,
       inbound,
+      receive,
       setValidators,
       reliableBuffer: Effect.sync(sender.buffer)
     } satisfies BroadcasterShape

@@ -70,36 +70,72 @@ export const makeStream = (deps: {
       manager.unsafeOnInbound(wake)
     })
 
-    /** The next chunk for the consumer: own messages first, then the network's; waits for one. */
-    const pull: Effect.Effect<Chunk.Chunk<Delivery>, Option.Option<never>> = Effect.suspend(
-      (): Effect.Effect<Chunk.Chunk<Delivery>, Option.Option<never>> => {
-        deps.onPull()
-        for (;;) {
-          if (closed) return Effect.fail(Option.none())
-          const frames = manager.unsafePoll(MAX_FRAMES)
-          if (frames.length === 0 && local.length === 0) {
-            return waitThenPull
+    /**
+     * The next chunk for the consumer: own messages first, then the network's; `wait` when there is
+     * none, `ended` once the broadcaster closed.
+     */
+    const take = <E>(
+      wait: Effect.Effect<Chunk.Chunk<Delivery>, E>,
+      ended: Effect.Effect<never, E>
+    ): Effect.Effect<Chunk.Chunk<Delivery>, E> => {
+      const self: Effect.Effect<Chunk.Chunk<Delivery>, E> = Effect.suspend(
+        (): Effect.Effect<Chunk.Chunk<Delivery>, E> => {
+          deps.onPull()
+          for (;;) {
+            if (closed) return ended
+            const frames = manager.unsafePoll(MAX_FRAMES)
+            if (frames.length === 0 && local.length === 0) return wait
+            let before: Array<Delivery> = []
+            if (local.length > 0) {
+              before = local
+              local = []
+            }
+            const handled = handleFrames(frames, before)
+            if (!Array.isArray(handled)) {
+              return Effect.flatMap(handled, (out) =>
+                out.length === 0 ? self : Effect.succeed(Chunk.unsafeFromArray(out))
+              )
+            }
+            // All duplicates or refused: look again rather than hand out an empty chunk.
+            if (handled.length > 0) return Effect.succeed(Chunk.unsafeFromArray(handled))
           }
-          let before: Array<Delivery> = []
-          if (local.length > 0) {
-            before = local
-            local = []
-          }
-          const handled = handleFrames(frames, before)
-          if (!Array.isArray(handled)) {
-            return Effect.flatMap(handled, (out) =>
-              out.length === 0 ? pull : Effect.succeed(Chunk.unsafeFromArray(out))
-            )
-          }
-          // All duplicates or refused: look again rather than hand out an empty chunk.
-          if (handled.length > 0) return Effect.succeed(Chunk.unsafeFromArray(handled))
         }
-      }
+      )
+      return self
+    }
+    const pull: Effect.Effect<Chunk.Chunk<Delivery>, Option.Option<never>> = take(
+      waitThenPull,
+      Effect.fail(Option.none())
+    )
+
+    let consumers = 0
+    /** A `receive` waits now: it has the consumer's place until it returns or is interrupted. */
+    let receiving = false
+    const oneConsumer = () =>
+      Effect.dieMessage(
+        "Broadcaster.inbound (NodeNetwork.messages) has one consumer, and one is running already"
+      )
+    const waitingReceive: Effect.Effect<Chunk.Chunk<Delivery>> = Effect.suspend(() => {
+      receiving = true
+      return Effect.ensuring(
+        Effect.catchAll(waitThenPull, () => Effect.interrupt),
+        Effect.sync(() => {
+          receiving = false
+        })
+      )
+    })
+    const takeNow = take(waitingReceive, Effect.interrupt)
+    /**
+     * The next chunk without a stream around it: a chunk already there is handed over in the
+     * caller's step, and a wait is one resume of the caller. The same queue and consumer's place as
+     * `inbound`. Once the broadcaster closed, the caller is interrupted (as by `Queue.take`).
+     */
+    const receive: Effect.Effect<Chunk.Chunk<Delivery>> = Effect.suspend(() =>
+      consumers > 0 || receiving ? oneConsumer() : takeNow
     )
 
     // The stream is a plain channel loop over `pull` (Stream.repeatEffectChunkOption and
     // Stream.unwrapScoped wrap every chunk in several more Effect and channel steps).
-    let consumers = 0
     const pullOrEnd: Effect.Effect<Chunk.Chunk<Delivery> | undefined> = Effect.catchAll(pull, () =>
       Effect.succeed(undefined)
     )
@@ -113,11 +149,7 @@ export const makeStream = (deps: {
       let counted = false
       const first = EffectChannel.fromEffect(
         Effect.suspend(() => {
-          if (consumers > 0) {
-            return Effect.dieMessage(
-              "Broadcaster.inbound (NodeNetwork.messages) has one consumer, and one is running already"
-            )
-          }
+          if (consumers > 0 || receiving) return oneConsumer()
           consumers++
           counted = true
           return Effect.void
@@ -132,5 +164,5 @@ export const makeStream = (deps: {
       )
     })
 
-    return { inbound, loopback, inject }
+    return { inbound, receive, loopback, inject }
   })

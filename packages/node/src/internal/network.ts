@@ -290,6 +290,7 @@ export const make = <R>(
           : reliable.awaitAcks(quorum, among)
       },
       messages: broadcaster.inbound,
+      receive: broadcaster.receive,
       peerEvents: Stream.merge(registry.changes, sets.events),
       peers,
       updateValidators: sets.updateValidators,
