@@ -6,6 +6,7 @@ import type { PeerManager } from "@hotstuff2/peers"
 import * as EffectChannel from "effect/Channel"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import type { BroadcasterShape, Delivery } from "../Broadcaster.js"
@@ -109,29 +110,38 @@ export const makeStream = (deps: {
     )
 
     let consumers = 0
-    /** A `receive` waits now: it has the consumer's place until it returns or is interrupted. */
-    let receiving = false
+    /**
+     * The fiber whose `receive` waits now: it has the consumer's place while it runs. Nothing clears
+     * it when that wait is interrupted: an interrupted fiber is done, which `receiverWaits` sees.
+     */
+    let waiter: Fiber.RuntimeFiber<unknown, unknown> | undefined
+    const receiverWaits = () => waiter !== undefined && waiter.unsafePoll() === null
     const oneConsumer = () =>
       Effect.dieMessage(
         "Broadcaster.inbound (NodeNetwork.messages) has one consumer, and one is running already"
       )
-    const waitingReceive: Effect.Effect<Chunk.Chunk<Delivery>> = Effect.suspend(() => {
-      receiving = true
-      return Effect.ensuring(
-        Effect.catchAll(waitThenPull, () => Effect.interrupt),
-        Effect.sync(() => {
-          receiving = false
-        })
-      )
+    // Resumed by `wake` into `afterWait`, as the stream's wait is into `pull`; no canceler, no
+    // finalizer per wait (see `waitThenPull`).
+    let afterWait: Effect.Effect<Chunk.Chunk<Delivery>>
+    const waitingReceive: Effect.Effect<Chunk.Chunk<Delivery>> = Effect.withFiberRuntime((fiber) => {
+      waiter = fiber
+      return Effect.async<Chunk.Chunk<Delivery>>((callback) => {
+        resume = () => callback(afterWait)
+        manager.unsafeOnInbound(wake)
+      })
     })
     const takeNow = take(waitingReceive, Effect.interrupt)
+    afterWait = Effect.suspend(() => {
+      waiter = undefined
+      return takeNow
+    })
     /**
      * The next chunk without a stream around it: a chunk already there is handed over in the
      * caller's step, and a wait is one resume of the caller. The same queue and consumer's place as
      * `inbound`. Once the broadcaster closed, the caller is interrupted (as by `Queue.take`).
      */
     const receive: Effect.Effect<Chunk.Chunk<Delivery>> = Effect.suspend(() =>
-      consumers > 0 || receiving ? oneConsumer() : takeNow
+      consumers > 0 || receiverWaits() ? oneConsumer() : takeNow
     )
 
     // The stream is a plain channel loop over `pull` (Stream.repeatEffectChunkOption and
@@ -149,7 +159,7 @@ export const makeStream = (deps: {
       let counted = false
       const first = EffectChannel.fromEffect(
         Effect.suspend(() => {
-          if (consumers > 0 || receiving) return oneConsumer()
+          if (consumers > 0 || receiverWaits()) return oneConsumer()
           consumers++
           counted = true
           return Effect.void
