@@ -1,5 +1,9 @@
 // The `hotstuff2-net` command line: keygen, run, devnet, devnet-config, k8s-config.
-import { type CliApp, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
+import type * as CliApp from "@effect/cli/CliApp"
+import * as Command from "@effect/cli/Command"
+import * as HelpDoc from "@effect/cli/HelpDoc"
+import * as Options from "@effect/cli/Options"
+import * as ValidationError from "@effect/cli/ValidationError"
 import * as Console from "effect/Console"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"

@@ -1,10 +1,17 @@
 // The `hotstuff2-net` entry (bin/hotstuff2-net.js imports the compiled module). Errors print as
 // one line, `hotstuff2-net: <what went wrong>`, and exit 1; SIGINT/SIGTERM close everything cleanly.
-import { ValidationError } from "@effect/cli"
-import { NodeContext, NodeRuntime } from "@effect/platform-node"
+// Modules by path, not the packages' indexes, and only the services @effect/cli needs (a file system,
+// paths, a terminal): @effect/platform-node's index loads its HTTP server, cluster, SQL, worker and
+// process modules too, which a validator never uses.
+import * as ValidationError from "@effect/cli/ValidationError"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+import * as NodePath from "@effect/platform-node/NodePath"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as NodeTerminal from "@effect/platform-node/NodeTerminal"
 import * as Cause from "effect/Cause"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { cli } from "./commands.js"
 
@@ -22,6 +29,6 @@ const report = <E>(cause: Cause.Cause<E>): Effect.Effect<void> => {
 
 cli(process.argv).pipe(
   Effect.tapErrorCause(report),
-  Effect.provide(NodeContext.layer),
+  Effect.provide(Layer.mergeAll(NodeFileSystem.layer, NodePath.layer, NodeTerminal.layer)),
   NodeRuntime.runMain({ disableErrorReporting: true })
 )

@@ -1,7 +1,7 @@
 // One devnet validator: a process forked by `devnet` with an IPC channel. It waits for its setup,
 // runs NodeNetwork and the consensus traffic driver, reports counters every `statsIntervalMillis`,
 // and on "stop", on SIGINT/SIGTERM or when the parent goes away closes the network cleanly and exits.
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Cause from "effect/Cause"
 import * as Console from "effect/Console"
 import * as Context from "effect/Context"

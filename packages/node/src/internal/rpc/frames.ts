@@ -1,6 +1,6 @@
 // RPC data (WIRE.md 7.7): a 4-byte stream id, then one MessagePack value (@effect/rpc's
 // RpcSerialization.msgPack); the shapes of @effect/rpc's frames, checked before anything reads them.
-import { RpcSerialization } from "@effect/rpc"
+import * as RpcSerialization from "@effect/rpc/RpcSerialization"
 import * as Schema from "effect/Schema"
 
 const STREAM_BYTES = 4
