@@ -4,8 +4,9 @@
 // peers connected they idle FOOTPRINT_IDLE_S seconds, and each is asked for `process.memoryUsage()`
 // over the IPC channel `run` answers on when it has one. Beside them, in the same run and idling as
 // long, the baselines the memory is broken down against: a bare `node -e` process; a process that
-// loads the whole `effect` and runs a trivial Effect; one that also loads @hotstuff2/node's index
-// without starting it; one that loads `effect` and the OpenTelemetry SDK, exporters and
+// loads the whole `effect` and runs a trivial Effect; one that also loads @hotstuff2/node's
+// NodeNetwork (what `run` starts) without starting it; one that loads `effect` and the
+// OpenTelemetry SDK, exporters and
 // @effect/opentelemetry (footprintProbe.ts); and a fifth validator alone (a validator set of one:
 // started, no peers).
 //
@@ -14,7 +15,8 @@
 // time until its network was up (it first answered) and until its 3 peers were connected; then the
 // median over the validators, each baseline, and `case: "breakdown"`: the median validator's RSS
 // split into node itself, the Effect library, our code and what it loads, the CLI and a started
-// network, and the 3 peers' connections and buffers, plus what the OTel SDK would add if loaded.
+// network, the 3 peers' connections and buffers (each without V8's young generation, which is the
+// last term), plus what the OTel SDK would add if loaded.
 // Progress on stderr.
 //
 // Env: FOOTPRINT_IDLE_S (30; 0 for a quick check), FOOTPRINT_TRANSPORT (tls | tcp),
@@ -73,8 +75,10 @@ const loader = fromSource ? ["--import", "tsx", "--conditions=@hotstuff2/source"
 const BARE = `process.on("message", (m) => {
   if (m.type !== "sample") return
   const u = process.memoryUsage(), c = process.cpuUsage()
+  const young = require("node:v8").getHeapSpaceStatistics().find((s) => s.space_name === "new_space")
   process.send({ type: "sample", sample: { at: Date.now(), gc: false, heapUsed: u.heapUsed, heapTotal: u.heapTotal,
-    rss: u.rss, external: u.external, arrayBuffers: u.arrayBuffers, cpuUserMicros: c.user, cpuSystemMicros: c.system,
+    rss: u.rss, external: u.external, arrayBuffers: u.arrayBuffers, youngGeneration: young.physical_space_size,
+    cpuUserMicros: c.user, cpuSystemMicros: c.system,
     uptimeMillis: Math.round(process.uptime() * 1000), handles: 0, resources: {} } })
 })
 process.on("disconnect", () => process.exit(0))
@@ -225,11 +229,13 @@ const memory = (s: ProcessSample) => ({
   heapTotal: s.heapTotal,
   external: s.external,
   arrayBuffers: s.arrayBuffers,
+  youngGeneration: s.youngGeneration,
   rssMiB: mib(s.rss),
   heapUsedMiB: mib(s.heapUsed),
   heapTotalMiB: mib(s.heapTotal),
   externalMiB: mib(s.external),
-  arrayBuffersMiB: mib(s.arrayBuffers)
+  arrayBuffersMiB: mib(s.arrayBuffers),
+  youngGenerationMiB: mib(s.youngGeneration)
 })
 
 /** HEAD, with "+changes" when tracked files differ from it (other work in progress included). */
@@ -282,7 +288,7 @@ const main = async () => {
     const probes = [
       { name: "bare node", child: start("bare node", ["-e", BARE]) },
       { name: "effect", child: start("probe effect", [...loader, probeEntry, "effect"]) },
-      { name: "@hotstuff2/node index", child: start("probe node", [...loader, probeEntry, "node"]) },
+      { name: "NodeNetwork", child: start("probe node", [...loader, probeEntry, "node"]) },
       { name: "effect + OTel SDK", child: start("probe otel", [...loader, probeEntry, "otel"]) }
     ]
     const loadedAt = await Promise.all(
@@ -327,7 +333,8 @@ const main = async () => {
       heapUsed: med((s) => s.heapUsed),
       heapTotal: med((s) => s.heapTotal),
       external: med((s) => s.external),
-      arrayBuffers: med((s) => s.arrayBuffers)
+      arrayBuffers: med((s) => s.arrayBuffers),
+      youngGeneration: med((s) => s.youngGeneration)
     }
     const startMed = (f: (s: (typeof startups)[number]) => number) => Bench.median(startups.map(f))
     Bench.report({
@@ -351,19 +358,23 @@ const main = async () => {
         rssLoadedMiB: mib(loadedAt[i]!.rss)
       })
     })
-    const [bare, effect, node, otel] = probeSamples.map((s) => s.rss) as [number, number, number, number]
+    // Without the young generation, whose size depends on when the last collection ran (see
+    // ProcessSample.youngGeneration), the processes compare term by term.
+    const settled = (s: ProcessSample) => s.rss - s.youngGeneration
+    const [bare, effect, node, otel] = probeSamples.map(settled) as [number, number, number, number]
     Bench.report({
       ...common,
       case: "breakdown",
       note:
-        "median validator RSS = node + effect + ourCode + cliAndStarted + peers; " +
-        "otelSdkIfLoaded is what loading the OTel SDK adds to effect (included in ourCode when it is loaded statically)",
+        "median validator RSS = node + effect + ourCode + cliAndStarted + peers + youngGeneration; " +
+        "the first five without the young generation; otelSdkIfLoaded: what loading the OTel SDK adds to effect",
       validatorMiB: mib(medianSample.rss),
       nodeMiB: mib(bare),
       effectMiB: mib(effect - bare),
       ourCodeMiB: mib(node - effect),
-      cliAndStartedMiB: mib(aloneSample.rss - node),
-      peersMiB: mib(medianSample.rss - aloneSample.rss),
+      cliAndStartedMiB: mib(settled(aloneSample) - node),
+      peersMiB: mib(settled(medianSample) - settled(aloneSample)),
+      youngGenerationMiB: mib(medianSample.youngGeneration),
       otelSdkIfLoadedMiB: mib(otel - effect),
       heapUsedMiB: mib(medianSample.heapUsed),
       heapFreeMiB: mib(medianSample.heapTotal - medianSample.heapUsed),

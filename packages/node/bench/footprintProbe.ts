@@ -1,11 +1,12 @@
 // A process of the footprint benchmark (footprint.ts) that loads some modules, starts nothing, and
 // idles: the baselines that the validators' memory is broken down against. `footprintProbe.js CASE`:
 //   effect  the whole `effect` package (its index), and one trivial Effect run;
-//   node    that, and @hotstuff2/node's index (NodeNetwork and everything it imports), not started;
+//   node    that, and @hotstuff2/node's NodeNetwork and NodeConfig (what `run` starts), not started;
 //   otel    the whole `effect`, and the OpenTelemetry SDK, exporters and @effect/opentelemetry modules
 //           a node with telemetry export configured uses.
 // It reports `loaded` with a ProcessSample once loaded, answers "sample" requests over IPC, and exits
 // when the parent goes.
+import * as v8 from "node:v8"
 import type { FromValidator, ProcessSample, ToValidator } from "../src/cli/protocol.js"
 
 /** What `case` loads. Each starts with the whole `effect`, so that the differences are what is added. */
@@ -16,7 +17,7 @@ const loads: Record<string, () => Promise<unknown>> = {
   },
   node: async () => {
     await loads.effect!()
-    return import("../src/index.js")
+    return Promise.all([import("../src/NodeNetwork.js"), import("../src/NodeConfig.js")])
   },
   otel: async () => {
     await loads.effect!()
@@ -42,6 +43,7 @@ export interface Loaded {
 
 // Built here rather than imported from src/cli/parent.ts, which would load `effect` into every probe.
 const sample = (): ProcessSample => {
+  const young = v8.getHeapSpaceStatistics().find((s) => s.space_name === "new_space")
   const memory = process.memoryUsage()
   const cpu = process.cpuUsage()
   return {
@@ -52,6 +54,7 @@ const sample = (): ProcessSample => {
     rss: memory.rss,
     external: memory.external,
     arrayBuffers: memory.arrayBuffers,
+    youngGeneration: young?.physical_space_size ?? 0,
     cpuUserMicros: cpu.user,
     cpuSystemMicros: cpu.system,
     uptimeMillis: Math.round(process.uptime() * 1000),

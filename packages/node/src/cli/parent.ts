@@ -1,6 +1,7 @@
 // A validator process and the parent that started it with an IPC channel (`devnet`, the soak and
 // footprint benchmarks): messages to the parent, and answers to its "sample" and "status" requests.
 // Without an IPC channel (a validator started from a shell) nothing is sent and nothing is asked.
+import * as v8 from "node:v8"
 import * as Effect from "effect/Effect"
 import type { FromValidator, ProcessSample, Snapshot, ToValidator } from "./protocol.js"
 
@@ -14,6 +15,10 @@ export const tell = (message: FromValidator): Effect.Effect<void> =>
       resume(Effect.void)
     }
   })
+
+/** Resident bytes of V8's new space. */
+export const youngGeneration = (): number =>
+  v8.getHeapSpaceStatistics().find((s) => s.space_name === "new_space")?.physical_space_size ?? 0
 
 /** Memory, CPU and handles now; after a full collection when the process runs with --expose-gc. */
 export const processSample = (): ProcessSample => {
@@ -32,6 +37,7 @@ export const processSample = (): ProcessSample => {
     rss: memory.rss,
     external: memory.external,
     arrayBuffers: memory.arrayBuffers,
+    youngGeneration: youngGeneration(),
     cpuUserMicros: cpu.user,
     cpuSystemMicros: cpu.system,
     uptimeMillis: Math.round(process.uptime() * 1000),

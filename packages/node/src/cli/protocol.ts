@@ -38,6 +38,11 @@ export interface ProcessSample {
   readonly rss: number
   readonly external: number
   readonly arrayBuffers: number
+  /**
+   * Of `heapTotal`, V8's young generation (new space) as resident now: it grows up to 2 x 16 MiB
+   * while modules load and shrinks only when a collection finds allocation slow.
+   */
+  readonly youngGeneration: number
   /** CPU time of the process since it started (`process.cpuUsage`), microseconds. */
   readonly cpuUserMicros: number
   readonly cpuSystemMicros: number
