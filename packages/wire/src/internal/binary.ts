@@ -43,17 +43,18 @@ export class Reader {
   u32(): number {
     const start = this.pos
     let result = 0
-    let shift = 0
+    // 2^(7i) as a running product: `2 ** shift` is a call to pow per byte.
+    let scale = 1
     for (let i = 0; i < 5; i++) {
       if (this.pos >= this.end) fail(start, "unexpected end of input in varint")
       const byte = this.buf[this.pos++]!
       if (i === 4 && byte > 0x0f) fail(start, "varint exceeds 32 bits")
-      result += (byte & 0x7f) * 2 ** shift
+      result += (byte & 0x7f) * scale
       if ((byte & 0x80) === 0) {
         if (byte === 0 && i > 0) fail(start, "non-canonical varint (overlong encoding)")
         return result
       }
-      shift += 7
+      scale *= 128
     }
     return fail(start, "varint exceeds 32 bits")
   }
@@ -63,18 +64,19 @@ export class Reader {
     const start = this.pos
     // Fast path: up to 7 bytes (49 bits) accumulate exactly in a double.
     let low = 0
-    let shift = 0
+    let scale = 1
     for (let i = 0; i < 7; i++) {
       if (this.pos >= this.end) fail(start, "unexpected end of input in varint")
       const byte = this.buf[this.pos++]!
-      low += (byte & 0x7f) * 2 ** shift
+      low += (byte & 0x7f) * scale
       if ((byte & 0x80) === 0) {
         if (byte === 0 && i > 0) fail(start, "non-canonical varint (overlong encoding)")
         return BigInt(low)
       }
-      shift += 7
+      scale *= 128
     }
     let result = BigInt(low)
+    let shift = 49
     for (let i = 7; i < 10; i++) {
       if (this.pos >= this.end) fail(start, "unexpected end of input in varint")
       const byte = this.buf[this.pos++]!
@@ -162,14 +164,17 @@ export class Writer {
 // an allocation and a GC sweep). A retained message keeps its slab alive, as with Node's pool.
 const SLAB_BYTES = 64 * 1024
 const MAX_SLAB_ALLOCATION = 4 * 1024
-let slab = new ArrayBuffer(SLAB_BYTES)
+// Not zeroed (`allocUnsafeSlow`: an ArrayBuffer of its own, outside Node's pool): every byte handed
+// out is written by its caller before it is read.
+const newSlab = (): ArrayBuffer => Buffer.allocUnsafeSlow(SLAB_BYTES).buffer as ArrayBuffer
+let slab = newSlab()
 let slabOffset = 0
 
 /** A Buffer of `size` bytes, not zeroed: the caller writes every byte. */
 export const allocate = (size: number): Buffer => {
   if (size > MAX_SLAB_ALLOCATION) return Buffer.allocUnsafe(size)
   if (slabOffset + size > SLAB_BYTES) {
-    slab = new ArrayBuffer(SLAB_BYTES)
+    slab = newSlab()
     slabOffset = 0
   }
   const buf = Buffer.from(slab, slabOffset, size)
@@ -198,7 +203,9 @@ export const u64Size = (value: bigint): number => {
 
 /** Reads `length` bytes starting at `offset` across a list of chunks, into a fresh array. */
 export const gather = (chunks: ReadonlyArray<Uint8Array>, length: number): Uint8Array => {
-  const out = new Uint8Array(length)
+  // Not zeroed, and not from Node's shared pool (a retained message would pin the whole pool):
+  // filled below, every byte, since the chunks hold at least `length` bytes.
+  const out = Buffer.allocUnsafeSlow(length)
   let filled = 0
   for (const chunk of chunks) {
     if (filled >= length) break
@@ -206,5 +213,6 @@ export const gather = (chunks: ReadonlyArray<Uint8Array>, length: number): Uint8
     out.set(take === chunk.length ? chunk : chunk.subarray(0, take), filled)
     filled += take
   }
+  if (filled < length) out.fill(0, filled)
   return out
 }
