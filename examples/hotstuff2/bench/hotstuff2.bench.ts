@@ -32,6 +32,8 @@ import type { StatusReport } from "../src/devnet/protocol.js"
 import { measureRtt, type RttResult } from "./rawTls.js"
 import { simulate } from "./simulation.js"
 
+Bench.resultsOnStdout()
+
 const BENCH = "hotstuff2"
 /** One-way message delays from a proposal to its block's commit on a replica (see above). */
 const DELAYS_TO_COMMIT = 5

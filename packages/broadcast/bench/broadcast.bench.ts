@@ -52,6 +52,8 @@ import { defaultFanout } from "../src/internal/tree/layout.js"
 import { treeOf as fixtureTree, hostOf, key, proposal } from "../test/fixtures/cluster.js"
 import { reset, startValidator, type Validator } from "./validators.js"
 
+Bench.resultsOnStdout()
+
 const LATENCY_MS = 50
 const UPLOAD = 125_000_000
 const PAYLOAD = 256 * 1024

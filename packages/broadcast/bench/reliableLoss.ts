@@ -40,6 +40,8 @@ import { Broadcaster } from "../src/index.js"
 import * as Payload from "../src/internal/payload.js"
 import { addressOf, hostOf, key, NETWORK } from "../test/fixtures/cluster.js"
 
+Bench.resultsOnStdout()
+
 const numberOf = (name: string, fallback: number): number => {
   const n = Number(process.env[name])
   return process.env[name] !== undefined && Number.isFinite(n) && n >= 0 ? n : fallback

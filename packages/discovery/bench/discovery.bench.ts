@@ -47,6 +47,8 @@ import * as TestContext from "effect/TestContext"
 import { simulate } from "./protocolSim.js"
 import { type ClusterResult, type Mark, runCluster } from "./realCluster.js"
 
+Bench.resultsOnStdout()
+
 const { machine, median, report, round } = Bench
 
 v8.setFlagsFromString("--expose-gc")

@@ -51,6 +51,8 @@ import { identity } from "../test/fixtures/cluster.js"
 import { make, mib, type ValidatorSetShape, watchRss } from "../test/fixtures/validatorProcesses.js"
 import { waitLive } from "../test/fixtures/wait.js"
 
+Bench.resultsOnStdout()
+
 const { machine, median, report, round } = Bench
 
 const ROUNDS = Math.max(1, Math.min(9, Number(process.env.BENCH_ROUNDS ?? 3) || 3))

@@ -46,6 +46,8 @@ import {
   vote
 } from "./setup.js"
 
+Bench.resultsOnStdout()
+
 const { cpuMicros, gcMillis, machine, median, now, percentile, pin, report, round } = Bench
 gcMillis() // starts counting
 

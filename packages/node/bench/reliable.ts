@@ -61,6 +61,8 @@ import { reservePorts } from "../src/internal/ports.js"
 import { NETWORK, peerId, seedOf } from "../test/fixtures/cluster.js"
 import { benchConfig, directSlot, envelopeSlot, identity, tlsMaterial, vote } from "./setup.js"
 
+Bench.resultsOnStdout()
+
 const { cpuMicros, gcMillis, machine, median, now, percentile, pin, report, round } = Bench
 gcMillis() // starts counting
 

@@ -32,6 +32,8 @@ import type {
 } from "../src/cli/protocol.js"
 import { reservePorts } from "../src/internal/ports.js"
 
+Bench.resultsOnStdout()
+
 // ---- parameters ----
 
 const flag = (name: string): string | undefined => {

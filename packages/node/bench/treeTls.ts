@@ -26,6 +26,8 @@ import * as os from "node:os"
 import { Bench, BenchProcess } from "@hotstuff2/testing"
 import { type Harness, type NodeHarnessOptions, nodeHarness, type Round, rawHarness } from "./broadcast.js"
 
+Bench.resultsOnStdout()
+
 const { gcMillis, machine, now, percentile, pin, report, round } = Bench
 gcMillis() // starts counting
 

@@ -45,6 +45,21 @@ export const measure = (
   return { opsPerSec: Math.round(median(rates)), rounds: rates.map(Math.round) }
 }
 
+/**
+ * Keeps stdout for result lines (`report`): from now on `console.log`, `console.info` and
+ * `console.debug` write to stderr, and so does Effect's default logger, which uses them (a warning
+ * from a validator under test would otherwise land between the JSON lines). Each benchmark calls
+ * it before anything else.
+ */
+export const resultsOnStdout = (): void => {
+  const toStderr = (...args: ReadonlyArray<unknown>): void => {
+    console.error(...args)
+  }
+  console.log = toStderr
+  console.info = toStderr
+  console.debug = toStderr
+}
+
 export const report = (result: Result): void => {
   process.stdout.write(`${JSON.stringify(result)}\n`)
 }

@@ -18,6 +18,8 @@ import * as Stream from "effect/Stream"
 import { QuicTransport, TlsTransport, Transport, TransportConfig } from "../src/index.js"
 import { receiverIdentity, senderIdentity } from "./setup.js"
 
+Bench.resultsOnStdout()
+
 const LOSS = Number(process.env.LOSSY_PERCENT ?? 2)
 const VOTES = Number(process.env.LOSSY_VOTES ?? 300)
 const VOTE_EVERY_MS = 10

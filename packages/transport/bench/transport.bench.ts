@@ -52,6 +52,8 @@ import {
   transportConfig
 } from "./setup.js"
 
+Bench.resultsOnStdout()
+
 const { consensus } = TransportConfig.Channel
 gcMillis() // starts counting
 

@@ -7,6 +7,8 @@ import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import { Codec, Envelope, Frame, Identity, Message } from "../src/index.js"
 
+Bench.resultsOnStdout()
+
 const { machine, measure, report } = Bench
 
 const identity = Either.getOrThrow(Identity.fromSeed(new Uint8Array(32).fill(7)))
