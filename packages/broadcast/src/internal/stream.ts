@@ -27,14 +27,18 @@ export const makeStream = (deps: {
   Effect.gen(function* () {
     const { manager, handleFrames } = deps
     let local: Array<Delivery> = []
-    let resume: ((effect: Effect.Effect<Chunk.Chunk<Delivery>, Option.Option<never>>) => void) | undefined
+    // The waiting consumer's callback, and what it resumes into: `pull` for the stream, the next
+    // `receive` step for `receive` (no closure per wait).
+    type Next = Effect.Effect<Chunk.Chunk<Delivery>, Option.Option<never>>
+    let resume: ((effect: Next) => void) | undefined
+    let resumeInto: Next | undefined
     let closed = false
-    /** Resumes a waiting consumer straight into `pull`. */
+    /** Resumes a waiting consumer straight into its next step. */
     const wake = () => {
       const r = resume
       if (r !== undefined) {
         resume = undefined
-        r(pull)
+        r(resumeInto!)
       }
     }
     yield* Effect.addFinalizer(() =>
@@ -68,6 +72,7 @@ export const makeStream = (deps: {
     // the callback of an interrupted wait may be called later, and the fiber runtime ignores that.
     const waitThenPull = Effect.async<Chunk.Chunk<Delivery>, Option.Option<never>>((callback) => {
       resume = callback
+      resumeInto = pull
       manager.unsafeOnInbound(wake)
     })
 
@@ -126,7 +131,9 @@ export const makeStream = (deps: {
     const waitingReceive: Effect.Effect<Chunk.Chunk<Delivery>> = Effect.withFiberRuntime((fiber) => {
       waiter = fiber
       return Effect.async<Chunk.Chunk<Delivery>>((callback) => {
-        resume = () => callback(afterWait)
+        // Resumed into `afterWait` only, which cannot fail: the wider type is never used.
+        resume = callback as (effect: Next) => void
+        resumeInto = afterWait
         manager.unsafeOnInbound(wake)
       })
     })
