@@ -37,6 +37,8 @@ import type { FromValidator, ProcessSample, Snapshot, ToValidator } from "../src
 import { reservePorts } from "../src/internal/ports.js"
 import type { Loaded } from "./footprintProbe.js"
 
+Bench.resultsOnStdout()
+
 // ---- parameters ----
 
 const numberOf = (name: string, fallback: number): number => {
