@@ -79,15 +79,26 @@ const fields = {
   /** A connection that lasted this long resets the redial schedule. */
   stableAfter: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(10) }),
   /**
-   * Both sides keep the connection the smaller PeerId dialled, so the larger side gives the peer
-   * time to dial first, at the start of each disconnected spell, before dialling itself: when both
-   * want a connection at once (a whole network starting), one TLS handshake per pair instead of
-   * two. This long per `maxConcurrentDials` validators the peer dials before this node (in PeerId
-   * order), at most `redialCap`. 0: both dial at once.
+   * Of each pair of validators one dials first (each node the half of the PeerId ring after it) and
+   * the other gives it time to, at the start of each disconnected spell, before dialling itself:
+   * when both want a connection at once (a whole network starting), one TLS handshake per pair
+   * instead of two. This long per `maxConcurrentDials` validators the peer dials first before this
+   * node, and on while other peers' first dials keep arriving (this long after the last), at most
+   * `redialCap` in all. 0: both dial at once.
    */
   dialGrace: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(3) }),
-  /** Dials (TLS handshakes) this node runs at once; the others wait their turn, untimed. */
+  /**
+   * Dials (TLS handshakes) this node runs at once at most; the others wait their turn, untimed.
+   * Fewer while dials are slow (`slowDialAfter`).
+   */
   maxConcurrentDials: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 8 }),
+  /**
+   * A dial that took longer than this (or timed out) means the node, or the path, is congested:
+   * the dials run at once are halved, then grow back with fast dials (a window from 1 to
+   * `maxConcurrentDials`, as TCP keeps over its segments). Keep it under the transport's
+   * `handshakeTimeout` (5 s), so that the window shrinks before dials time out.
+   */
+  slowDialAfter: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(3) }),
   // ---- health ----
   heartbeatInterval: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(1) }),
   /**

@@ -18,6 +18,17 @@ import {
 } from "./fixtures/cluster.js"
 
 const { consensus } = TransportConfig.Channel
+
+/**
+ * The dial schedule, restated: on the ring of `members` in PeerId order, `a` dials `b` first when
+ * `b` is in the half of the ring after `a` (at exactly half way, the smaller PeerId).
+ */
+const dialsFirst = (members: ReadonlyArray<number>, a: number, b: number): boolean => {
+  const ring = members.map((n) => identity(n).peerId).sort()
+  const [ia, ib] = [ring.indexOf(identity(a).peerId), ring.indexOf(identity(b).peerId)]
+  const ahead = (ib - ia + ring.length) % ring.length
+  return 2 * ahead < ring.length || (2 * ahead === ring.length && identity(a).peerId < identity(b).peerId)
+}
 const B = () => identity(2).peerId
 
 /** Advances the TestClock in `step` ms steps for `total` ms, sampling `probe` after each. */
@@ -118,41 +129,86 @@ describe("PeerManager under TestClock", () => {
     )
   )
 
-  it.scoped("started at once, only the smaller PeerId of each pair dials: the larger waits its grace", () =>
-    withNetwork(
-      { defaults: { latency: 5 } },
-      Effect.gen(function* () {
-        const members = [1, 2, 3, 4]
-        const nodes = yield* Effect.forEach(members, (n) => startNode(n, members, { dialGrace: 2000 }))
-        yield* TestClock.adjust("500 millis")
-        // Whether a node's registry records a successful dial to the other's address.
-        const dialled = (from: number, to: number) =>
-          Effect.map(nodes[from]!.registry.get(identity(members[to]!).peerId), (state) =>
-            Option.getOrThrow(state).addresses.some((a) => a.lastSuccess !== undefined)
-          )
-        for (let i = 0; i < members.length; i++) {
-          assert.strictEqual((yield* nodes[i]!.manager.connected).length, 3, `node ${members[i]}`)
-          for (let j = i + 1; j < members.length; j++) {
-            const smaller = identity(members[i]!).peerId < identity(members[j]!).peerId ? i : j
-            const larger = smaller === i ? j : i
-            assert.isTrue(yield* dialled(smaller, larger), `${members[smaller]} dialled ${members[larger]}`)
-            assert.isFalse(
-              yield* dialled(larger, smaller),
-              `${members[larger]} did not dial ${members[smaller]}`
+  it.scoped(
+    "started at once, each pair is dialled by one side only, the ring's first dialler; each node dials half of the others",
+    () =>
+      withNetwork(
+        { defaults: { latency: 5 } },
+        Effect.gen(function* () {
+          const members = [1, 2, 3, 4, 5]
+          const nodes = yield* Effect.forEach(members, (n) => startNode(n, members, { dialGrace: 2000 }))
+          yield* TestClock.adjust("500 millis")
+          // Whether a node's registry records a successful dial to the other's address.
+          const dialled = (from: number, to: number) =>
+            Effect.map(nodes[from]!.registry.get(identity(members[to]!).peerId), (state) =>
+              Option.getOrThrow(state).addresses.some((a) => a.lastSuccess !== undefined)
             )
+          const check = Effect.gen(function* () {
+            for (let i = 0; i < members.length; i++) {
+              assert.strictEqual((yield* nodes[i]!.manager.connected).length, 4, `node ${members[i]}`)
+              let dials = 0
+              for (let j = 0; j < members.length; j++) {
+                if (i === j) continue
+                const first = dialsFirst(members, members[i]!, members[j]!)
+                assert.strictEqual(
+                  yield* dialled(i, j),
+                  first,
+                  `${members[i]} dialled ${members[j]}: ${!first}`
+                )
+                if (first) dials++
+              }
+              // Five on the ring: two each (in PeerId order alone the smallest would dial all four).
+              assert.strictEqual(dials, 2, `node ${members[i]} dials first`)
+            }
+          })
+          yield* check
+          // Past the grace nothing changes: the waiting side found its connection there and never dialled.
+          yield* TestClock.adjust("10 seconds")
+          yield* check
+        })
+      )
+  )
+
+  it.scoped(
+    "the waiting side's grace lasts while other first dials keep arriving, and ends when they stop",
+    () =>
+      withNetwork(
+        {},
+        Effect.gen(function* () {
+          // On a ring of seven, the largest PeerId waits for the three peers that dial it first. Two
+          // come up 1.5 s apart: the second's dial arrives after the 2 s grace, but within 2 s of
+          // the first's. The third stays down, so the grace has to end.
+          const members = [1, 2, 3, 4, 5, 6, 7]
+          const ids = members
+            .map((n) => ({ n, id: identity(n).peerId }))
+            .sort((a, b) => (a.id < b.id ? -1 : 1))
+          const waiter = ids[6]!.n
+          const waitedFor = members.filter((n) => n !== waiter && dialsFirst(members, n, waiter))
+          assert.strictEqual(waitedFor.length, 3)
+          const [late, ...others] = waitedFor.reverse()
+          const config = { dialGrace: 2000, maxConcurrentDials: 8, redialCap: 30_000 }
+          const node = yield* startNode(waiter, members, config)
+          const failures = (n: number) =>
+            Effect.map(node.registry.get(identity(n).peerId), (state) =>
+              Option.match(state, {
+                onNone: () => 0,
+                onSome: (p) => p.addresses.reduce((a, x) => a + x.failures, 0)
+              })
+            )
+          for (const n of others) {
+            yield* TestClock.adjust("1500 millis")
+            yield* startNode(n, members, config)
+            yield* TestClock.adjust("10 millis")
           }
-        }
-        // Past the grace nothing changes: the larger side found its connection there and never dialled.
-        yield* TestClock.adjust("10 seconds")
-        for (let i = 0; i < members.length; i++) {
-          for (let j = 0; j < members.length; j++) {
-            if (i === j) continue
-            if (identity(members[i]!).peerId > identity(members[j]!).peerId)
-              assert.isFalse(yield* dialled(i, j))
-          }
-        }
-      })
-    )
+          // 3 s in: past the grace, but the others' dials came within it: still waiting, no dial.
+          assert.strictEqual(yield* failures(late!), 0, `dialled ${late} while first dials were arriving`)
+          yield* TestClock.adjust("1500 millis")
+          // It sees the dials of all but `late`; `late` never dials, so the grace runs out after
+          // the last arrival and the waiting side dials `late` itself (refused: it is down).
+          yield* TestClock.adjust("3 seconds")
+          assert.isAtLeast(yield* failures(late!), 1, `never dialled ${late} once the first dials stopped`)
+        })
+      )
   )
 
   it.scoped(
@@ -162,7 +218,8 @@ describe("PeerManager under TestClock", () => {
         { defaults: { latency: 5 } },
         Effect.gen(function* () {
           const members = [1, 2, 3, 4]
-          const nodes = yield* Effect.forEach(members, (n) => startNode(n, members))
+          // No grace: both sides of every pair dial at the same instant.
+          const nodes = yield* Effect.forEach(members, (n) => startNode(n, members, { dialGrace: 0 }))
           yield* TestClock.adjust("500 millis")
           for (const [i, node] of nodes.entries()) {
             assert.strictEqual((yield* node.manager.connected).length, 3, `node ${i + 1}`)
