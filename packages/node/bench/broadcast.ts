@@ -22,6 +22,8 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { type NodeConfig, NodeNetwork } from "../src/index.js"
@@ -71,13 +73,15 @@ export interface NodeHarnessOptions extends HarnessOptions {
   /** The validators' broadcast config (strategy, fanout...); default the node's default (direct). */
   readonly broadcast?: BroadcastConfig.BroadcastConfigInput
   /**
-   * Wait until every validator is connected to every other (a tree's relays send to each other), not
-   * only to the leader (default false).
+   * Wait until every validator is connected to every other, not only the followers to the leader
+   * (default true: the validators form the full mesh in any case, and rounds timed while most of it
+   * is still forming, 64 validators in one process, measure the handshakes as much as the
+   * broadcast; a tree's relays also send to each other). `false`: only to the leader.
    */
   readonly fullMesh?: boolean
   /**
-   * Changes to each validator's config (after `broadcast`): e.g. a handshake timeout longer than the
-   * test fixtures' 2 s for many validators dialling each other at once on one loaded thread.
+   * Changes to each validator's config (after `broadcast`). Without it the handshake timeout and
+   * the dial pacing are the libraries' defaults, as a deployment runs them.
    */
   readonly configure?: (config: NodeConfig.NodeConfigInput) => NodeConfig.NodeConfigInput
   /**
@@ -86,9 +90,68 @@ export interface NodeHarnessOptions extends HarnessOptions {
    * time out faster than they complete.
    */
   readonly oneByOne?: boolean
-  /** How long to wait for the connections (default 60 s; with `oneByOne`, for each validator too). */
+  /**
+   * How long to wait for the connections (default 180 s, a deadline for a hang, not a pace: the
+   * wait ends on the connection events; with `oneByOne`, for each validator too).
+   */
   readonly connectTimeoutMs?: number
 }
+
+/**
+ * The test fixtures' config of validator `i`, with the transport's own handshake timeout (the
+ * fixtures shorten it to 2 s so that a test's dial into a dead port fails fast): a benchmark forms
+ * its mesh with the timeout and dial pacing (peers' `dialGrace`, `maxConcurrentDials`) a deployment
+ * has.
+ */
+const deploymentConfig = (i: number, addresses: ReadonlyArray<string>): NodeConfig.NodeConfigInput => {
+  const base = benchConfig(i, addresses)
+  const { handshakeTimeout: _fixtures, ...limits } = base.limits ?? {}
+  return { ...base, limits }
+}
+
+/**
+ * Waits until `ready` holds, checking it again at each connection event of `networks` (the
+ * connected sets kept from the events answer at once; `ready` confirms). Every `BACKSTOP_MS` the sets
+ * are read afresh, for events before the subscriptions began. Fails with `timeout()` after `timeoutMs`.
+ */
+const BACKSTOP_MS = 1000
+const awaitConnections = (
+  networks: ReadonlyArray<NodeNetwork.Shape>,
+  readyFrom: (connected: ReadonlyArray<ReadonlySet<string>>) => boolean,
+  timeoutMs: number,
+  timeout: () => Error
+) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const sets = networks.map(() => new Set<string>())
+      const changed = yield* Queue.sliding<void>(1)
+      yield* Effect.forEach(
+        networks,
+        (network, i) =>
+          Stream.runForEach(network.peerEvents, (event) => {
+            if (event._tag === "Connected") sets[i]!.add(event.peer)
+            else if (event._tag === "Disconnected") sets[i]!.delete(event.peer)
+            else return Effect.void
+            return Queue.offer(changed, undefined)
+          }).pipe(Effect.forkScoped),
+        { discard: true }
+      )
+      const readAll = Effect.forEach(networks, (network, i) =>
+        Effect.map(network.peers, (peers) => {
+          sets[i] = new Set(peers.filter((p) => p.state === "connected").map((p) => p.id))
+        })
+      )
+      yield* readAll
+      for (;;) {
+        if (readyFrom(sets)) {
+          yield* readAll
+          if (readyFrom(sets)) return
+        }
+        const event = yield* Effect.timeoutOption(Queue.take(changed), Duration.millis(BACKSTOP_MS))
+        if (Option.isNone(event)) yield* readAll
+      }
+    })
+  ).pipe(Effect.timeoutFail({ duration: Duration.millis(timeoutMs), onTimeout: timeout }))
 
 /** Waits for the current round's last Vote (or, `untilDelivered`, its last delivery), or fails after `timeoutMs`. */
 class RoundLatch {
@@ -288,11 +351,9 @@ export const nodeHarness = async (
   options: NodeHarnessOptions = {}
 ): Promise<Harness> => {
   const votes = options.votes ?? true
-  const connectTimeoutMs = options.connectTimeoutMs ?? 60_000
+  const connectTimeoutMs = options.connectTimeoutMs ?? 180_000
   const scope = Effect.runSync(Scope.make())
   const latch = new RoundLatch(!votes)
-  const connected = (network: NodeNetwork.Shape) =>
-    Effect.map(network.peers, (peers) => peers.filter((p) => p.state === "connected").map((p) => p.id))
   let ports: ReadonlyArray<number> = []
   try {
     const leader = await Effect.runPromise(
@@ -300,7 +361,7 @@ export const nodeHarness = async (
         ports = yield* reservePorts(n)
         const addresses = ports.map((port) => `127.0.0.1:${port}`)
         const configOf = (i: number): NodeConfig.NodeConfigInput => {
-          const base = benchConfig(i, addresses)
+          const base = deploymentConfig(i, addresses)
           const config = options.broadcast === undefined ? base : { ...base, broadcast: options.broadcast }
           return options.configure === undefined ? config : options.configure(config)
         }
@@ -311,16 +372,14 @@ export const nodeHarness = async (
         // One by one: validator i starts once validator i-1 is connected to all before it, so at most
         // i handshakes run at once rather than n (n-1).
         const joined = (network: NodeNetwork.Shape, i: number) =>
-          Effect.gen(function* () {
-            while ((yield* connected(network)).length < i) yield* Effect.sleep(Duration.millis(20))
-          }).pipe(
-            Effect.timeoutFail({
-              duration: Duration.millis(connectTimeoutMs),
-              onTimeout: () =>
-                new Error(
-                  `validator ${i} not connected to the ${i} before it within ${connectTimeoutMs / 1000} s`
-                )
-            })
+          awaitConnections(
+            [network],
+            ([peers]) => peers!.size >= i,
+            connectTimeoutMs,
+            () =>
+              new Error(
+                `validator ${i} not connected to the ${i} before it within ${connectTimeoutMs / 1000} s`
+              )
           )
         const networks = yield* options.oneByOne === true
           ? Effect.forEach(addresses, (_, i) => Effect.tap(start(i), (network) => joined(network, i)))
@@ -344,34 +403,26 @@ export const nodeHarness = async (
           Stream.runForEachChunk(leader.messages, (chunk) => Effect.sync(() => latch.ack(chunk.length))),
           scope
         )
-        // Every follower connected to the leader (the leader's view and each follower's own); with
-        // `fullMesh`, every follower to every other too. `missing` says what is not, for the error.
+        // Every validator connected to every other (with `fullMesh: false`, only every follower to the
+        // leader, in the leader's view and its own). `missing` says what is not, for the error.
         let missing = ""
-        yield* Effect.gen(function* () {
-          for (;;) {
-            const counts = [(yield* connected(leader)).length]
-            let toLeader = 0
-            for (let i = 1; i < n; i++) {
-              const peers = yield* connected(networks[i]!)
-              counts.push(peers.length)
-              if (peers.includes(leader.self)) toLeader++
-            }
-            const ready =
-              counts[0]! >= n - 1 &&
-              (options.fullMesh === true ? counts.every((c) => c >= n - 1) : toLeader === n - 1)
-            if (ready) return
+        yield* awaitConnections(
+          networks,
+          (connected) => {
+            const counts = connected.map((peers) => peers.size)
+            const toLeader = connected.slice(1).filter((peers) => peers.has(leader.self)).length
             missing =
               `leader connected to ${counts[0]} of ${n - 1}, ${toLeader} followers to the leader` +
-              (options.fullMesh === true
+              (options.fullMesh !== false
                 ? `, ${counts.reduce((a, c) => a + c, 0)} of ${n * (n - 1)} connection ends up`
                 : "")
-            yield* Effect.sleep(Duration.millis(20))
-          }
-        }).pipe(
-          Effect.timeoutFail({
-            duration: Duration.millis(connectTimeoutMs),
-            onTimeout: () => new Error(`mesh not up within ${connectTimeoutMs / 1000} s: ${missing}`)
-          })
+            return (
+              counts[0]! >= n - 1 &&
+              (options.fullMesh !== false ? counts.every((c) => c >= n - 1) : toLeader === n - 1)
+            )
+          },
+          connectTimeoutMs,
+          () => new Error(`mesh not up within ${connectTimeoutMs / 1000} s: ${missing}`)
         )
         return leader
       })
