@@ -3,7 +3,9 @@
 //
 // - raw TLS first, as the floor: the same identities open N(N-1)/2 (one per pair) and N(N-1) (both
 //   ways, as the mesh does when everyone dials at once) mutual TLS 1.3 connections with raw
-//   node:tls, all at once (rawTls.ts).
+//   node:tls, all at once (rawTls.ts). The load of a shared machine moves within a run, so raw TLS
+//   both ways also runs right before each 64-node round, and each round is reported over it
+//   (`ratioToRawBothWays`; the summary's `mesh64OverRawBothWaysPaired` is their median).
 // - mesh N (16, then 64): from the start of building every node's layers (concurrently) until every
 //   node's `manager.connected` lists the N-1 others (polled every 10 ms, at most 60 s); every round
 //   torn down before the next. Also: successful dials (= TLS connections made) against the
@@ -70,6 +72,8 @@ const CHURN_CYCLES = envInt("BENCH_CHURN_CYCLES", 500)!
 const CHURN_WARMUP = 200
 const BUDGET_S = envInt("BENCH_BUDGET_S", 170)!
 const MESH_DEADLINE_MS = 60_000
+/** Raw TLS both ways before each mesh round too (with `raw` in BENCH_ONLY; BENCH_PAIRED_RAW=0: not). */
+const PAIRED_RAW = only.has("raw") && process.env.BENCH_PAIRED_RAW !== "0"
 const POLL_MS = 10
 const MAX_NODES = 64
 
@@ -533,10 +537,20 @@ const meshTimes: Record<number, number | null> = {}
 /** Seconds a heap measurement adds to a round: idle, five samples with their GC, a margin. */
 const HEAP_SECONDS = IDLE_MS / 1000 + 10
 
+/** Per 64-node round: raw TLS both ways, measured just before it, and the round over it. */
+const pairedRatios: Array<number> = []
+
 const runMesh = async (n: number, rounds: number, baseline?: Memory) => {
   const results: Array<MeshRound> = []
+  const rawBefore: Array<number> = []
   let heapDone = false
   for (let r = 0; r < rounds && !heapDone; r++) {
+    // On a shared machine the load moves within a run: the ratio is taken to raw TLS both ways
+    // measured right before each round, under the same load.
+    if (PAIRED_RAW) {
+      gc()
+      rawBefore.push((await rawMesh(identities.slice(0, n), true, gc)).millis)
+    }
     gc()
     const longest = Math.max(0, ...results.map((x) => x.roundSeconds))
     // The heap goes with the last round: the planned last, or the last the budget has room for.
@@ -568,6 +582,10 @@ const runMesh = async (n: number, rounds: number, baseline?: Memory) => {
     }
   }
   const times = results.map((r) => r.wait.millis)
+  const ratios = results.map((r, i) =>
+    r.wait.millis === undefined || rawBefore[i] === undefined ? null : round(r.wait.millis / rawBefore[i]!, 2)
+  )
+  if (n === 64) for (const ratio of ratios) if (ratio !== null) pairedRatios.push(ratio)
   const meshMillis = times.every((t) => t !== undefined) ? median(times) : undefined
   meshTimes[n] = meshMillis === undefined ? null : round(meshMillis, 1)
   const kept = (n * (n - 1)) / 2
@@ -580,6 +598,10 @@ const runMesh = async (n: number, rounds: number, baseline?: Memory) => {
     meshMillis: meshTimes[n],
     rounds: perRound((r) => (r.wait.millis === undefined ? null : round(r.wait.millis, 1))),
     roundsPlanned: rounds,
+    // Raw node:tls, every node dialling every other, right before each round, and the round over it.
+    ...(PAIRED_RAW
+      ? { rawBothWaysBeforeMillis: rawBefore.map((m) => round(m, 1)), ratioToRawBothWays: ratios }
+      : {}),
     // When the connection ends summed over all nodes reached 50/90/99% of n(n-1).
     milestonesMillis: perRound((r) => r.wait.milestones),
     nodesComplete: perRound((r) => r.wait.nodesComplete),
@@ -665,6 +687,8 @@ const main = async () => {
     meshMillis: meshTimes,
     rawTlsMillis: rawTimes,
     mesh64OverRawBothWays: mesh64 != null && raw64 !== undefined ? round(mesh64 / raw64, 2) : null,
+    // Median over the rounds of each round over raw TLS both ways measured right before it.
+    mesh64OverRawBothWaysPaired: pairedRatios.length === 0 ? null : round(median(pairedRatios), 2),
     churnHeapBytesPerCycle: churnBytesPerCycle === undefined ? null : round(churnBytesPerCycle, 0),
     targets: [
       {
