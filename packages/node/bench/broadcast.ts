@@ -109,12 +109,15 @@ const deploymentConfig = (i: number, addresses: ReadonlyArray<string>): NodeConf
   return { ...base, limits }
 }
 
-/**
- * Waits until `ready` holds, checking it again at each connection event of `networks` (the
- * connected sets kept from the events answer at once; `ready` confirms). Every `BACKSTOP_MS` the sets
- * are read afresh, for events before the subscriptions began. Fails with `timeout()` after `timeoutMs`.
- */
+/** How often the connected sets are read afresh while waiting on the events. */
 const BACKSTOP_MS = 1000
+
+/**
+ * Waits until `readyFrom` holds of the validators' connected sets, checking it again at each
+ * connection event of `networks` (the sets kept from the events answer at once; a fresh read
+ * confirms). Every `BACKSTOP_MS` the sets are read afresh, for events before the subscriptions
+ * began. Fails with `timeout()` after `timeoutMs`.
+ */
 const awaitConnections = (
   networks: ReadonlyArray<NodeNetwork.Shape>,
   readyFrom: (connected: ReadonlyArray<ReadonlySet<string>>) => boolean,
