@@ -225,7 +225,17 @@ describe("PeerManager over TLS, long-running", () => {
           released.length = 0
           yield* collect
           const after = { handles: handles(), fibers: (yield* fibers.value).length }
-          const objectsAfter = yield* liveObjects
+          // The last cycles' dial state (a grace or redial sleep, a dial in flight and their
+          // contexts) can hold a few hundred objects for a moment: measure again, with
+          // collections, for up to 2 s, and keep the smallest count. A leak per cycle does not go
+          // away by waiting.
+          let objectsAfter = yield* liveObjects
+          for (let i = 0; i < 10 && sum(objectsAfter) - sum(objectsBefore) >= CYCLES / 5; i++) {
+            yield* Effect.sleep("200 millis")
+            yield* collect
+            const again = yield* liveObjects
+            if (sum(again) < sum(objectsAfter)) objectsAfter = again
+          }
           const objects = { before: sum(objectsBefore), after: sum(objectsAfter) }
 
           const report = JSON.stringify({
