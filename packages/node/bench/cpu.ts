@@ -52,6 +52,8 @@ const log = (text: string): void => {
 // ---- raw node:tls: both ends in this process ----
 
 const rawPair = async () => {
+  /** Set during a one-way run: the server counts frames instead of answering each. */
+  let onServerFrame: (() => void) | undefined
   const server = tls.createServer(
     { ...tlsMaterial(identity(1)), requestCert: true, rejectUnauthorized: false },
     (socket) => {
@@ -66,7 +68,6 @@ const rawPair = async () => {
       })
     }
   )
-  let onServerFrame: (() => void) | undefined
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
   const port = (server.address() as { port: number }).port
   const socket = tls.connect({

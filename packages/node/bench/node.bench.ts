@@ -405,8 +405,7 @@ const runBroadcast = async (n: number) => {
 const main = async () => {
   const started = now()
   if (loaded) {
-    const burner = burn(1)
-    log(`loaded: a busy process (pid ${burner.pid}) on CPU ${pinned ? 1 : "any"} for the whole run`)
+    log(`loaded: a busy process (pid ${burn(1)}) on CPU ${pinned ? 1 : "any"} for the whole run`)
   }
   if (selected.has("oneway") || selected.has("rtt")) {
     const addresses = (await Effect.runPromise(reservePorts(2))).map((port) => `127.0.0.1:${port}`)

@@ -47,10 +47,10 @@ export interface Supervisor {
   ) => Promise<{ readonly child: BenchChild; readonly first: Report }>
   /**
    * Starts a busy process (a Node loop that never yields, allocating nothing), pinned to `cpu` when
-   * this process is pinned: the "loaded machine" of a benchmark. Killed with the other children;
-   * `stop` ends it sooner.
+   * this process is pinned: the "loaded machine" of a benchmark. Killed with the other children.
+   * Returns its pid.
    */
-  readonly burn: (cpu: number) => { readonly pid: number | undefined; readonly stop: () => void }
+  readonly burn: (cpu: number) => number | undefined
 }
 
 /**
@@ -115,12 +115,7 @@ export const supervise = (
     children.add(burner)
     burner.once("exit", () => children.delete(burner))
     if (pinned && burner.pid !== undefined) pin(burner.pid, cpu)
-    return {
-      pid: burner.pid,
-      stop: () => {
-        if (burner.exitCode === null && burner.signalCode === null) burner.kill("SIGKILL")
-      }
-    }
+    return burner.pid
   }
 
   return { log, pinned, start, burn }
